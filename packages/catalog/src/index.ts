@@ -1,0 +1,3 @@
+export { ToolIndex, toolsVersion } from "./tool-index.js";
+export type { ArgumentCheck } from "./tool-index.js";
+export { checkToolCall, unknownBackend } from "./check.js";

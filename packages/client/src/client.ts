@@ -1,0 +1,145 @@
+import { randomUUID } from "node:crypto";
+import { connect, headers as natsHeaders, type NatsConnection, type NatsError } from "nats";
+import {
+  ErrorCode,
+  Headers,
+  decodeJson,
+  encodeJson,
+  subjects,
+  type BackendTools,
+  type CallMeta,
+  type CallToolResult,
+  type ToolCallReply,
+  type ToolCallRequestInput,
+  type ToolsListReply,
+} from "@toolbus/protocol";
+import { ToolbusError } from "./errors.js";
+
+/** How long past its budget the client still waits for the worker's own typed answer. */
+const ANSWER_GRACE_MS = 25;
+
+export interface ToolbusClientOptions {
+  /** NATS URL(s); default nats://127.0.0.1:4222. */
+  servers?: string | string[];
+  /** Connection name shown in NATS monitoring. */
+  name?: string;
+  user?: string;
+  pass?: string;
+  token?: string;
+  /** Budget for calls that do not set `timeoutMs`; default 30 s. */
+  defaultTimeoutMs?: number;
+}
+
+export interface CallOptions {
+  /** The call's whole budget in ms: the answer (result or error) comes within it. */
+  timeoutMs?: number;
+  /** Abort to stop waiting; the promise rejects with CANCELLED. */
+  signal?: AbortSignal;
+  /** Send straight to the backend's callers (one hop) instead of through the router. */
+  direct?: boolean;
+  /** Set to correlate with your own logs; a UUID otherwise. */
+  requestId?: string;
+  /** W3C trace context to pass through. */
+  traceparent?: string;
+  conversationId?: string;
+  cache?: "default" | "bypass";
+}
+
+/** A successful call: the MCP CallToolResult (which may have `isError: true`) and how it was served. */
+export interface ToolCallOutcome {
+  result: CallToolResult;
+  meta: CallMeta;
+}
+
+/**
+ * Calls tools through toolbus.
+ *
+ * ```ts
+ * const client = await ToolbusClient.connect({ servers: "nats://127.0.0.1:4222" });
+ * const { result } = await client.callTool("everything", "echo", { message: "hi" }, { timeoutMs: 5000 });
+ * await client.close();
+ * ```
+ * Failures reject with a ToolbusError whose `code` says why (DEADLINE_EXCEEDED, UNKNOWN_TOOL, ...).
+ */
+export class ToolbusClient {
+  readonly nc: NatsConnection;
+  readonly #ownsConnection: boolean;
+  readonly #defaultTimeoutMs: number;
+
+  constructor(nc: NatsConnection, options: { defaultTimeoutMs?: number; ownsConnection?: boolean } = {}) {
+    this.nc = nc;
+    this.#ownsConnection = options.ownsConnection ?? false;
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+  }
+
+  /** Connect to NATS and return a client that closes the connection on `close()`. */
+  static async connect(options: ToolbusClientOptions = {}): Promise<ToolbusClient> {
+    const nc = await connect({
+      servers: options.servers ?? "nats://127.0.0.1:4222",
+      name: options.name ?? "toolbus-client",
+      user: options.user,
+      pass: options.pass,
+      token: options.token,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      noAsyncTraces: true,
+    });
+    return new ToolbusClient(nc, { defaultTimeoutMs: options.defaultTimeoutMs, ownsConnection: true });
+  }
+
+  /** Call `tool` on `backend`. Resolves with the result; rejects with a ToolbusError. */
+  async callTool(backend: string, tool: string, args: Record<string, unknown> = {}, options: CallOptions = {}): Promise<ToolCallOutcome> {
+    const body: ToolCallRequestInput = { backend, tool, arguments: args };
+    if (options.conversationId !== undefined) body.conversationId = options.conversationId;
+    if (options.cache !== undefined) body.cache = options.cache;
+    // Subject builders reject a malformed backend name; that is the caller's mistake, reported as such.
+    let subject: string;
+    try {
+      subject = options.direct ? subjects.backendCall(backend) : subjects.toolCall();
+    } catch (err) {
+      throw ToolbusError.of(ErrorCode.BAD_REQUEST, (err as Error).message);
+    }
+    const reply = (await this.#request(subject, encodeJson(body), options, options.direct ? `no caller serves backend "${backend}"` : "no router is running")) as ToolCallReply;
+    if (reply.ok) return { result: reply.result, meta: reply.meta };
+    throw new ToolbusError(reply.error);
+  }
+
+  /** The tools of every backend the router knows (or of one backend). */
+  async listTools(backend?: string, options: Omit<CallOptions, "direct" | "conversationId" | "cache"> = {}): Promise<BackendTools[]> {
+    const reply = (await this.#request(subjects.toolsList(), encodeJson(backend ? { backend } : {}), options, "no router is running")) as ToolsListReply;
+    if (reply.ok) return reply.backends;
+    throw new ToolbusError(reply.error);
+  }
+
+  /** Close the NATS connection if this client opened it. */
+  async close(): Promise<void> {
+    if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
+  }
+
+  async #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string): Promise<unknown> {
+    const timeoutMs = Math.floor(options.timeoutMs ?? this.#defaultTimeoutMs);
+    if (!(timeoutMs > 0)) throw ToolbusError.of(ErrorCode.BAD_REQUEST, `timeoutMs must be a positive number of ms, got ${options.timeoutMs}`);
+    if (options.signal?.aborted) throw ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled before it was sent");
+    const h = natsHeaders();
+    h.set(Headers.TimeoutMs, String(timeoutMs));
+    h.set(Headers.RequestId, options.requestId ?? randomUUID());
+    if (options.traceparent) h.set(Headers.TraceParent, options.traceparent);
+
+    const pending = this.nc.request(subject, data, { timeout: timeoutMs + ANSWER_GRACE_MS, headers: h }).then(
+      (msg) => decodeJson(msg.data),
+      (err: NatsError) => {
+        if (err.code === "503") throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`, { cause: err });
+        if (err.code === "TIMEOUT") throw ToolbusError.of(ErrorCode.DEADLINE_EXCEEDED, `no answer within the budget of ${timeoutMs} ms`, { cause: err });
+        throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `NATS request failed: ${err.message}`, { cause: err });
+      },
+    );
+    const signal = options.signal;
+    if (!signal) return pending;
+    // The late answer, if any, is dropped by the connection's request multiplexer.
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled by the caller"));
+      signal.addEventListener("abort", onAbort, { once: true });
+      pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+}

@@ -1,0 +1,3 @@
+export { ToolbusClient } from "./client.js";
+export type { ToolbusClientOptions, CallOptions, ToolCallOutcome } from "./client.js";
+export { ToolbusError, isToolbusError, ErrorCode } from "./errors.js";

@@ -1,0 +1,214 @@
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { DEFAULT_MAX_BUDGET_MS } from "@toolbus/protocol";
+import { parse as parseYaml } from "yaml";
+import { PROFILE_DEFAULTS, type Profile } from "./profiles.js";
+import { ConfigFileSchema } from "./schema.js";
+
+/** A configuration that cannot be used; `problems` lists every one as `path: message`. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(
+    readonly problems: readonly string[],
+    readonly source: string,
+  ) {
+    super(`invalid configuration (${source}):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+export function isConfigError(err: unknown): err is ConfigError {
+  return err instanceof Error && err.name === "ConfigError";
+}
+
+interface BackendCommon {
+  readonly name: string;
+  readonly connectTimeoutMs: number;
+  readonly callTimeoutMs: number;
+}
+export interface McpStdioBackendConfig extends BackendCommon {
+  readonly kind: "mcp-stdio";
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly cwd: string;
+  readonly pool: number;
+}
+export interface LaunchConfig {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly cwd: string;
+}
+export interface McpHttpBackendConfig extends BackendCommon {
+  readonly kind: "mcp-http";
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly connections: number;
+  readonly launch: LaunchConfig | undefined;
+}
+export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
+
+/** The compiled, frozen configuration every worker receives. Durations are in ms. */
+export interface ToolbusConfig {
+  readonly source: string;
+  readonly profile: Profile;
+  readonly nats: {
+    readonly servers: readonly string[];
+    readonly user?: string;
+    readonly pass?: string;
+    readonly token?: string;
+    readonly credsFile?: string;
+  };
+  readonly limits: { readonly maxRequestBytes: number; readonly maxBudgetMs: number; readonly defaultBudgetMs: number };
+  readonly admin: { readonly port: number; readonly host: string };
+  readonly log: { readonly level: string };
+  readonly heartbeatMs: number;
+  readonly shutdownGraceMs: number;
+  readonly backends: Readonly<Record<string, BackendConfig>>;
+}
+
+/** Values given on the command line; they win over everything else. */
+export interface ConfigFlags {
+  natsUrl?: string;
+  profile?: string;
+  adminPort?: number;
+  logLevel?: string;
+}
+
+export interface LoadConfigOptions {
+  /** Path of toolbus.yaml (YAML or JSON). Without it, only env, flags and defaults apply. */
+  file?: string;
+  /** The environment to read TOOLBUS_* from (library code never reads process.env itself). */
+  env?: Readonly<Record<string, string | undefined>>;
+  flags?: ConfigFlags;
+}
+
+type Json = Record<string, unknown>;
+
+function section(raw: Json, key: string): Json {
+  const value = raw[key];
+  if (value === undefined || value === null) {
+    const fresh: Json = {};
+    raw[key] = fresh;
+    return fresh;
+  }
+  // A wrong type stays as it is, so the schema reports it with its path.
+  return typeof value === "object" && !Array.isArray(value) ? (value as Json) : {};
+}
+
+function numberOrText(text: string): number | string {
+  return /^-?\d+$/.test(text.trim()) ? Number(text) : text;
+}
+
+/** Layer environment and flags over the file: flags > TOOLBUS_* env > file. */
+function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefined>>, flags: ConfigFlags): void {
+  const set = (target: Json, key: string, value: unknown): void => {
+    if (value !== undefined && value !== "") target[key] = value;
+  };
+  const natsUrl = flags.natsUrl ?? env.TOOLBUS_NATS_URL;
+  if (natsUrl) section(raw, "nats").servers = natsUrl.split(",").map((s) => s.trim()).filter(Boolean);
+  set(section(raw, "nats"), "user", env.TOOLBUS_NATS_USER);
+  set(section(raw, "nats"), "pass", env.TOOLBUS_NATS_PASS);
+  set(section(raw, "nats"), "token", env.TOOLBUS_NATS_TOKEN);
+  set(section(raw, "nats"), "credsFile", env.TOOLBUS_NATS_CREDS);
+  set(raw, "profile", flags.profile ?? env.TOOLBUS_PROFILE);
+  const adminPort = flags.adminPort ?? (env.TOOLBUS_ADMIN_PORT !== undefined ? numberOrText(env.TOOLBUS_ADMIN_PORT) : undefined);
+  set(section(raw, "admin"), "port", adminPort);
+  set(section(raw, "admin"), "host", env.TOOLBUS_ADMIN_HOST);
+  set(section(raw, "log"), "level", flags.logLevel ?? env.TOOLBUS_LOG_LEVEL);
+  if (env.TOOLBUS_MAX_REQUEST_BYTES !== undefined) set(section(raw, "limits"), "maxRequestBytes", numberOrText(env.TOOLBUS_MAX_REQUEST_BYTES));
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Validate and compile raw configuration (already merged with env and flags). Relative paths are
+ * resolved against `baseDir`, the directory of the config file.
+ */
+export function compileConfig(raw: unknown, options: { baseDir: string; source: string }): ToolbusConfig {
+  const parsed = ConfigFileSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.length ? issue.path.map(String).join(".") : "(root)"}: ${issue.message}`);
+    throw new ConfigError(problems, options.source);
+  }
+  const file = parsed.data;
+  const defaults = PROFILE_DEFAULTS[file.profile];
+  const at = (p: string | undefined): string => (p === undefined ? options.baseDir : isAbsolute(p) ? p : resolve(options.baseDir, p));
+  // A command with a path in it is relative to the config file; a bare name is looked up on PATH.
+  const command = (c: string): string => (c.includes("/") && !isAbsolute(c) ? resolve(options.baseDir, c) : c);
+
+  const backends: Record<string, BackendConfig> = {};
+  for (const [name, b] of Object.entries(file.backends)) {
+    const common = {
+      name,
+      connectTimeoutMs: b.timeouts.connect ?? defaults.connectTimeoutMs,
+      callTimeoutMs: b.timeouts.call ?? defaults.callTimeoutMs,
+    };
+    backends[name] =
+      b.kind === "mcp-stdio"
+        ? { ...common, kind: b.kind, command: command(b.command), args: b.args, env: b.env, cwd: at(b.cwd), pool: b.pool }
+        : {
+            ...common,
+            kind: b.kind,
+            url: b.url,
+            headers: b.headers,
+            connections: b.connections,
+            launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
+          };
+  }
+  return deepFreeze({
+    source: options.source,
+    profile: file.profile,
+    nats: file.nats,
+    limits: {
+      maxRequestBytes: file.limits.maxRequestBytes,
+      maxBudgetMs: file.limits.maxBudget ?? DEFAULT_MAX_BUDGET_MS,
+      defaultBudgetMs: file.limits.defaultBudget ?? defaults.defaultBudgetMs,
+    },
+    admin: file.admin,
+    log: file.log,
+    heartbeatMs: file.heartbeat ?? defaults.heartbeatMs,
+    shutdownGraceMs: file.shutdownGrace ?? 10_000,
+    backends,
+  });
+}
+
+/** Parse the text of a config file (YAML is a superset of JSON, so both work). */
+function parseFileText(text: string, source: string): Json {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true });
+  } catch (err) {
+    throw new ConfigError([`(file): not valid YAML or JSON: ${(err as Error).message.split("\n")[0]}`], source);
+  }
+  if (raw === null || raw === undefined) return {};
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(["(root): expected a mapping of settings"], source);
+  return raw as Json;
+}
+
+/**
+ * Load the configuration: file (if any), then TOOLBUS_* environment, then flags, then profile
+ * defaults for whatever is still unset. Throws ConfigError listing every problem by path.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): ToolbusConfig {
+  const env = options.env ?? {};
+  const source = options.file ? resolve(options.file) : "(no config file)";
+  let raw: Json = {};
+  if (options.file) {
+    let text: string;
+    try {
+      text = readFileSync(source, "utf8");
+    } catch (err) {
+      throw new ConfigError([`(file): cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], source);
+    }
+    raw = parseFileText(text, source);
+  }
+  applyOverrides(raw, env, options.flags ?? {});
+  return compileConfig(raw, { baseDir: options.file ? dirname(source) : process.cwd(), source });
+}

@@ -1,0 +1,49 @@
+export { SUBJECT_PREFIX, BACKEND_NAME_PATTERN, isBackendName, subjects, queueGroups } from "./subjects.js";
+export { Headers } from "./headers.js";
+export { ErrorCode, isRetryableCode } from "./errors.js";
+export { canonicalJson } from "./canonical-json.js";
+export {
+  monotonicNow,
+  readBudget,
+  remainingMs,
+  stampBudget,
+  DEFAULT_MAX_BUDGET_MS,
+  FORWARD_MARGIN_MS,
+} from "./budget.js";
+export type { BudgetReading } from "./budget.js";
+export {
+  BackendNameSchema,
+  ToolCallRequestSchema,
+  ValidationIssueSchema,
+  WireErrorSchema,
+  ErrorReplySchema,
+  CallToolResultSchema,
+  CallMetaSchema,
+  ToolCallOkReplySchema,
+  ToolCallReplySchema,
+  ToolDescriptorSchema,
+  ToolsListRequestSchema,
+  BackendToolsSchema,
+  ToolsListOkReplySchema,
+  ToolsListReplySchema,
+  CallerHeartbeatSchema,
+} from "./schemas.js";
+export type {
+  ToolCallRequest,
+  ToolCallRequestInput,
+  ValidationIssue,
+  WireError,
+  ErrorReply,
+  CallToolResult,
+  CallMeta,
+  ToolCallOkReply,
+  ToolCallReply,
+  ToolDescriptor,
+  ToolsListRequest,
+  BackendTools,
+  ToolsListOkReply,
+  ToolsListReply,
+  CallerHeartbeat,
+} from "./schemas.js";
+export { encodeJson, decodeJson, decodeRequest, errorReply, issuesFromZod } from "./wire.js";
+export type { Decoded } from "./wire.js";

@@ -1,0 +1,117 @@
+import { z } from "zod";
+import { ErrorCode } from "./errors.js";
+import { BACKEND_NAME_PATTERN } from "./subjects.js";
+
+/** A backend name, usable as a subject token. */
+export const BackendNameSchema = z
+  .string()
+  .regex(BACKEND_NAME_PATTERN, "backend names are 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit");
+
+/** Body of `toolbus.v1.tool.call` and `toolbus.v1.backend.<b>.call`. */
+export const ToolCallRequestSchema = z.object({
+  backend: BackendNameSchema,
+  tool: z.string().min(1).max(256),
+  arguments: z.record(z.string(), z.unknown()).default({}),
+  conversationId: z.string().min(1).max(256).optional(),
+  cache: z.enum(["default", "bypass"]).optional(),
+});
+export type ToolCallRequest = z.infer<typeof ToolCallRequestSchema>;
+/** What a client sends (arguments may be omitted). */
+export type ToolCallRequestInput = z.input<typeof ToolCallRequestSchema>;
+
+/** One field-level problem, e.g. in a tool's arguments. */
+export const ValidationIssueSchema = z.object({
+  field: z.string(),
+  message: z.string(),
+  type: z.string(),
+});
+export type ValidationIssue = z.infer<typeof ValidationIssueSchema>;
+
+export const WireErrorSchema = z.object({
+  code: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]),
+  message: z.string(),
+  retryable: z.boolean(),
+  retryAfterMs: z.number().int().nonnegative().optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+export type WireError = z.infer<typeof WireErrorSchema>;
+
+export const ErrorReplySchema = z.object({ ok: z.literal(false), error: WireErrorSchema });
+export type ErrorReply = z.infer<typeof ErrorReplySchema>;
+
+/** An MCP CallToolResult, kept as the backend sent it (content, structuredContent, isError, _meta). */
+export const CallToolResultSchema = z.looseObject({
+  content: z.array(z.looseObject({ type: z.string() })).default([]),
+  isError: z.boolean().optional(),
+  structuredContent: z.record(z.string(), z.unknown()).optional(),
+});
+export type CallToolResult = z.infer<typeof CallToolResultSchema>;
+
+export const CallMetaSchema = z.object({
+  backend: z.string(),
+  endpoint: z.string(),
+  attempts: z.number().int().nonnegative(),
+  cached: z.boolean(),
+  durationMs: z.number().nonnegative(),
+});
+export type CallMeta = z.infer<typeof CallMetaSchema>;
+
+export const ToolCallOkReplySchema = z.object({ ok: z.literal(true), result: CallToolResultSchema, meta: CallMetaSchema });
+export type ToolCallOkReply = z.infer<typeof ToolCallOkReplySchema>;
+
+export const ToolCallReplySchema = z.discriminatedUnion("ok", [ToolCallOkReplySchema, ErrorReplySchema]);
+export type ToolCallReply = z.infer<typeof ToolCallReplySchema>;
+
+/** An MCP tool as listed by the backend (name, schemas, annotations), passed through as-is. */
+export const ToolDescriptorSchema = z.looseObject({
+  name: z.string(),
+  title: z.string().optional(),
+  description: z.string().optional(),
+  inputSchema: z.looseObject({ type: z.literal("object") }),
+  outputSchema: z.record(z.string(), z.unknown()).optional(),
+  annotations: z
+    .looseObject({
+      title: z.string().optional(),
+      readOnlyHint: z.boolean().optional(),
+      destructiveHint: z.boolean().optional(),
+      idempotentHint: z.boolean().optional(),
+      openWorldHint: z.boolean().optional(),
+    })
+    .optional(),
+});
+export type ToolDescriptor = z.infer<typeof ToolDescriptorSchema>;
+
+/** Body of `toolbus.v1.tools.list` (and `.backend.<b>.tools`); empty object lists every backend. */
+export const ToolsListRequestSchema = z.object({ backend: BackendNameSchema.optional() });
+export type ToolsListRequest = z.infer<typeof ToolsListRequestSchema>;
+
+export const BackendToolsSchema = z.object({
+  name: z.string(),
+  /** Callers that sent a heartbeat recently. */
+  liveCallers: z.number().int().nonnegative(),
+  /** null while no caller has reported the tool list yet. */
+  tools: z.array(ToolDescriptorSchema).nullable(),
+});
+export type BackendTools = z.infer<typeof BackendToolsSchema>;
+
+export const ToolsListOkReplySchema = z.object({ ok: z.literal(true), backends: z.array(BackendToolsSchema) });
+export type ToolsListOkReply = z.infer<typeof ToolsListOkReplySchema>;
+export const ToolsListReplySchema = z.discriminatedUnion("ok", [ToolsListOkReplySchema, ErrorReplySchema]);
+export type ToolsListReply = z.infer<typeof ToolsListReplySchema>;
+
+/**
+ * Published by every caller every `intervalMs` on `toolbus.v1.evt.caller.<backend>`. The router's
+ * catalog forwards only to backends with a recent heartbeat, because a forwarded message never gets
+ * a "no responders" answer.
+ */
+export const CallerHeartbeatSchema = z.object({
+  backend: BackendNameSchema,
+  workerId: z.string(),
+  status: z.enum(["up", "down"]),
+  /** Hash of the tool list; null until it has been fetched from the backend. */
+  toolsVersion: z.string().nullable(),
+  endpointsLive: z.number().int().nonnegative(),
+  endpointsTotal: z.number().int().nonnegative(),
+  intervalMs: z.number().int().positive(),
+});
+export type CallerHeartbeat = z.infer<typeof CallerHeartbeatSchema>;

@@ -1,0 +1,47 @@
+/**
+ * NATS subjects and queue groups. Every subject toolbus uses is built here, so a typo at a call
+ * site cannot invent a subject nobody listens on.
+ */
+
+/** Version prefix of every subject; a breaking wire change gets a new one. */
+export const SUBJECT_PREFIX = "toolbus.v1";
+
+/** Backend names are subject tokens: lowercase, no dots or wildcards. */
+export const BACKEND_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+/** True when `name` can be used as a backend name (and so as a subject token). */
+export function isBackendName(name: string): boolean {
+  return BACKEND_NAME_PATTERN.test(name);
+}
+
+function backendToken(backend: string): string {
+  if (!isBackendName(backend)) {
+    throw new TypeError(`invalid backend name ${JSON.stringify(backend)}: must match ${BACKEND_NAME_PATTERN}`);
+  }
+  return backend;
+}
+
+export const subjects = {
+  /** Tool-call requests for the router (the default entry point). */
+  toolCall: (): string => `${SUBJECT_PREFIX}.tool.call`,
+  /** Tool-list requests for the router. */
+  toolsList: (): string => `${SUBJECT_PREFIX}.tools.list`,
+  /** Tool-call requests for one backend's callers (forwarded by the router, or sent directly). */
+  backendCall: (backend: string): string => `${SUBJECT_PREFIX}.backend.${backendToken(backend)}.call`,
+  /** Tool-list requests for one backend's callers. */
+  backendTools: (backend: string): string => `${SUBJECT_PREFIX}.backend.${backendToken(backend)}.tools`,
+  /** Caller heartbeats: how the router learns which backends have a live caller. */
+  callerHeartbeat: (backend: string): string => `${SUBJECT_PREFIX}.evt.caller.${backendToken(backend)}`,
+  /** Wildcard for every caller heartbeat. */
+  callerHeartbeatAll: (): string => `${SUBJECT_PREFIX}.evt.caller.*`,
+  /** Breaker transitions of one backend. */
+  breakerEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.breaker.${backendToken(backend)}`,
+  /** Health changes of one backend. */
+  healthEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.health.${backendToken(backend)}`,
+} as const;
+
+/** Queue groups: every replica of a worker joins the same group, so replicas share the load. */
+export const queueGroups = {
+  router: (): string => "router",
+  caller: (backend: string): string => `caller.${backendToken(backend)}`,
+} as const;

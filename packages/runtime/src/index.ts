@@ -1,0 +1,15 @@
+export { createLogger, REDACT_PATHS } from "./logger.js";
+export type { Logger, LoggerOptions } from "./logger.js";
+export { connectNats, natsConnectionOptions } from "./nats.js";
+export type { NatsOptions } from "./nats.js";
+export { createMetrics } from "./metrics.js";
+export type { Metrics } from "./metrics.js";
+export { startAdminServer } from "./admin.js";
+export type { AdminServer, AdminServerOptions } from "./admin.js";
+export { addService } from "./service.js";
+export type { Service, ServiceMsg, ServiceOptions } from "./service.js";
+export { InFlight, newWorkerId, runWorkers, exitOnSignals } from "./lifecycle.js";
+export type { Worker, WorkerDeps, RunWorkersOptions, RunningProcess } from "./lifecycle.js";
+export { TOOLBUS_VERSION } from "./version.js";
+export { admitRequest, respondJson } from "./admit.js";
+export type { Admitted, AdmitLimits } from "./admit.js";

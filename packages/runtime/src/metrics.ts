@@ -1,0 +1,31 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one process; every worker in it records into the same registry. */
+export interface Metrics {
+  readonly registry: Registry;
+  /** Requests handled, by worker, backend and outcome (`ok` or an error code). */
+  readonly requests: Counter<"worker" | "backend" | "outcome">;
+  /** Time from receipt to reply (or forward), in seconds. */
+  readonly duration: Histogram<"worker" | "backend">;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({
+      name: "toolbus_requests_total",
+      help: "Requests handled, by worker, backend and outcome",
+      labelNames: ["worker", "backend", "outcome"],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: "toolbus_request_duration_seconds",
+      help: "Time from receipt to reply or forward",
+      labelNames: ["worker", "backend"],
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,260 @@
+import type { Msg } from "nats";
+import { ToolIndex, checkToolCall } from "@toolbus/catalog";
+import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
+import {
+  ErrorCode,
+  ToolCallRequestSchema,
+  ToolsListRequestSchema,
+  encodeJson,
+  errorReply,
+  monotonicNow,
+  queueGroups,
+  subjects,
+  type CallerHeartbeat,
+  type CallToolResult,
+  type ErrorReply,
+  type ToolCallOkReply,
+  type ToolDescriptor,
+  type ToolsListOkReply,
+} from "@toolbus/protocol";
+import { InFlight, TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import type { Endpoint, EndpointEvents } from "./endpoint.js";
+import { backendFailure, type TimeoutContext } from "./errors.js";
+import { HttpEndpoint, LaunchedServer } from "./http.js";
+import { StdioEndpoint } from "./stdio.js";
+
+/** Kept back from the budget so our answer reaches the client before its own timer fires. */
+const REPLY_MARGIN_MS = 3;
+/** Timeout for a tools/list refresh. */
+const LIST_TOOLS_TIMEOUT_MS = 10_000;
+
+export interface CallerOptions {
+  backend: BackendConfig;
+  limits: ToolbusConfig["limits"];
+  heartbeatMs: number;
+}
+
+export interface CallerWorker extends Worker {
+  readonly backend: string;
+  readonly endpoints: readonly Endpoint[];
+  /** The backend's tools, once fetched. */
+  tools(): readonly ToolDescriptor[] | null;
+}
+
+/**
+ * The caller of one backend. Serves `toolbus.v1.backend.<b>.call` and `.tools` in queue group
+ * `caller.<b>`, holds the backend's connections (a stdio pool or an HTTP session), and answers each
+ * call to the client's reply subject itself.
+ */
+export async function startCaller(deps: WorkerDeps, options: CallerOptions): Promise<CallerWorker> {
+  const { nc, metrics } = deps;
+  const backend = options.backend;
+  const log = deps.logger.child({ worker: "caller", backend: backend.name, workerId: deps.workerId });
+  const inFlight = new InFlight();
+  let index: ToolIndex | null = null;
+  let refreshing: Promise<void> | undefined;
+  let refreshAgain = false;
+  let stopping = false;
+
+  const events: EndpointEvents = {
+    onLive: (endpoint) => void refreshTools(endpoint),
+    onToolsChanged: (endpoint) => {
+      log.info({ endpoint: endpoint.id }, "backend tool list changed; refreshing");
+      void refreshTools(endpoint);
+    },
+  };
+
+  const launched = backend.kind === "mcp-http" && backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
+  const endpoints: Endpoint[] =
+    backend.kind === "mcp-stdio"
+      ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, log, events))
+      : [new HttpEndpoint(`${backend.name}@${backend.url}`, backend, log, events)];
+
+  /** Fetch the tool list (one refresh at a time; a change during a refresh triggers one more). */
+  function refreshTools(endpoint: Endpoint): Promise<void> {
+    if (refreshing) {
+      refreshAgain = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      try {
+        const tools = (await endpoint.listTools(LIST_TOOLS_TIMEOUT_MS)) as ToolDescriptor[];
+        const next = new ToolIndex(tools);
+        if (next.version !== index?.version) {
+          index = next;
+          log.info({ tools: tools.length, toolsVersion: next.version }, "backend tools loaded");
+          heartbeat();
+        }
+      } catch (err) {
+        log.warn({ endpoint: endpoint.id, err: (err as Error).message }, "could not list backend tools");
+      } finally {
+        refreshing = undefined;
+        if (refreshAgain) {
+          refreshAgain = false;
+          const live = endpoints.find((e) => e.live);
+          if (live) void refreshTools(live);
+        }
+      }
+    })();
+    return refreshing;
+  }
+
+  let rotation = 0;
+  /** The least-loaded live endpoint; ties go round-robin so a pool shares sequential load too. */
+  function pickEndpoint(): Endpoint | undefined {
+    let best: Endpoint | undefined;
+    for (let i = 0; i < endpoints.length; i++) {
+      const e = endpoints[(rotation + i) % endpoints.length]!;
+      if (e.live && (best === undefined || e.inFlight < best.inFlight)) best = e;
+    }
+    rotation = (rotation + 1) % endpoints.length;
+    return best;
+  }
+
+  function unavailable(): ErrorReply {
+    const waits = endpoints.map((e) => e.retryAfterMs()).filter((ms): ms is number => ms !== undefined);
+    return errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live connection to backend "${backend.name}" (${endpoints.length} endpoint(s), reconnecting)`, {
+      retryAfterMs: waits.length ? Math.min(...waits) : undefined,
+      details: { backend: backend.name, endpoints: endpoints.map((e) => e.id) },
+    });
+  }
+
+  const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
+  const finish = (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number): void => {
+    respondJson(msg, reply, maxPayload());
+    metrics.requests.inc({ worker: "caller", backend: backend.name, outcome: reply.ok ? "ok" : reply.error.code });
+    metrics.duration.observe({ worker: "caller", backend: backend.name }, (monotonicNow() - started) / 1000);
+  };
+
+  async function handleCall(msg: Msg): Promise<void> {
+    const started = monotonicNow();
+    const admitted = admitRequest(msg, ToolCallRequestSchema, options.limits, started);
+    if (!admitted.ok) return finish(msg, admitted.reply, started);
+    const request = admitted.body;
+    if (request.backend !== backend.name) {
+      return finish(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}", the body names "${request.backend}"`), started);
+    }
+    // Until the tool list is known (backend down since start) calls go on unchecked: the backend checks.
+    if (index) {
+      const problem = checkToolCall(index, request);
+      if (problem) return finish(msg, problem, started);
+    }
+    const endpoint = pickEndpoint();
+    if (!endpoint) return finish(msg, unavailable(), started);
+    const left = admitted.deadline - monotonicNow() - REPLY_MARGIN_MS;
+    if (left <= 0) return finish(msg, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), started);
+    const timeout: TimeoutContext =
+      left < backend.callTimeoutMs ? { timeoutMs: Math.floor(left), limitedBy: "budget" } : { timeoutMs: backend.callTimeoutMs, limitedBy: "callTimeout" };
+    try {
+      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs });
+      // A tool that reports isError ran fine as far as the transport goes: it is a result.
+      finish(
+        msg,
+        {
+          ok: true,
+          result: result as CallToolResult,
+          meta: { backend: backend.name, endpoint: endpoint.id, attempts: 1, cached: false, durationMs: Math.round((monotonicNow() - started) * 1000) / 1000 },
+        },
+        started,
+      );
+    } catch (err) {
+      const reply = backendFailure(err, endpoint.id, timeout);
+      log.warn({ requestId: admitted.requestId, tool: request.tool, endpoint: endpoint.id, code: reply.error.code, err: (err as Error).message }, "tool call failed");
+      finish(msg, reply, started);
+    }
+  }
+
+  function handleTools(msg: Msg): void {
+    const started = monotonicNow();
+    // Listing is answered from memory, so a missing budget header is fine here.
+    const body = msg.data.length ? admitRequestBody(msg) : {};
+    if ("ok" in body) return void respondJson(msg, body, maxPayload());
+    const reply: ToolsListOkReply = {
+      ok: true,
+      backends: [{ name: backend.name, liveCallers: 1, tools: index ? [...index.tools] : null }],
+    };
+    respondJson(msg, reply, maxPayload());
+    metrics.duration.observe({ worker: "caller", backend: backend.name }, (monotonicNow() - started) / 1000);
+  }
+
+  function admitRequestBody(msg: Msg): Record<string, unknown> | ErrorReply {
+    const parsed = ToolsListRequestSchema.safeParse(safeJson(msg.data));
+    return parsed.success ? parsed.data : errorReply(ErrorCode.BAD_REQUEST, "a tools request body is {} or { \"backend\": name }");
+  }
+
+  function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
+    if (nc.isClosed()) return;
+    const beat: CallerHeartbeat = {
+      backend: backend.name,
+      workerId: deps.workerId,
+      status,
+      toolsVersion: index?.version ?? null,
+      endpointsLive: endpoints.filter((e) => e.live).length,
+      endpointsTotal: endpoints.length,
+      intervalMs: options.heartbeatMs,
+    };
+    nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(beat));
+  }
+
+  launched?.start();
+  for (const endpoint of endpoints) endpoint.start();
+
+  const service = await addService(nc, {
+    name: "toolbus-caller",
+    version: TOOLBUS_VERSION,
+    description: `toolbus caller for backend ${backend.name}`,
+    workerId: deps.workerId,
+    metadata: { backend: backend.name, kind: backend.kind },
+  });
+  const queue = queueGroups.caller(backend.name);
+  service.addEndpoint("call", {
+    subject: subjects.backendCall(backend.name),
+    queue,
+    handler: (_err, msg) => {
+      if (!stopping) inFlight.track(handleCall(msg));
+    },
+    metadata: { backend: backend.name },
+  });
+  service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
+  // Announce only once the server has our subscriptions, so a router never forwards into the void.
+  await nc.flush();
+  heartbeat();
+  const timer = setInterval(() => heartbeat(), options.heartbeatMs);
+  timer.unref();
+  log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
+
+  let stopped: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stoppedPromise = new Promise<void>((r) => (resolveStopped = r));
+  return {
+    name: `caller:${backend.name}`,
+    backend: backend.name,
+    endpoints,
+    tools: () => index?.tools ?? null,
+    notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
+    stop: (graceMs = 10_000) => {
+      stopped ??= (async () => {
+        clearInterval(timer);
+        heartbeat("down");
+        // Drain: messages already delivered to us are still handled; no new ones arrive.
+        await service.stop();
+        stopping = true;
+        if (!(await inFlight.idle(graceMs))) log.warn({ inFlight: inFlight.count }, "grace period over; closing with calls in flight");
+        await Promise.allSettled(endpoints.map((e) => e.close()));
+        await launched?.stop();
+        log.info("caller stopped");
+        resolveStopped();
+      })();
+      return stopped;
+    },
+    stopped: stoppedPromise,
+  };
+}
+
+function safeJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,206 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { ToolListChangedNotificationSchema, type CallToolResult as McpCallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "@toolbus/runtime";
+
+/** One way to reach a backend: a stdio child process or an HTTP server. */
+export interface Endpoint {
+  readonly id: string;
+  /** Initialized and not known to be down. */
+  readonly live: boolean;
+  /** Calls in flight on this endpoint right now. */
+  readonly inFlight: number;
+  /** Ms until the next reconnect attempt while down (for `retryAfterMs`); undefined while live. */
+  retryAfterMs(): number | undefined;
+  start(): void;
+  callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult>;
+  listTools(timeoutMs: number): Promise<Tool[]>;
+  close(): Promise<void>;
+}
+
+export interface EndpointEvents {
+  /** The endpoint became live (again): the caller refreshes the tool list from it. */
+  onLive(endpoint: Endpoint): void;
+  /** The server said its tools changed. */
+  onToolsChanged(endpoint: Endpoint): void;
+}
+
+/** Backoff between reconnects: 100 ms doubling to 10 s, reset once a connection has stayed up. */
+export class Backoff {
+  #attempt = 0;
+  constructor(
+    private readonly initialMs = 100,
+    private readonly maxMs = 10_000,
+  ) {}
+  next(): number {
+    const ms = Math.min(this.maxMs, this.initialMs * 2 ** this.#attempt);
+    this.#attempt++;
+    // ±20% jitter so a fleet of callers does not reconnect in lockstep.
+    return Math.round(ms * (0.8 + Math.random() * 0.4));
+  }
+  reset(): void {
+    this.#attempt = 0;
+  }
+}
+
+/**
+ * What stdio and HTTP endpoints share: one MCP client at a time, connected with a timeout, a
+ * reconnect loop with backoff after it drops, and an in-flight count for least-loaded choice.
+ */
+export abstract class ClientEndpoint implements Endpoint {
+  protected client: Client | undefined;
+  #live = false;
+  #inFlight = 0;
+  #closed = false;
+  #reconnectAt: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #connecting: Promise<void> | undefined;
+  protected readonly backoff = new Backoff();
+
+  constructor(
+    readonly id: string,
+    protected readonly log: Logger,
+    protected readonly connectTimeoutMs: number,
+    private readonly events: EndpointEvents,
+  ) {}
+
+  get live(): boolean {
+    return this.#live;
+  }
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+  protected get closed(): boolean {
+    return this.#closed;
+  }
+
+  retryAfterMs(): number | undefined {
+    if (this.#live) return undefined;
+    return this.#reconnectAt === undefined ? 0 : Math.max(0, this.#reconnectAt - Date.now());
+  }
+
+  /** A fresh transport for a fresh connection (a new child process, a new HTTP session). */
+  protected abstract createTransport(): Transport;
+  /** Called after a client connected; stdio pipes the child's stderr here. */
+  protected afterConnect(_transport: Transport): void {}
+
+  start(): void {
+    void this.connect();
+  }
+
+  /** Connect once (concurrent callers share the attempt); on failure schedule the next. */
+  protected connect(): Promise<void> {
+    this.#connecting ??= this.#connectOnce().finally(() => (this.#connecting = undefined));
+    return this.#connecting;
+  }
+
+  async #connectOnce(): Promise<void> {
+    if (this.#closed) return;
+    this.#reconnectAt = undefined;
+    const client = new Client({ name: "toolbus-caller", version: "0.1.0" }, { capabilities: {} });
+    const transport = this.createTransport();
+    client.onclose = () => this.#dropped(client);
+    client.onerror = (err) => this.log.debug({ err, endpoint: this.id }, "MCP transport error");
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => this.events.onToolsChanged(this));
+    try {
+      await client.connect(transport, { timeout: this.connectTimeoutMs });
+    } catch (err) {
+      this.log.warn({ endpoint: this.id, err: (err as Error).message }, "could not connect to backend endpoint");
+      client.onclose = undefined;
+      await client.close().catch(() => undefined);
+      this.#scheduleReconnect();
+      return;
+    }
+    if (this.#closed) {
+      await client.close().catch(() => undefined);
+      return;
+    }
+    this.afterConnect(transport);
+    this.client = client;
+    this.#live = true;
+    const server = client.getServerVersion();
+    this.log.info({ endpoint: this.id, server: server?.name, serverVersion: server?.version }, "backend endpoint connected");
+    this.events.onLive(this);
+  }
+
+  #dropped(client: Client): void {
+    if (this.client !== client) return;
+    this.client = undefined;
+    this.#live = false;
+    if (this.#closed) return;
+    this.log.warn({ endpoint: this.id }, "backend endpoint connection lost; reconnecting");
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#closed || this.#timer) return;
+    const wait = this.backoff.next();
+    this.#reconnectAt = Date.now() + wait;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.connect();
+    }, wait);
+    this.#timer.unref();
+  }
+
+  /** Mark the connection as bad (e.g. the server stopped answering) and reconnect. */
+  protected async reset(): Promise<void> {
+    const client = this.client;
+    if (!client) return this.connect();
+    this.#dropped(client);
+    client.onclose = undefined;
+    await client.close().catch(() => undefined);
+    this.backoff.reset();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    return this.connect();
+  }
+
+  async callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult> {
+    const client = this.client;
+    if (!client) throw new EndpointDownError(this.id);
+    this.#inFlight++;
+    try {
+      // The request timeout makes the SDK send notifications/cancelled when it fires.
+      return (await client.callTool({ name, arguments: args }, undefined, { timeout: options.timeoutMs })) as McpCallToolResult;
+    } finally {
+      this.#inFlight--;
+      // A connection that answered is healthy: the next outage starts its backoff afresh.
+      this.backoff.reset();
+    }
+  }
+
+  async listTools(timeoutMs: number): Promise<Tool[]> {
+    const client = this.client;
+    if (!client) throw new EndpointDownError(this.id);
+    const tools: Tool[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await client.listTools(cursor ? { cursor } : {}, { timeout: timeoutMs });
+      tools.push(...page.tools);
+      cursor = page.nextCursor;
+    } while (cursor);
+    return tools;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    await this.#connecting;
+    const client = this.client;
+    this.client = undefined;
+    this.#live = false;
+    if (client) {
+      client.onclose = undefined;
+      await client.close().catch(() => undefined);
+    }
+  }
+}
+
+/** The endpoint has no live connection. */
+export class EndpointDownError extends Error {
+  override name = "EndpointDownError";
+  constructor(readonly endpoint: string) {
+    super(`endpoint ${endpoint} is not connected`);
+  }
+}

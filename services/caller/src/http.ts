@@ -1,0 +1,120 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { FetchLike, Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { CallToolResult as McpCallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { LaunchConfig, McpHttpBackendConfig } from "@toolbus/config";
+import type { Logger } from "@toolbus/runtime";
+import { Agent, fetch as undiciFetch } from "undici";
+import { ClientEndpoint, EndpointDownError, type EndpointEvents } from "./endpoint.js";
+
+/** A fetch that keeps connections alive in `agent` and gives each request a fresh signal. */
+function pooledFetch(agent: Agent): FetchLike {
+  return (url, init) =>
+    undiciFetch(url, {
+      ...(init as Parameters<typeof undiciFetch>[1]),
+      dispatcher: agent,
+      // The SDK hands every request the same long-lived signal; fetch adds a listener to it per
+      // request, which leaks listeners (MaxListenersExceededWarning after ~1,500 calls) and CPU.
+      signal: init?.signal ? AbortSignal.any([init.signal]) : undefined,
+    }) as unknown as Promise<Response>;
+}
+
+/** True for errors that mean nothing reached the server (refused, reset, DNS). */
+function isConnectionError(err: unknown): boolean {
+  return err instanceof TypeError && /fetch failed|ECONNREFUSED|ECONNRESET|other side closed|socket/i.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`);
+}
+
+/**
+ * A streamable HTTP MCP server: one keep-alive connection pool and one MCP session, re-initialized
+ * transparently when the server answers 404 (it no longer knows the session, e.g. after a restart).
+ */
+export class HttpEndpoint extends ClientEndpoint {
+  readonly #agent: Agent;
+  readonly #fetch: FetchLike;
+
+  constructor(
+    id: string,
+    private readonly config: McpHttpBackendConfig,
+    log: Logger,
+    events: EndpointEvents,
+  ) {
+    super(id, log, config.connectTimeoutMs, events);
+    this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
+    this.#fetch = pooledFetch(this.#agent);
+  }
+
+  protected createTransport(): Transport {
+    return new StreamableHTTPClientTransport(new URL(this.config.url), {
+      fetch: this.#fetch,
+      requestInit: { headers: { ...this.config.headers } },
+    });
+  }
+
+  override async callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult> {
+    try {
+      return await super.callTool(name, args, options);
+    } catch (err) {
+      if (err instanceof StreamableHTTPError && err.code === 404) {
+        // The server forgot our session, so the call never ran: start a new session and send it once more.
+        this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
+        await this.reset();
+        if (!this.live) throw new EndpointDownError(this.id);
+        return super.callTool(name, args, options);
+      }
+      if (isConnectionError(err)) {
+        void this.reset();
+        throw new EndpointDownError(this.id);
+      }
+      throw err;
+    }
+  }
+
+  override async close(): Promise<void> {
+    // Ending the session politely (DELETE) is best effort: the server may already be gone.
+    const transport = this.client?.transport as StreamableHTTPClientTransport | undefined;
+    await Promise.race([transport?.terminateSession().catch(() => undefined), new Promise((r) => setTimeout(r, 500).unref())]);
+    await super.close();
+    await this.#agent.close().catch(() => undefined);
+  }
+}
+
+/** A server process toolbus starts for an HTTP backend (`launch:` in the config). */
+export class LaunchedServer {
+  #child: ChildProcess | undefined;
+
+  constructor(
+    private readonly config: LaunchConfig,
+    private readonly log: Logger,
+    private readonly backend: string,
+  ) {}
+
+  start(): void {
+    const child = spawn(this.config.command, [...this.config.args], {
+      cwd: this.config.cwd,
+      env: { ...getDefaultEnvironment(), ...this.config.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.#child = child;
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on("line", (line) => this.log.debug({ backend: this.backend, output: line }, "launched server output"));
+    }
+    child.on("exit", (code, signal) => {
+      if (this.#child === child) this.log.warn({ backend: this.backend, code, signal }, "launched server exited");
+    });
+    child.on("error", (err) => this.log.error({ backend: this.backend, err: err.message }, "could not launch server"));
+    this.log.info({ backend: this.backend, pid: child.pid, command: this.config.command }, "launched HTTP backend server");
+  }
+
+  async stop(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}

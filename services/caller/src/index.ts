@@ -1,0 +1,3 @@
+export { startCaller } from "./caller.js";
+export type { CallerOptions, CallerWorker } from "./caller.js";
+export type { Endpoint } from "./endpoint.js";

@@ -1,0 +1,78 @@
+import { createInterface } from "node:readline";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { McpStdioBackendConfig } from "@toolbus/config";
+import type { Logger } from "@toolbus/runtime";
+import { ClientEndpoint, type EndpointEvents } from "./endpoint.js";
+
+/** Children alive in this process, so an abnormal exit can still take them down. */
+const liveChildren = new Set<number>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // On a graceful stop close() has already ended them; this covers a crash of the caller itself.
+  // (A SIGKILLed caller cannot run this: its children see stdin close and exit on their own.)
+  process.on("exit", () => {
+    for (const pid of liveChildren) {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+/**
+ * One child process of a stdio backend's pool. The child is initialized exactly once; when it exits
+ * a new child is spawned with backoff while calls go to the pool's other live members.
+ */
+export class StdioEndpoint extends ClientEndpoint {
+  #pid: number | null = null;
+
+  constructor(
+    id: string,
+    private readonly config: McpStdioBackendConfig,
+    log: Logger,
+    events: EndpointEvents,
+  ) {
+    super(id, log, config.connectTimeoutMs, events);
+    installExitHook();
+  }
+
+  /** The current child's pid (for tests and logs). */
+  get pid(): number | null {
+    return this.#pid;
+  }
+
+  protected createTransport(): Transport {
+    const transport = new StdioClientTransport({
+      command: this.config.command,
+      args: [...this.config.args],
+      env: Object.keys(this.config.env).length ? { ...this.config.env } : undefined,
+      cwd: this.config.cwd,
+      stderr: "pipe",
+    });
+    const stderr = transport.stderr;
+    if (stderr) {
+      // Drain the child's stderr into our log so a chatty server can never block on a full pipe.
+      createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on("line", (line) => this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"));
+    }
+    const onclose = (): void => {
+      if (this.#pid !== null) liveChildren.delete(this.#pid);
+    };
+    transport.onclose = onclose;
+    return transport;
+  }
+
+  protected override afterConnect(transport: Transport): void {
+    this.#pid = (transport as StdioClientTransport).pid;
+    if (this.#pid !== null) liveChildren.add(this.#pid);
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    if (this.#pid !== null) liveChildren.delete(this.#pid);
+  }
+}

@@ -1,0 +1,139 @@
+import type { Msg } from "nats";
+import { checkToolCall, unknownBackend } from "@toolbus/catalog";
+import type { ToolbusConfig } from "@toolbus/config";
+import {
+  ErrorCode,
+  Headers,
+  ToolCallRequestSchema,
+  ToolsListRequestSchema,
+  errorReply,
+  monotonicNow,
+  queueGroups,
+  stampBudget,
+  subjects,
+  type ErrorReply,
+  type ToolsListOkReply,
+} from "@toolbus/protocol";
+import { TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Catalog } from "./catalog.js";
+
+export interface RouterOptions {
+  /** Backends named in the config (more are learned from caller heartbeats). */
+  backends: readonly string[];
+  limits: ToolbusConfig["limits"];
+}
+
+export interface RouterWorker extends Worker {
+  readonly catalog: Catalog;
+}
+
+/**
+ * The router: validates a tool call, resolves backend and tool from its catalog, checks the arguments
+ * against the tool's schema, and forwards the very message to the backend's callers with the client's
+ * reply subject. It never waits for the answer: the caller replies to the client directly.
+ */
+export async function startRouter(deps: WorkerDeps, options: RouterOptions): Promise<RouterWorker> {
+  const { nc, metrics } = deps;
+  const log = deps.logger.child({ worker: "router", workerId: deps.workerId });
+  const catalog = new Catalog(nc, log, options.backends);
+  const stopListening = catalog.listen();
+  const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
+
+  const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
+    respondJson(msg, reply, maxPayload());
+    metrics.requests.inc({ worker: "router", backend, outcome: reply.error.code });
+    metrics.duration.observe({ worker: "router", backend }, (monotonicNow() - started) / 1000);
+    log.debug({ requestId, code: reply.error.code, msg: reply.error.message }, "answered with an error");
+  };
+
+  function handleCall(msg: Msg): void {
+    const started = monotonicNow();
+    const admitted = admitRequest(msg, ToolCallRequestSchema, options.limits, started);
+    if (!admitted.ok) return answer(msg, admitted.reply, "-", started, admitted.requestId);
+    const { body: request, requestId, deadline } = admitted;
+    const backend = request.backend;
+    if (!catalog.has(backend)) return answer(msg, unknownBackend(backend, catalog.names), "-", started, requestId);
+    if (catalog.liveCallers(backend) === 0) {
+      const reply = errorReply(ErrorCode.BACKEND_UNAVAILABLE, `backend "${backend}" has no live caller (start one with: toolbus worker caller --backend ${backend})`, {
+        details: { backend },
+      });
+      return answer(msg, reply, backend, started, requestId);
+    }
+    // A backend whose tools are not known yet is not an "unknown tool": its caller decides.
+    const index = catalog.index(backend);
+    if (index) {
+      const problem = checkToolCall(index, request);
+      if (problem) return answer(msg, problem, backend, started, requestId);
+    }
+    const now = monotonicNow();
+    if (deadline - now <= 1) return answer(msg, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed in the router"), backend, started, requestId);
+    if (!msg.reply) return;
+    // Forward the very message: same body, the client's reply subject, the budget re-stamped.
+    const h = msg.headers!;
+    h.set(Headers.TimeoutMs, stampBudget(deadline, now));
+    h.set(Headers.RequestId, requestId);
+    h.set(Headers.ForwardedBy, deps.workerId);
+    nc.publish(subjects.backendCall(backend), msg.data, { reply: msg.reply, headers: h });
+    metrics.requests.inc({ worker: "router", backend, outcome: "forwarded" });
+    metrics.duration.observe({ worker: "router", backend }, (monotonicNow() - started) / 1000);
+  }
+
+  function handleList(msg: Msg): void {
+    let requested: string | undefined;
+    if (msg.data.length > 0) {
+      let parsed: ReturnType<typeof ToolsListRequestSchema.safeParse>;
+      try {
+        parsed = ToolsListRequestSchema.safeParse(JSON.parse(new TextDecoder().decode(msg.data)));
+      } catch {
+        return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, "request body is not valid JSON"), maxPayload());
+      }
+      if (!parsed.success) return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, 'a tools.list body is {} or { "backend": name }'), maxPayload());
+      requested = parsed.data.backend;
+    }
+    if (requested !== undefined && !catalog.has(requested)) return void respondJson(msg, unknownBackend(requested, catalog.names), maxPayload());
+    const names = requested !== undefined ? [requested] : catalog.names;
+    const reply: ToolsListOkReply = { ok: true, backends: names.map((n) => catalog.describe(n)) };
+    respondJson(msg, reply, maxPayload());
+  }
+
+  const service = await addService(nc, {
+    name: "toolbus-router",
+    version: TOOLBUS_VERSION,
+    description: "toolbus router: validates and forwards tool calls to backend callers",
+    workerId: deps.workerId,
+  });
+  const queue = queueGroups.router();
+  const guard = (fn: (msg: Msg) => void) => (_err: unknown, msg: Msg) => {
+    try {
+      fn(msg);
+    } catch (err) {
+      // A bug must not take the router down, and the client must still hear something.
+      log.error({ err }, "router handler failed");
+      respondJson(msg, errorReply(ErrorCode.INTERNAL, `router failure: ${(err as Error).message}`), maxPayload());
+    }
+  };
+  service.addEndpoint("call", { subject: subjects.toolCall(), queue, handler: guard(handleCall) });
+  service.addEndpoint("list", { subject: subjects.toolsList(), queue, handler: guard(handleList) });
+  await nc.flush();
+  log.info({ backends: options.backends }, "router started");
+
+  let stopping: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  return {
+    name: "router",
+    catalog,
+    notReady: () => [],
+    // Forwarding is synchronous, so once the endpoints are drained nothing is left in flight here.
+    stop: () => {
+      stopping ??= (async () => {
+        await service.stop();
+        await stopListening();
+        log.info("router stopped");
+        resolveStopped();
+      })();
+      return stopping;
+    },
+    stopped,
+  };
+}

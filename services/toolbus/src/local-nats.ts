@@ -1,0 +1,78 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** host and port of a nats:// URL (default port 4222). */
+export function hostPort(url: string): { host: string; port: number } {
+  const parsed = new URL(url.includes("://") ? url : `nats://${url}`);
+  return { host: parsed.hostname.replace(/^\[|\]$/g, ""), port: parsed.port ? Number(parsed.port) : 4222 };
+}
+
+/** True when something accepts TCP connections at host:port within `timeoutMs`. */
+export function isListening(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host, port });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+export interface LocalNats {
+  readonly url: string;
+  readonly pid: number | undefined;
+  readonly storeDir: string;
+  stop(): Promise<void>;
+}
+
+export const NO_NATS_HELP = [
+  "toolbus needs a NATS server with JetStream. Either:",
+  "  - install one: apt-get install nats-server  (Debian/Ubuntu)  or  brew install nats-server  (macOS),",
+  "    then run `toolbus up` again (it starts nats-server for you when nothing answers on localhost), or",
+  "  - run one in a container: docker run -p 4222:4222 nats -js, or",
+  "  - point toolbus at yours: toolbus up --nats nats://host:4222  (or TOOLBUS_NATS_URL).",
+].join("\n");
+
+/** Whether a `nats-server` binary is on the PATH. */
+export function natsServerOnPath(): boolean {
+  return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+/**
+ * Start `nats-server` with JetStream in a temporary directory, listening on host:port, and wait
+ * until it accepts connections. The store directory is removed on stop.
+ */
+export async function startLocalNats(host: string, port: number, timeoutMs = 10_000): Promise<LocalNats> {
+  const storeDir = mkdtempSync(join(tmpdir(), "toolbus-nats-"));
+  const child: ChildProcess = spawn("nats-server", ["-a", host, "-p", String(port), "-js", "-sd", storeDir], { stdio: ["ignore", "ignore", "pipe"] });
+  let output = "";
+  child.stderr?.on("data", (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4_000)));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const deadline = Date.now() + timeoutMs;
+  while (!(await isListening(host, port, 200))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill("SIGKILL");
+      rmSync(storeDir, { recursive: true, force: true });
+      throw new Error(`nats-server did not start on ${host}:${port}: ${output.trim().split("\n").slice(-3).join(" | ")}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `nats://${host}:${port}`,
+    pid: child.pid,
+    storeDir,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await exited;
+      }
+      rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}

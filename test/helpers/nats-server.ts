@@ -1,0 +1,66 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A nats-server of the test's own, on a free port of 127.0.0.1, with JetStream in a temp dir. */
+export interface TestNats {
+  readonly url: string;
+  readonly port: number;
+  /** Stop the server (SIGTERM) and wait for it to exit. */
+  stop(): Promise<void>;
+  /** Start it again on the same port. */
+  start(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+function launch(port: number, storeDir: string): Promise<{ child: ChildProcess; port: number }> {
+  // -p -1 lets the server pick a free port; it says which on stderr.
+  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], { stdio: ["ignore", "ignore", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${output}`)), 10_000);
+    child.once("error", (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run nats-server (is it installed?): ${err.message}`));
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code}: ${output}`));
+    });
+    child.stderr!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /Listening for client connections on [^\s]+:(\d+)/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        child.removeAllListeners("exit");
+        child.stderr!.removeAllListeners("data");
+        child.stderr!.resume();
+        resolve({ child, port: Number(match[1]) });
+      }
+    });
+  });
+}
+
+export async function startNats(): Promise<TestNats> {
+  const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
+  let { child, port } = await launch(-1, storeDir);
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+  };
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    stop,
+    start: async () => {
+      ({ child } = await launch(port, storeDir));
+    },
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+      rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,132 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ToolbusClient } from "@toolbus/client";
+import { compileConfig, type ToolbusConfig } from "@toolbus/config";
+import { createLogger, runWorkers, newWorkerId, type RunningProcess, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { startCaller } from "@toolbus/caller";
+import { startRouter } from "@toolbus/router";
+import { TOOLBUS_BIN, ROOT } from "./paths.js";
+
+/** Compile a config for tests: admin server off, quiet logs, fast heartbeats. */
+export function testConfig(natsUrl: string, raw: Record<string, unknown>): ToolbusConfig {
+  return compileConfig(
+    { admin: { port: -1 }, log: { level: "silent" }, heartbeat: 200, nats: { servers: [natsUrl] }, ...raw },
+    { baseDir: ROOT, source: "(test)" },
+  );
+}
+
+/** Write a config file for the `toolbus` command and return its path. */
+export function writeConfig(raw: Record<string, unknown>): string {
+  const dir = mkdtempSync(join(tmpdir(), "toolbus-test-config-"));
+  const file = join(dir, "toolbus.json");
+  writeFileSync(file, JSON.stringify(raw, null, 2));
+  return file;
+}
+
+/** Router and a caller per backend in this process, as `toolbus up` runs them. */
+export async function startInProcess(config: ToolbusConfig): Promise<RunningProcess & AsyncDisposable> {
+  const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+  const proc = await runWorkers({
+    name: "toolbus-test",
+    config,
+    logger,
+    start: async (deps: Omit<WorkerDeps, "workerId">): Promise<Worker[]> => {
+      const workers: Worker[] = [await startRouter({ ...deps, workerId: newWorkerId("router") }, { backends: Object.keys(config.backends), limits: config.limits })];
+      for (const backend of Object.values(config.backends)) {
+        workers.push(await startCaller({ ...deps, workerId: newWorkerId("caller") }, { backend, limits: config.limits, heartbeatMs: config.heartbeatMs }));
+      }
+      return workers;
+    },
+  });
+  return Object.assign(proc, { [Symbol.asyncDispose]: () => proc.stop() });
+}
+
+/** Wait until `check` returns true (polling), or fail after `timeoutMs`. */
+export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ""}`);
+}
+
+/** Wait until the router lists `backends` with a live caller and a known tool list. */
+export async function waitForBackends(client: ToolbusClient, backends: readonly string[], timeoutMs = 20_000): Promise<void> {
+  await waitFor(
+    `backends ${backends.join(", ")} to be live`,
+    async () => {
+      const listed = await client.listTools(undefined, { timeoutMs: 1_000 });
+      return backends.every((b) => listed.some((l) => l.name === b && l.liveCallers > 0 && l.tools !== null));
+    },
+    timeoutMs,
+  );
+}
+
+/** A `toolbus` command run as a child process, as a user would. */
+export interface ToolbusProcess {
+  readonly child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code (or the signal name). */
+  readonly exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export function runToolbus(args: readonly string[], options: { env?: Record<string, string>; cwd?: string } = {}): ToolbusProcess {
+  const child = spawn(process.execPath, [TOOLBUS_BIN, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, TOOLBUS_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (c: Buffer) => (output += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | string>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? -1)));
+  return { child, output: () => output, exited, kill: (signal = "SIGTERM") => void child.kill(signal) };
+}
+
+/** Run `toolbus ...` to completion; resolves with exit code, stdout and stderr. */
+export function toolbusCommand(args: readonly string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [TOOLBUS_BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** Child pids of `pid` (direct children), from /proc. */
+export async function childPids(pid: number): Promise<number[]> {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // Field 4 (after the parenthesised command, which may contain spaces) is the parent pid.
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) pids.push(Number(entry));
+    } catch {
+      // the process went away while we looked
+    }
+  }
+  return pids;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
