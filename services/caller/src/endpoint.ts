@@ -10,6 +10,8 @@ export interface Endpoint {
   readonly live: boolean;
   /** Calls in flight on this endpoint right now. */
   readonly inFlight: number;
+  /** The child process of a stdio endpoint (null while it is down); undefined for HTTP. */
+  readonly pid?: number | null;
   /** Ms until the next reconnect attempt while down (for `retryAfterMs`); undefined while live. */
   retryAfterMs(): number | undefined;
   start(): void;

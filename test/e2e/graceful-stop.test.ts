@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ToolbusClient } from "@toolbus/client";
+import { startNats, type TestNats } from "../helpers/nats-server.js";
+import { faultStdio, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { FAULT_SERVER } from "../helpers/paths.js";
+import { childPids, isAlive, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+
+describe("graceful stop of `toolbus up`", () => {
+  let nats: TestNats;
+  let client: ToolbusClient;
+  let unrelated: HttpServerProcess;
+
+  beforeAll(async () => {
+    nats = await startNats();
+    client = await ToolbusClient.connect({ servers: nats.url });
+    unrelated = await startFaultHttp();
+  });
+  afterAll(async () => {
+    await client?.close();
+    await unrelated?.stop();
+    await nats?.[Symbol.asyncDispose]();
+  });
+
+  it("SIGTERM with calls in flight: they complete, exit code 0, no child process left behind", async () => {
+    const config = writeConfig({
+      admin: { port: 0 },
+      heartbeat: 200,
+      backends: {
+        fault: faultStdio(2),
+        // An HTTP backend toolbus launches itself: it must be stopped too.
+        launched: { kind: "mcp-http", url: "http://127.0.0.1:1/mcp", launch: { command: process.execPath, args: [FAULT_SERVER, "--http", "--port", "0"] } },
+      },
+    });
+    const up = runToolbus(["--config", config, "--nats", nats.url, "up"]);
+    await waitForBackends(client, ["fault"]);
+    const children = await childPids(up.child.pid!);
+    // Two stdio pool members and the launched HTTP server.
+    expect(children.length).toBe(3);
+
+    const calls = Array.from({ length: 10 }, (_, i) => client.callTool("fault", "sleep", { ms: 1_500 }, { timeoutMs: 10_000, requestId: `inflight-${i}` }));
+    await new Promise((r) => setTimeout(r, 300));
+    up.kill("SIGTERM");
+
+    const results = await Promise.allSettled(calls);
+    expect(results.map((r) => r.status)).toEqual(Array(10).fill("fulfilled"));
+    expect(await up.exited).toBe(0);
+    expect(up.output()).toMatch(/stopping: draining subscriptions/);
+    for (const pid of children) expect(isAlive(pid), `child ${pid} outlived toolbus`).toBe(false);
+    // The process it stopped is not somebody else's: an unrelated server is untouched.
+    expect(isAlive(unrelated.child.pid!)).toBe(true);
+  });
+});

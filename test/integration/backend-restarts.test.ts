@@ -1,0 +1,68 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CallerWorker } from "@toolbus/caller";
+import { ToolbusClient } from "@toolbus/client";
+import { startNats, type TestNats } from "../helpers/nats-server.js";
+import { faultStdio, httpBackend, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { isAlive, startInProcess, testConfig, waitFor, waitForBackends } from "../helpers/toolbus.js";
+
+describe("backends that go away and come back", () => {
+  let nats: TestNats;
+  let http: HttpServerProcess;
+  let toolbus: Awaited<ReturnType<typeof startInProcess>>;
+  let client: ToolbusClient;
+
+  beforeAll(async () => {
+    nats = await startNats();
+    http = await startFaultHttp();
+    toolbus = await startInProcess(testConfig(nats.url, { backends: { pool: faultStdio(2), web: httpBackend(http.url) } }));
+    client = await ToolbusClient.connect({ servers: nats.url });
+    await waitForBackends(client, ["pool", "web"]);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await toolbus?.stop();
+    await http?.stop();
+    await nats?.[Symbol.asyncDispose]();
+  });
+
+  const caller = (backend: string) => toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
+
+  it("a stdio pool member that dies is restarted, and calls go to the live member meanwhile", async () => {
+    const pool = caller("pool");
+    await waitFor("both pool members to be live", () => pool.endpoints.every((e) => e.live));
+    const [victim, survivor] = pool.endpoints;
+    const oldPid = victim!.pid!;
+    process.kill(oldPid, "SIGKILL");
+    await waitFor("the caller to notice the exit", () => !victim!.live, 5_000);
+
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => client.callTool("pool", "echo", { message: `${i}` }, { timeoutMs: 3_000 })));
+    expect(new Set(results.map((r) => r.meta.endpoint))).toEqual(new Set([survivor!.id]));
+
+    await waitFor("the dead member to be restarted", () => victim!.live, 10_000);
+    expect(victim!.pid).not.toBe(oldPid);
+    expect(isAlive(oldPid)).toBe(false);
+    const after = await Promise.all(Array.from({ length: 20 }, () => client.callTool("pool", "echo", { message: "x" }, { timeoutMs: 3_000 })));
+    expect(new Set(after.map((r) => r.meta.endpoint)).size).toBe(2);
+  });
+
+  it("an HTTP server that restarts (forgetting our session) is re-initialized transparently on its 404", async () => {
+    const before = await client.callTool("web", "echo", { message: "one" }, { timeoutMs: 3_000 });
+    expect(before.result.content).toEqual([{ type: "text", text: "Echo: one" }]);
+    const port = http.port;
+    await http.stop();
+    http = await startFaultHttp(port);
+    // The very first call after the restart succeeds: the 404 is handled inside the caller.
+    const after = await client.callTool("web", "echo", { message: "two" }, { timeoutMs: 5_000 });
+    expect(after.result.content).toEqual([{ type: "text", text: "Echo: two" }]);
+  });
+
+  it("a backend that is down answers BACKEND_UNAVAILABLE with a retry hint, at once", async () => {
+    await http.stop();
+    const started = performance.now();
+    // The first call finds the connection refused; later ones find the endpoint down.
+    for (let i = 0; i < 3; i++) {
+      await expect(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 5_000 })).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE", retryable: true });
+    }
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+});
