@@ -44,7 +44,9 @@ function launch(port: number, storeDir: string): Promise<{ child: ChildProcess; 
 
 export async function startNats(): Promise<TestNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
-  let { child, port } = await launch(-1, storeDir);
+  const first = await launch(-1, storeDir);
+  const port = first.port;
+  let child = first.child;
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once("exit", r));

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ToolbusClient } from "@toolbus/client";
+import { type ToolbusClient } from "@toolbus/client";
 import { compileConfig, type ToolbusConfig } from "@toolbus/config";
 import { createLogger, runWorkers, newWorkerId, type RunningProcess, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startCaller } from "@toolbus/caller";
@@ -33,7 +33,9 @@ export async function startInProcess(config: ToolbusConfig): Promise<RunningProc
     config,
     logger,
     start: async (deps: Omit<WorkerDeps, "workerId">): Promise<Worker[]> => {
-      const workers: Worker[] = [await startRouter({ ...deps, workerId: newWorkerId("router") }, { backends: Object.keys(config.backends), limits: config.limits })];
+      const workers: Worker[] = [
+        await startRouter({ ...deps, workerId: newWorkerId("router") }, { backends: Object.keys(config.backends), limits: config.limits }),
+      ];
       for (const backend of Object.values(config.backends)) {
         workers.push(await startCaller({ ...deps, workerId: newWorkerId("caller") }, { backend, limits: config.limits, heartbeatMs: config.heartbeatMs }));
       }
@@ -79,8 +81,8 @@ export interface ToolbusProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function runToolbus(args: readonly string[], options: { env?: Record<string, string>; cwd?: string } = {}): ToolbusProcess {
-  const child = spawn(process.execPath, [TOOLBUS_BIN, ...args], {
+export function runToolbus(args: readonly string[], options: { env?: Record<string, string>; cwd?: string; nodeArgs?: string[] } = {}): ToolbusProcess {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), TOOLBUS_BIN, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, TOOLBUS_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],

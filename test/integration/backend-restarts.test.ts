@@ -61,7 +61,10 @@ describe("backends that go away and come back", () => {
     const started = performance.now();
     // The first call finds the connection refused; later ones find the endpoint down.
     for (let i = 0; i < 3; i++) {
-      await expect(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 5_000 })).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE", retryable: true });
+      await expect(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 5_000 })).rejects.toMatchObject({
+        code: "BACKEND_UNAVAILABLE",
+        retryable: true,
+      });
     }
     expect(performance.now() - started).toBeLessThan(2_000);
   });

@@ -70,12 +70,18 @@ describe("bad input gets a typed error and the router keeps serving", () => {
         const error = await expectError(await raw(call({ tool: "get-sum", arguments: { a: "one" } }), "5000", subject), ErrorCode.VALIDATION_FAILED);
         const issues = error.details?.validationErrors as Array<{ field: string; type: string }>;
         expect(issues).toEqual(
-          expect.arrayContaining([expect.objectContaining({ field: "arguments.a", type: "type" }), expect.objectContaining({ field: "arguments.b", type: "required" })]),
+          expect.arrayContaining([
+            expect.objectContaining({ field: "arguments.a", type: "type" }),
+            expect.objectContaining({ field: "arguments.b", type: "required" }),
+          ]),
         );
       });
 
       it("payload over the size cap → PAYLOAD_TOO_LARGE", async () => {
-        const error = await expectError(await raw(call({ arguments: { message: "x".repeat(MAX_REQUEST_BYTES) } }), "5000", subject), ErrorCode.PAYLOAD_TOO_LARGE);
+        const error = await expectError(
+          await raw(call({ arguments: { message: "x".repeat(MAX_REQUEST_BYTES) } }), "5000", subject),
+          ErrorCode.PAYLOAD_TOO_LARGE,
+        );
         expect(error.details).toMatchObject({ limitBytes: MAX_REQUEST_BYTES });
       });
 

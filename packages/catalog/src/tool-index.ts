@@ -11,7 +11,10 @@ export function toolsVersion(tools: readonly ToolDescriptor[]): string {
 
 function issueFromAjv(error: ErrorObject): ValidationIssue {
   // "/a/0/b" → "arguments.a.0.b"; a missing property is named by itself, not by its parent.
-  const pointer = error.instancePath.split("/").filter(Boolean).map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const pointer = error.instancePath
+    .split("/")
+    .filter(Boolean)
+    .map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
   if (error.keyword === "required") pointer.push(String((error.params as { missingProperty: string }).missingProperty));
   if (error.keyword === "additionalProperties") pointer.push(String((error.params as { additionalProperty: string }).additionalProperty));
   return { field: ["arguments", ...pointer].join("."), message: error.message ?? "is invalid", type: error.keyword };

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { connect, headers as natsHeaders, type NatsConnection, type NatsError } from "nats";
+import { connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 import {
   ErrorCode,
   Headers,
@@ -14,6 +14,11 @@ import {
   type ToolsListReply,
 } from "@toolbus/protocol";
 import { ToolbusError } from "./errors.js";
+
+interface Mux {
+  prefix: string;
+  pending: Map<string, (msg: Msg) => void>;
+}
 
 /** How long past its budget the client still waits for the worker's own typed answer. */
 const ANSWER_GRACE_MS = 25;
@@ -65,6 +70,8 @@ export class ToolbusClient {
   readonly nc: NatsConnection;
   readonly #ownsConnection: boolean;
   readonly #defaultTimeoutMs: number;
+  #replies: Mux | undefined;
+  #sequence = 0;
 
   constructor(nc: NatsConnection, options: { defaultTimeoutMs?: number; ownsConnection?: boolean } = {}) {
     this.nc = nc;
@@ -99,7 +106,12 @@ export class ToolbusClient {
     } catch (err) {
       throw ToolbusError.of(ErrorCode.BAD_REQUEST, (err as Error).message);
     }
-    const reply = (await this.#request(subject, encodeJson(body), options, options.direct ? `no caller serves backend "${backend}"` : "no router is running")) as ToolCallReply;
+    const reply = (await this.#request(
+      subject,
+      encodeJson(body),
+      options,
+      options.direct ? `no caller serves backend "${backend}"` : "no router is running",
+    )) as ToolCallReply;
     if (reply.ok) return { result: reply.result, meta: reply.meta };
     throw new ToolbusError(reply.error);
   }
@@ -116,30 +128,74 @@ export class ToolbusClient {
     if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
   }
 
-  async #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string): Promise<unknown> {
+  /**
+   * One request over the client's own reply multiplexer: a single wildcard subscription on a private
+   * inbox, a token per request. (nats.js's request() builds an Error with a stack trace for every call,
+   * a measurable share of a client's CPU, and cannot be cancelled by an AbortSignal.)
+   */
+  #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string): Promise<unknown> {
     const timeoutMs = Math.floor(options.timeoutMs ?? this.#defaultTimeoutMs);
-    if (!(timeoutMs > 0)) throw ToolbusError.of(ErrorCode.BAD_REQUEST, `timeoutMs must be a positive number of ms, got ${options.timeoutMs}`);
-    if (options.signal?.aborted) throw ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled before it was sent");
+    if (!(timeoutMs > 0)) return Promise.reject(ToolbusError.of(ErrorCode.BAD_REQUEST, `timeoutMs must be a positive number of ms, got ${options.timeoutMs}`));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled before it was sent"));
+    if (this.nc.isClosed()) return Promise.reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, "the NATS connection is closed"));
     const h = natsHeaders();
     h.set(Headers.TimeoutMs, String(timeoutMs));
     h.set(Headers.RequestId, options.requestId ?? randomUUID());
     if (options.traceparent) h.set(Headers.TraceParent, options.traceparent);
 
-    const pending = this.nc.request(subject, data, { timeout: timeoutMs + ANSWER_GRACE_MS, headers: h }).then(
-      (msg) => decodeJson(msg.data),
-      (err: NatsError) => {
-        if (err.code === "503") throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`, { cause: err });
-        if (err.code === "TIMEOUT") throw ToolbusError.of(ErrorCode.DEADLINE_EXCEEDED, `no answer within the budget of ${timeoutMs} ms`, { cause: err });
-        throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `NATS request failed: ${err.message}`, { cause: err });
-      },
-    );
-    const signal = options.signal;
-    if (!signal) return pending;
-    // The late answer, if any, is dropped by the connection's request multiplexer.
+    const mux = this.#mux();
+    const token = (++this.#sequence).toString(36);
     return new Promise((resolve, reject) => {
-      const onAbort = (): void => reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled by the caller"));
-      signal.addEventListener("abort", onAbort, { once: true });
-      pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+      const settle = (): void => {
+        mux.pending.delete(token);
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = (): void => {
+        settle();
+        // A late answer finds no pending entry and is dropped.
+        reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled by the caller"));
+      };
+      const timer = setTimeout(() => {
+        settle();
+        reject(ToolbusError.of(ErrorCode.DEADLINE_EXCEEDED, `no answer within the budget of ${timeoutMs} ms`));
+      }, timeoutMs + ANSWER_GRACE_MS);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      mux.pending.set(token, (msg) => {
+        settle();
+        // The server answers 503 itself when nobody subscribes to the subject.
+        if (msg.data.length === 0 && msg.headers?.code === 503) {
+          reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`));
+          return;
+        }
+        try {
+          resolve(decodeJson(msg.data));
+        } catch (err) {
+          reject(ToolbusError.of(ErrorCode.INTERNAL, "the answer was not valid JSON", { cause: err }));
+        }
+      });
+      try {
+        this.nc.publish(subject, data, { reply: `${mux.prefix}${token}`, headers: h });
+      } catch (err) {
+        settle();
+        reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `NATS publish failed: ${(err as Error).message}`, { cause: err }));
+      }
     });
+  }
+
+  #mux(): Mux {
+    if (!this.#replies) {
+      const prefix = `${createInbox()}.`;
+      const pending = new Map<string, (msg: Msg) => void>();
+      this.nc.subscribe(`${prefix}*`, {
+        callback: (err, msg) => {
+          if (err) return;
+          pending.get(msg.subject.slice(prefix.length))?.(msg);
+        },
+      });
+      this.#replies = { prefix, pending };
+    }
+    return this.#replies;
   }
 }

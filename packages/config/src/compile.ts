@@ -106,7 +106,11 @@ function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefin
     if (value !== undefined && value !== "") target[key] = value;
   };
   const natsUrl = flags.natsUrl ?? env.TOOLBUS_NATS_URL;
-  if (natsUrl) section(raw, "nats").servers = natsUrl.split(",").map((s) => s.trim()).filter(Boolean);
+  if (natsUrl)
+    section(raw, "nats").servers = natsUrl
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
   set(section(raw, "nats"), "user", env.TOOLBUS_NATS_USER);
   set(section(raw, "nats"), "pass", env.TOOLBUS_NATS_PASS);
   set(section(raw, "nats"), "token", env.TOOLBUS_NATS_TOKEN);

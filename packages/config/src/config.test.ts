@@ -50,7 +50,11 @@ backends:
 
   it("lists every problem by path", () => {
     const path = file(
-      JSON.stringify({ profile: "laptop", heartbeat: "soon", backends: { files: { kind: "mcp-http", url: "nope" }, "Bad.Name": { kind: "mcp-stdio", command: "x" }, odd: { kind: "smtp" } } }),
+      JSON.stringify({
+        profile: "laptop",
+        heartbeat: "soon",
+        backends: { files: { kind: "mcp-http", url: "nope" }, "Bad.Name": { kind: "mcp-stdio", command: "x" }, odd: { kind: "smtp" } },
+      }),
       "toolbus.json",
     );
     let error: unknown;

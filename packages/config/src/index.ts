@@ -1,13 +1,5 @@
 export { loadConfig, compileConfig, ConfigError, isConfigError } from "./compile.js";
-export type {
-  ToolbusConfig,
-  BackendConfig,
-  McpStdioBackendConfig,
-  McpHttpBackendConfig,
-  LaunchConfig,
-  ConfigFlags,
-  LoadConfigOptions,
-} from "./compile.js";
+export type { ToolbusConfig, BackendConfig, McpStdioBackendConfig, McpHttpBackendConfig, LaunchConfig, ConfigFlags, LoadConfigOptions } from "./compile.js";
 export { parseDuration } from "./duration.js";
 export { Profile, PROFILE_DEFAULTS } from "./profiles.js";
 export type { ProfileDefaults } from "./profiles.js";

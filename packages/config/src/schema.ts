@@ -56,7 +56,10 @@ export const ConfigFileSchema = z
     profile: z.enum(["local", "cloud", "hybrid"]).default("local"),
     nats: z
       .object({
-        servers: z.array(z.string().regex(/^(nats|tls|ws|wss):\/\/[^\s]+$|^[^\s:/]+:\d+$/, "expected nats://host:port")).min(1).default(["nats://127.0.0.1:4222"]),
+        servers: z
+          .array(z.string().regex(/^(nats|tls|ws|wss):\/\/[^\s]+$|^[^\s:/]+:\d+$/, "expected nats://host:port"))
+          .min(1)
+          .default(["nats://127.0.0.1:4222"]),
         user: z.string().optional(),
         pass: z.string().optional(),
         token: z.string().optional(),
@@ -66,7 +69,12 @@ export const ConfigFileSchema = z
       .default({ servers: ["nats://127.0.0.1:4222"] }),
     limits: z
       .object({
-        maxRequestBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(512 * 1024),
+        maxRequestBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(512 * 1024),
         maxBudget: DurationSchema.optional(),
         defaultBudget: DurationSchema.optional(),
       })

@@ -72,11 +72,10 @@ export function createFaultServer(stats: FaultStats, name = "toolbus-fault-serve
     { description: "Reports a tool error (isError: true)", inputSchema: { reason: z.string().default("asked to fail") } },
     ({ reason }, extra) => counted(extra.signal, async () => ({ isError: true, content: [{ type: "text", text: reason }] })),
   );
-  server.registerTool(
-    "stats",
-    { description: "Calls received, in flight, cancelled and completed", annotations: { readOnlyHint: true } },
-    async () => ({ content: [{ type: "text", text: JSON.stringify(stats) }], structuredContent: { ...stats } }),
-  );
+  server.registerTool("stats", { description: "Calls received, in flight, cancelled and completed", annotations: { readOnlyHint: true } }, async () => ({
+    content: [{ type: "text", text: JSON.stringify(stats) }],
+    structuredContent: { ...stats },
+  }));
   return server;
 }
 
@@ -107,7 +106,9 @@ export async function startHttpFaultServer(options: { port?: number; stats?: Fau
     if (typeof sessionId === "string") {
       const transport = sessions.get(sessionId);
       if (!transport) {
-        res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null }));
+        res
+          .writeHead(404, { "content-type": "application/json" })
+          .end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null }));
         return;
       }
       await transport.handleRequest(req, res);

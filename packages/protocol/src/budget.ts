@@ -18,9 +18,7 @@ export const DEFAULT_MAX_BUDGET_MS = 15 * 60_000;
 /** What each forwarding hop keeps back, so the next hop answers before the client gives up. */
 export const FORWARD_MARGIN_MS = 1;
 
-export type BudgetReading =
-  | { ok: true; deadline: number; budgetMs: number }
-  | { ok: false; code: ErrorCode; message: string };
+export type BudgetReading = { ok: true; deadline: number; budgetMs: number } | { ok: false; code: ErrorCode; message: string };
 
 /**
  * Read a `Toolbus-Timeout-Ms` header value into a local deadline. Missing, malformed, negative or

@@ -2,14 +2,7 @@ export { SUBJECT_PREFIX, BACKEND_NAME_PATTERN, isBackendName, subjects, queueGro
 export { Headers } from "./headers.js";
 export { ErrorCode, isRetryableCode } from "./errors.js";
 export { canonicalJson } from "./canonical-json.js";
-export {
-  monotonicNow,
-  readBudget,
-  remainingMs,
-  stampBudget,
-  DEFAULT_MAX_BUDGET_MS,
-  FORWARD_MARGIN_MS,
-} from "./budget.js";
+export { monotonicNow, readBudget, remainingMs, stampBudget, DEFAULT_MAX_BUDGET_MS, FORWARD_MARGIN_MS } from "./budget.js";
 export type { BudgetReading } from "./budget.js";
 export {
   BackendNameSchema,

@@ -3,9 +3,7 @@ import { ErrorCode } from "./errors.js";
 import { BACKEND_NAME_PATTERN } from "./subjects.js";
 
 /** A backend name, usable as a subject token. */
-export const BackendNameSchema = z
-  .string()
-  .regex(BACKEND_NAME_PATTERN, "backend names are 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit");
+export const BackendNameSchema = z.string().regex(BACKEND_NAME_PATTERN, "backend names are 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit");
 
 /** Body of `toolbus.v1.tool.call` and `toolbus.v1.backend.<b>.call`. */
 export const ToolCallRequestSchema = z.object({

@@ -20,7 +20,12 @@ export interface AdmitLimits {
  * The checks every worker makes before doing anything with a request, cheapest first: budget header,
  * size, JSON, schema. The request id is taken from the header (or made up) so every log line has one.
  */
-export function admitRequest<S extends z.ZodType>(msg: Msg, schema: S, limits: AdmitLimits, now: number): Admitted<z.infer<S>> | { ok: false; reply: ErrorReply; requestId: string } {
+export function admitRequest<S extends z.ZodType>(
+  msg: Msg,
+  schema: S,
+  limits: AdmitLimits,
+  now: number,
+): Admitted<z.infer<S>> | { ok: false; reply: ErrorReply; requestId: string } {
   const requestId = msg.headers?.get(Headers.RequestId) || randomUUID();
   const budget = readBudget(msg.headers?.get(Headers.TimeoutMs), now, limits.maxBudgetMs);
   if (!budget.ok) return { ok: false, reply: errorReply(budget.code, budget.message), requestId };

@@ -120,10 +120,14 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   }
 
   const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
+  // Label lookups bound once: prom-client hashes label sets on every unbound call.
+  const okCount = metrics.requests.labels("caller", backend.name, "ok");
+  const duration = metrics.duration.labels("caller", backend.name);
   const finish = (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number): void => {
     respondJson(msg, reply, maxPayload());
-    metrics.requests.inc({ worker: "caller", backend: backend.name, outcome: reply.ok ? "ok" : reply.error.code });
-    metrics.duration.observe({ worker: "caller", backend: backend.name }, (monotonicNow() - started) / 1000);
+    if (reply.ok) okCount.inc();
+    else metrics.requests.inc({ worker: "caller", backend: backend.name, outcome: reply.error.code });
+    duration.observe((monotonicNow() - started) / 1000);
   };
 
   async function handleCall(msg: Msg): Promise<void> {
@@ -159,7 +163,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       );
     } catch (err) {
       const reply = backendFailure(err, endpoint.id, timeout);
-      log.warn({ requestId: admitted.requestId, tool: request.tool, endpoint: endpoint.id, code: reply.error.code, err: (err as Error).message }, "tool call failed");
+      log.warn(
+        { requestId: admitted.requestId, tool: request.tool, endpoint: endpoint.id, code: reply.error.code, err: (err as Error).message },
+        "tool call failed",
+      );
       finish(msg, reply, started);
     }
   }
@@ -179,7 +186,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
 
   function admitRequestBody(msg: Msg): Record<string, unknown> | ErrorReply {
     const parsed = ToolsListRequestSchema.safeParse(safeJson(msg.data));
-    return parsed.success ? parsed.data : errorReply(ErrorCode.BAD_REQUEST, "a tools request body is {} or { \"backend\": name }");
+    return parsed.success ? parsed.data : errorReply(ErrorCode.BAD_REQUEST, 'a tools request body is {} or { "backend": name }');
   }
 
   function heartbeat(status: CallerHeartbeat["status"] = "up"): void {

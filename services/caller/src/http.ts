@@ -23,7 +23,10 @@ function pooledFetch(agent: Agent): FetchLike {
 
 /** True for errors that mean nothing reached the server (refused, reset, DNS). */
 function isConnectionError(err: unknown): boolean {
-  return err instanceof TypeError && /fetch failed|ECONNREFUSED|ECONNRESET|other side closed|socket/i.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`);
+  return (
+    err instanceof TypeError &&
+    /fetch failed|ECONNREFUSED|ECONNRESET|other side closed|socket/i.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`)
+  );
 }
 
 /**

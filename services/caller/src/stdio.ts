@@ -57,7 +57,9 @@ export class StdioEndpoint extends ClientEndpoint {
     const stderr = transport.stderr;
     if (stderr) {
       // Drain the child's stderr into our log so a chatty server can never block on a full pipe.
-      createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on("line", (line) => this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"));
+      createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on("line", (line) =>
+        this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"),
+      );
     }
     const onclose = (): void => {
       if (this.#pid !== null) liveChildren.delete(this.#pid);

@@ -54,9 +54,13 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     const backend = request.backend;
     if (!catalog.has(backend)) return answer(msg, unknownBackend(backend, catalog.names), "-", started, requestId);
     if (catalog.liveCallers(backend) === 0) {
-      const reply = errorReply(ErrorCode.BACKEND_UNAVAILABLE, `backend "${backend}" has no live caller (start one with: toolbus worker caller --backend ${backend})`, {
-        details: { backend },
-      });
+      const reply = errorReply(
+        ErrorCode.BACKEND_UNAVAILABLE,
+        `backend "${backend}" has no live caller (start one with: toolbus worker caller --backend ${backend})`,
+        {
+          details: { backend },
+        },
+      );
       return answer(msg, reply, backend, started, requestId);
     }
     // A backend whose tools are not known yet is not an "unknown tool": its caller decides.

@@ -135,7 +135,8 @@ program
   .argument("<name>", `worker to run: ${WORKER_NAMES.join(", ")}`)
   .option("-b, --backend <backend>", "backend for a caller")
   .action(async (name: string, opts: { backend?: string }) => {
-    if (!(WORKER_NAMES as readonly string[]).includes(name)) program.error(`unknown worker "${name}"; workers: ${WORKER_NAMES.join(", ")}`, { exitCode: ExitCode.USAGE });
+    if (!(WORKER_NAMES as readonly string[]).includes(name))
+      program.error(`unknown worker "${name}"; workers: ${WORKER_NAMES.join(", ")}`, { exitCode: ExitCode.USAGE });
     if (name === "caller" && !opts.backend) program.error("a caller needs --backend <name>", { exitCode: ExitCode.USAGE });
     const cfg = config();
     if (opts.backend && !cfg.backends[opts.backend]) {
@@ -151,9 +152,17 @@ program
 async function withClient<T>(cfg: ToolbusConfig, fn: (client: ToolbusClient) => Promise<T>): Promise<T> {
   let client: ToolbusClient;
   try {
-    client = await ToolbusClient.connect({ servers: [...cfg.nats.servers], user: cfg.nats.user, pass: cfg.nats.pass, token: cfg.nats.token, name: "toolbus-cli" });
+    client = await ToolbusClient.connect({
+      servers: [...cfg.nats.servers],
+      user: cfg.nats.user,
+      pass: cfg.nats.pass,
+      token: cfg.nats.token,
+      name: "toolbus-cli",
+    });
   } catch (err) {
-    process.stderr.write(`toolbus: cannot reach NATS at ${cfg.nats.servers.join(", ")}: ${(err as Error).message}\nIs toolbus running? Start it with: toolbus up\n`);
+    process.stderr.write(
+      `toolbus: cannot reach NATS at ${cfg.nats.servers.join(", ")}: ${(err as Error).message}\nIs toolbus running? Start it with: toolbus up\n`,
+    );
     process.exit(ExitCode.NO_NATS);
   }
   try {

@@ -14,8 +14,12 @@ export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
 /** Start the caller of one configured backend. */
 export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend: string): Promise<Worker> {
   const backendConfig = config.backends[backend];
-  if (!backendConfig) throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
-  return startCaller({ ...deps, workerId: newWorkerId(`caller-${backend}`) }, { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs });
+  if (!backendConfig)
+    throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
+  return startCaller(
+    { ...deps, workerId: newWorkerId(`caller-${backend}`) },
+    { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs },
+  );
 }
 
 /**
