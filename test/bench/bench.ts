@@ -146,7 +146,23 @@ async function main(): Promise<void> {
   console.table(table);
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(file, JSON.stringify({ when: new Date().toISOString(), quick, node: process.version, sequential: SEQUENTIAL, concurrentTotal: CONCURRENT_TOTAL, inFlight: IN_FLIGHT, rows, table }, null, 2));
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        when: new Date().toISOString(),
+        quick,
+        node: process.version,
+        sequential: SEQUENTIAL,
+        concurrentTotal: CONCURRENT_TOTAL,
+        inFlight: IN_FLIGHT,
+        rows,
+        table,
+      },
+      null,
+      2,
+    ),
+  );
   console.log(`wrote ${file}`);
 }
 

@@ -41,7 +41,10 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
       callback: (_err, msg) => {
         const body = msg.json<{ arguments: { n: number } }>();
         // Answer in reverse-ish order to prove the matching does not rely on order.
-        setTimeout(() => msg.respond(JSON.stringify({ ok: true, result: { content: [{ type: "text", text: String(body.arguments.n) }] }, meta: {} })), 50 - (body.arguments.n % 50));
+        setTimeout(
+          () => msg.respond(JSON.stringify({ ok: true, result: { content: [{ type: "text", text: String(body.arguments.n) }] }, meta: {} })),
+          50 - (body.arguments.n % 50),
+        );
       },
     });
     await nc.flush();
