@@ -21,8 +21,8 @@ describe("graceful stop of `toolbus up`", () => {
     await nats?.[Symbol.asyncDispose]();
   });
 
-  it("SIGTERM with calls in flight: they complete, exit code 0, no child process left behind", async () => {
-    const config = writeConfig({
+  const config = () =>
+    writeConfig({
       admin: { port: 0 },
       heartbeat: 200,
       backends: {
@@ -31,22 +31,28 @@ describe("graceful stop of `toolbus up`", () => {
         launched: { kind: "mcp-http", url: "http://127.0.0.1:1/mcp", launch: { command: process.execPath, args: [FAULT_SERVER, "--http", "--port", "0"] } },
       },
     });
-    const up = runToolbus(["--config", config, "--nats", nats.url, "up"]);
-    await waitForBackends(client, ["fault"]);
-    const children = await childPids(up.child.pid!);
-    // Two stdio pool members and the launched HTTP server.
-    expect(children.length).toBe(3);
 
-    const calls = Array.from({ length: 10 }, (_, i) => client.callTool("fault", "sleep", { ms: 1_500 }, { timeoutMs: 10_000, requestId: `inflight-${i}` }));
-    await new Promise((r) => setTimeout(r, 300));
-    up.kill("SIGTERM");
+  for (const how of ["SIGTERM to the process", "Ctrl-C (SIGINT to the whole process group)"] as const) {
+    it(`${how} with calls in flight: they complete, exit code 0, no child process left behind`, async () => {
+      const ctrlC = how.startsWith("Ctrl-C");
+      const up = runToolbus(["--config", config(), "--nats", nats.url, "up"], { detached: ctrlC });
+      await waitForBackends(client, ["fault"]);
+      const children = await childPids(up.child.pid!);
+      // Two stdio pool members and the launched HTTP server.
+      expect(children.length).toBe(3);
 
-    const results = await Promise.allSettled(calls);
-    expect(results.map((r) => r.status)).toEqual(Array(10).fill("fulfilled"));
-    expect(await up.exited).toBe(0);
-    expect(up.output()).toMatch(/stopping: draining subscriptions/);
-    for (const pid of children) expect(isAlive(pid), `child ${pid} outlived toolbus`).toBe(false);
-    // The process it stopped is not somebody else's: an unrelated server is untouched.
-    expect(isAlive(unrelated.child.pid!)).toBe(true);
-  });
+      const calls = Array.from({ length: 10 }, (_, i) => client.callTool("fault", "sleep", { ms: 1_500 }, { timeoutMs: 10_000, requestId: `inflight-${i}` }));
+      await new Promise((r) => setTimeout(r, 300));
+      if (ctrlC) process.kill(-up.child.pid!, "SIGINT");
+      else up.kill("SIGTERM");
+
+      const results = await Promise.allSettled(calls);
+      expect(results.map((r) => r.status)).toEqual(Array(10).fill("fulfilled"));
+      expect(await up.exited).toBe(0);
+      expect(up.output()).toMatch(/stopping: draining subscriptions/);
+      for (const pid of children) expect(isAlive(pid), `child ${pid} outlived toolbus`).toBe(false);
+      // The processes it stopped were its own: an unrelated server is untouched.
+      expect(isAlive(unrelated.child.pid!)).toBe(true);
+    });
+  }
 });

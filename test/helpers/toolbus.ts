@@ -81,11 +81,15 @@ export interface ToolbusProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function runToolbus(args: readonly string[], options: { env?: Record<string, string>; cwd?: string; nodeArgs?: string[] } = {}): ToolbusProcess {
+export function runToolbus(
+  args: readonly string[],
+  options: { env?: Record<string, string>; cwd?: string; nodeArgs?: string[]; /** own process group, like a terminal job */ detached?: boolean } = {},
+): ToolbusProcess {
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), TOOLBUS_BIN, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, TOOLBUS_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: options.detached ?? false,
   });
   let output = "";
   child.stdout!.on("data", (c: Buffer) => (output += c.toString()));

@@ -98,6 +98,8 @@ export class LaunchedServer {
       cwd: this.config.cwd,
       env: { ...getDefaultEnvironment(), ...this.config.env },
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so a Ctrl-C meant for toolbus does not stop it under calls in flight.
+      detached: true,
     });
     this.#child = child;
     for (const stream of [child.stdout, child.stderr]) {

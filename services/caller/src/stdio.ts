@@ -1,9 +1,8 @@
-import { createInterface } from "node:readline";
-import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { McpStdioBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { ClientEndpoint, type EndpointEvents } from "./endpoint.js";
+import { ChildProcessTransport } from "./stdio-transport.js";
 
 /** Children alive in this process, so an abnormal exit can still take them down. */
 const liveChildren = new Set<number>();
@@ -47,29 +46,21 @@ export class StdioEndpoint extends ClientEndpoint {
   }
 
   protected createTransport(): Transport {
-    const transport = new StdioClientTransport({
+    const transport = new ChildProcessTransport({
       command: this.config.command,
-      args: [...this.config.args],
-      env: Object.keys(this.config.env).length ? { ...this.config.env } : undefined,
+      args: this.config.args,
+      env: this.config.env,
       cwd: this.config.cwd,
-      stderr: "pipe",
+      onStderr: (line) => this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"),
     });
-    const stderr = transport.stderr;
-    if (stderr) {
-      // Drain the child's stderr into our log so a chatty server can never block on a full pipe.
-      createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on("line", (line) =>
-        this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"),
-      );
-    }
-    const onclose = (): void => {
+    transport.onclose = () => {
       if (this.#pid !== null) liveChildren.delete(this.#pid);
     };
-    transport.onclose = onclose;
     return transport;
   }
 
   protected override afterConnect(transport: Transport): void {
-    this.#pid = (transport as StdioClientTransport).pid;
+    this.#pid = (transport as ChildProcessTransport).pid ?? null;
     if (this.#pid !== null) liveChildren.add(this.#pid);
   }
 

@@ -1,0 +1,70 @@
+/**
+ * node --import tsx test/bench/cpu-split.ts
+ *
+ * Where the CPU goes: CPU µs per call in each process (from /proc, user + system), for the echo tool
+ * at 64 in flight: the direct MCP SDK over stdio (bench process + MCP server) against toolbus (bench
+ * client + nats-server + toolbus + MCP server), straight to the caller and through the router.
+ */
+import { readFileSync } from "node:fs";
+import { ToolbusClient } from "@toolbus/client";
+import { directStdio, faultStdio } from "../helpers/mcp.js";
+import { startNats } from "../helpers/nats-server.js";
+import { FAULT_SERVER } from "../helpers/paths.js";
+import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+
+const CALLS = 20_000;
+const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? 64);
+const args = { message: "bench" };
+
+/** user + system CPU of a process, in µs. */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // clock ticks of 10 ms
+}
+
+const commandOf = (pid: number): string => readFileSync(`/proc/${pid}/cmdline`, "utf8");
+
+async function measure(label: string, call: () => Promise<unknown>, pids: Record<string, number>): Promise<void> {
+  const run = async (total: number): Promise<number> => {
+    let issued = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (issued++ < total) await call();
+      }),
+    );
+    return total / ((performance.now() - t0) / 1000);
+  };
+  await run(2_000);
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMicros(pid)]));
+  const rate = await run(CALLS);
+  const perCall = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, Math.round((cpuMicros(pid) - before[name]!) / CALLS)]));
+  const total = Object.values(perCall).reduce((a, b) => a + b, 0);
+  console.log(`${label.padEnd(16)} ${String(Math.round(rate)).padStart(6)} calls/s   CPU µs/call: ${JSON.stringify({ ...perCall, total })}`);
+}
+
+await using nats = await startNats();
+{
+  await using direct = await directStdio([FAULT_SERVER]);
+  const server = (await childPids(process.pid)).find((pid) => commandOf(pid).includes("fault-server"))!;
+  await measure("direct SDK", () => direct.callTool({ name: "echo", arguments: args }), { bench: process.pid, server });
+}
+const config = writeConfig({ admin: { port: -1 }, backends: { stdio: faultStdio(1) } });
+const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" } });
+const client = await ToolbusClient.connect({ servers: nats.url });
+try {
+  await waitForBackends(client, ["stdio"]);
+  const pids = {
+    bench: process.pid,
+    nats: (await childPids(process.pid)).find((pid) => commandOf(pid).includes("nats-server"))!,
+    toolbus: up.child.pid!,
+    server: (await childPids(up.child.pid!))[0]!,
+  };
+  await measure("toolbus caller", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, direct: true }), pids);
+  await measure("toolbus router", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000 }), pids);
+} finally {
+  await client.close();
+  up.kill("SIGTERM");
+  await up.exited;
+}
