@@ -69,3 +69,26 @@ describe("backends that go away and come back", () => {
     expect(performance.now() - started).toBeLessThan(2_000);
   });
 });
+
+describe("tool lists", () => {
+  it("are refreshed on notifications/tools/list_changed, and the router learns the new tool", async () => {
+    await using nats = await startNats();
+    await using _toolbus = await startInProcess(testConfig(nats.url, { backends: { fault: faultStdio(1) } }));
+    const client = await ToolbusClient.connect({ servers: nats.url });
+    try {
+      await waitForBackends(client, ["fault"]);
+      await expect(client.callTool("fault", "late-tool", { text: "x" }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "UNKNOWN_TOOL" });
+      await client.callTool("fault", "add-tool", { name: "late-tool" }, { timeoutMs: 2_000 });
+      await waitFor("the router to list the new tool", async () => {
+        const [fault] = await client.listTools("fault");
+        return fault?.tools?.some((t) => t.name === "late-tool") === true;
+      });
+      const { result } = await client.callTool("fault", "late-tool", { text: "hello" }, { timeoutMs: 2_000 });
+      expect(result.content).toEqual([{ type: "text", text: "late-tool: hello" }]);
+      // Its schema is enforced too.
+      await expect(client.callTool("fault", "late-tool", { text: 1 }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    } finally {
+      await client.close();
+    }
+  });
+});

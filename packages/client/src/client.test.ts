@@ -49,7 +49,7 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
     });
     await nc.flush();
     const results = await Promise.all(Array.from({ length: 100 }, (_, n) => client.callTool("any", "echo", { n }, { timeoutMs: 2_000 })));
-    expect(results.map((r) => (r.result.content[0] as { text: string }).text)).toEqual(Array.from({ length: 100 }, (_, n) => String(n)));
+    expect(results.map((r) => (r.result.content[0] as unknown as { text: string }).text)).toEqual(Array.from({ length: 100 }, (_, n) => String(n)));
     sub.unsubscribe();
   });
 

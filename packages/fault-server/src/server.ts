@@ -72,6 +72,19 @@ export function createFaultServer(stats: FaultStats, name = "toolbus-fault-serve
     { description: "Reports a tool error (isError: true)", inputSchema: { reason: z.string().default("asked to fail") } },
     ({ reason }, extra) => counted(extra.signal, async () => ({ isError: true, content: [{ type: "text", text: reason }] })),
   );
+  server.registerTool(
+    "add-tool",
+    {
+      description: "Registers a new echo-like tool named `name` (the server then sends notifications/tools/list_changed)",
+      inputSchema: { name: z.string().regex(/^[a-z][a-z0-9-]*$/) },
+    },
+    async ({ name: toolName }) => {
+      server.registerTool(toolName, { description: "added at run time", inputSchema: { text: z.string() } }, async ({ text }) => ({
+        content: [{ type: "text", text: `${toolName}: ${text}` }],
+      }));
+      return { content: [{ type: "text", text: `added ${toolName}` }] };
+    },
+  );
   server.registerTool("stats", { description: "Calls received, in flight, cancelled and completed", annotations: { readOnlyHint: true } }, async () => ({
     content: [{ type: "text", text: JSON.stringify(stats) }],
     structuredContent: { ...stats },

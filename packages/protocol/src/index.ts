@@ -38,5 +38,5 @@ export type {
   ToolsListReply,
   CallerHeartbeat,
 } from "./schemas.js";
-export { encodeJson, decodeJson, decodeRequest, errorReply, issuesFromZod } from "./wire.js";
+export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

@@ -1,7 +1,7 @@
 import type { z } from "zod";
 import { type ErrorCode, isRetryableCode } from "./errors.js";
 import { ErrorCode as Codes } from "./errors.js";
-import type { ErrorReply, ValidationIssue, WireError } from "./schemas.js";
+import { ToolsListRequestSchema, type ErrorReply, type ToolsListRequest, type ValidationIssue, type WireError } from "./schemas.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -65,4 +65,9 @@ export function decodeRequest<S extends z.ZodType>(data: Uint8Array, schema: S, 
 /** Parse a reply body that is trusted to be JSON (it came from a toolbus worker). */
 export function decodeJson(data: Uint8Array): unknown {
   return JSON.parse(decoder.decode(data));
+}
+
+/** Decode a tools-list request; an empty body means "every backend". */
+export function decodeToolsListRequest(data: Uint8Array, maxBytes: number): Decoded<ToolsListRequest> {
+  return data.length === 0 ? { ok: true, value: {} } : decodeRequest(data, ToolsListRequestSchema, maxBytes);
 }

@@ -4,7 +4,7 @@ import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import {
   ErrorCode,
   ToolCallRequestSchema,
-  ToolsListRequestSchema,
+  decodeToolsListRequest,
   encodeJson,
   errorReply,
   monotonicNow,
@@ -171,22 +171,15 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     }
   }
 
+  /** The tool list from memory (no budget needed: nothing waits on the backend). */
   function handleTools(msg: Msg): void {
-    const started = monotonicNow();
-    // Listing is answered from memory, so a missing budget header is fine here.
-    const body = msg.data.length ? admitRequestBody(msg) : {};
-    if ("ok" in body) return void respondJson(msg, body, maxPayload());
-    const reply: ToolsListOkReply = {
-      ok: true,
-      backends: [{ name: backend.name, liveCallers: 1, tools: index ? [...index.tools] : null }],
-    };
+    const decoded = decodeToolsListRequest(msg.data, options.limits.maxRequestBytes);
+    if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
+    if (decoded.value.backend !== undefined && decoded.value.backend !== backend.name) {
+      return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}"`), maxPayload());
+    }
+    const reply: ToolsListOkReply = { ok: true, backends: [{ name: backend.name, liveCallers: 1, tools: index ? [...index.tools] : null }] };
     respondJson(msg, reply, maxPayload());
-    metrics.duration.observe({ worker: "caller", backend: backend.name }, (monotonicNow() - started) / 1000);
-  }
-
-  function admitRequestBody(msg: Msg): Record<string, unknown> | ErrorReply {
-    const parsed = ToolsListRequestSchema.safeParse(safeJson(msg.data));
-    return parsed.success ? parsed.data : errorReply(ErrorCode.BAD_REQUEST, 'a tools request body is {} or { "backend": name }');
   }
 
   function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
@@ -256,12 +249,4 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     },
     stopped: stoppedPromise,
   };
-}
-
-function safeJson(data: Uint8Array): unknown {
-  try {
-    return JSON.parse(new TextDecoder().decode(data));
-  } catch {
-    return undefined;
-  }
 }

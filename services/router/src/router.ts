@@ -5,7 +5,7 @@ import {
   ErrorCode,
   Headers,
   ToolCallRequestSchema,
-  ToolsListRequestSchema,
+  decodeToolsListRequest,
   errorReply,
   monotonicNow,
   queueGroups,
@@ -83,17 +83,9 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   }
 
   function handleList(msg: Msg): void {
-    let requested: string | undefined;
-    if (msg.data.length > 0) {
-      let parsed: ReturnType<typeof ToolsListRequestSchema.safeParse>;
-      try {
-        parsed = ToolsListRequestSchema.safeParse(JSON.parse(new TextDecoder().decode(msg.data)));
-      } catch {
-        return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, "request body is not valid JSON"), maxPayload());
-      }
-      if (!parsed.success) return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, 'a tools.list body is {} or { "backend": name }'), maxPayload());
-      requested = parsed.data.backend;
-    }
+    const decoded = decodeToolsListRequest(msg.data, options.limits.maxRequestBytes);
+    if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
+    const requested = decoded.value.backend;
     if (requested !== undefined && !catalog.has(requested)) return void respondJson(msg, unknownBackend(requested, catalog.names), maxPayload());
     const names = requested !== undefined ? [requested] : catalog.names;
     const reply: ToolsListOkReply = { ok: true, backends: names.map((n) => catalog.describe(n)) };
