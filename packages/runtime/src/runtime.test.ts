@@ -14,7 +14,9 @@ describe("logger", () => {
       },
     });
     const log = createLogger({ destination: sink });
-    log.child({ requestId: "r-1" }).info({ nats: { servers: ["nats://x"], pass: "hunter2", token: "t0k" }, headers: { Authorization: "Bearer abc" }, apiKey: "k" }, "hello");
+    log
+      .child({ requestId: "r-1" })
+      .info({ nats: { servers: ["nats://x"], pass: "hunter2", token: "t0k" }, headers: { Authorization: "Bearer abc" }, apiKey: "k" }, "hello");
     const line = JSON.parse(out) as Record<string, unknown>;
     expect(line.requestId).toBe("r-1");
     expect(out).not.toMatch(/hunter2|t0k|Bearer abc|"k"/);
