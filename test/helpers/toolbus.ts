@@ -2,11 +2,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type ToolbusClient } from "@toolbus/client";
+import { ToolbusClient } from "@toolbus/client";
 import { compileConfig, type ToolbusConfig } from "@toolbus/config";
 import { createLogger, runWorkers, newWorkerId, type RunningProcess, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startCaller } from "@toolbus/caller";
 import { startRouter } from "@toolbus/router";
+import { startNats, type TestNats } from "./nats-server.js";
 import { TOOLBUS_BIN, ROOT } from "./paths.js";
 
 /** Compile a config for tests: admin server off, quiet logs, fast heartbeats. */
@@ -135,4 +136,30 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A nats-server of the test's own, toolbus (router + callers) in this process, and a connected client. */
+export interface Stack extends AsyncDisposable {
+  readonly nats: TestNats;
+  readonly toolbus: RunningProcess;
+  readonly client: ToolbusClient;
+}
+
+/** Start a Stack with config `raw` (see testConfig) and wait until every configured backend is live. */
+export async function startStack(raw: Record<string, unknown>): Promise<Stack> {
+  const nats = await startNats();
+  const config = testConfig(nats.url, raw);
+  const toolbus = await startInProcess(config);
+  const client = await ToolbusClient.connect({ servers: nats.url });
+  await waitForBackends(client, Object.keys(config.backends));
+  return {
+    nats,
+    toolbus,
+    client,
+    [Symbol.asyncDispose]: async () => {
+      await client.close();
+      await toolbus.stop();
+      await nats[Symbol.asyncDispose]();
+    },
+  };
 }

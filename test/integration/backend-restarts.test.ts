@@ -1,31 +1,25 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CallerWorker } from "@toolbus/caller";
-import { ToolbusClient } from "@toolbus/client";
-import { startNats, type TestNats } from "../helpers/nats-server.js";
+import type { ToolbusClient } from "@toolbus/client";
 import { faultStdio, httpBackend, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
-import { isAlive, startInProcess, testConfig, waitFor, waitForBackends } from "../helpers/toolbus.js";
+import { isAlive, startStack, waitFor, type Stack } from "../helpers/toolbus.js";
 
 describe("backends that go away and come back", () => {
-  let nats: TestNats;
   let http: HttpServerProcess;
-  let toolbus: Awaited<ReturnType<typeof startInProcess>>;
+  let stack: Stack;
   let client: ToolbusClient;
 
   beforeAll(async () => {
-    nats = await startNats();
     http = await startFaultHttp();
-    toolbus = await startInProcess(testConfig(nats.url, { backends: { pool: faultStdio(2), web: httpBackend(http.url) } }));
-    client = await ToolbusClient.connect({ servers: nats.url });
-    await waitForBackends(client, ["pool", "web"]);
+    stack = await startStack({ backends: { pool: faultStdio(2), web: httpBackend(http.url) } });
+    client = stack.client;
   });
   afterAll(async () => {
-    await client?.close();
-    await toolbus?.stop();
+    await stack?.[Symbol.asyncDispose]();
     await http?.stop();
-    await nats?.[Symbol.asyncDispose]();
   });
 
-  const caller = (backend: string) => toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
+  const caller = (backend: string) => stack.toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
 
   it("a stdio pool member that dies is restarted, and calls go to the live member meanwhile", async () => {
     const pool = caller("pool");
@@ -72,23 +66,17 @@ describe("backends that go away and come back", () => {
 
 describe("tool lists", () => {
   it("are refreshed on notifications/tools/list_changed, and the router learns the new tool", async () => {
-    await using nats = await startNats();
-    await using _toolbus = await startInProcess(testConfig(nats.url, { backends: { fault: faultStdio(1) } }));
-    const client = await ToolbusClient.connect({ servers: nats.url });
-    try {
-      await waitForBackends(client, ["fault"]);
-      await expect(client.callTool("fault", "late-tool", { text: "x" }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "UNKNOWN_TOOL" });
-      await client.callTool("fault", "add-tool", { name: "late-tool" }, { timeoutMs: 2_000 });
-      await waitFor("the router to list the new tool", async () => {
-        const [fault] = await client.listTools("fault");
-        return fault?.tools?.some((t) => t.name === "late-tool") === true;
-      });
-      const { result } = await client.callTool("fault", "late-tool", { text: "hello" }, { timeoutMs: 2_000 });
-      expect(result.content).toEqual([{ type: "text", text: "late-tool: hello" }]);
-      // Its schema is enforced too.
-      await expect(client.callTool("fault", "late-tool", { text: 1 }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
-    } finally {
-      await client.close();
-    }
+    await using stack = await startStack({ backends: { fault: faultStdio(1) } });
+    const client = stack.client;
+    await expect(client.callTool("fault", "late-tool", { text: "x" }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "UNKNOWN_TOOL" });
+    await client.callTool("fault", "add-tool", { name: "late-tool" }, { timeoutMs: 2_000 });
+    await waitFor("the router to list the new tool", async () => {
+      const [fault] = await client.listTools("fault");
+      return fault?.tools?.some((t) => t.name === "late-tool") === true;
+    });
+    const { result } = await client.callTool("fault", "late-tool", { text: "hello" }, { timeoutMs: 2_000 });
+    expect(result.content).toEqual([{ type: "text", text: "late-tool: hello" }]);
+    // Its schema is enforced too.
+    await expect(client.callTool("fault", "late-tool", { text: 1 }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
   });
 });

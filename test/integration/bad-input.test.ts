@@ -1,30 +1,24 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
-import { ToolbusClient } from "@toolbus/client";
+import { headers as natsHeaders, type NatsConnection } from "nats";
+import type { ToolbusClient } from "@toolbus/client";
 import { ErrorCode, Headers, subjects, type ToolCallReply } from "@toolbus/protocol";
-import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { everythingStdio } from "../helpers/mcp.js";
-import { startInProcess, testConfig, waitForBackends } from "../helpers/toolbus.js";
+import { startStack, type Stack } from "../helpers/toolbus.js";
 
 const MAX_REQUEST_BYTES = 4096;
 
 describe("bad input gets a typed error and the router keeps serving", () => {
-  let nats: TestNats;
-  let toolbus: Awaited<ReturnType<typeof startInProcess>>;
+  let stack: Stack;
   let nc: NatsConnection;
   let client: ToolbusClient;
 
   beforeAll(async () => {
-    nats = await startNats();
-    toolbus = await startInProcess(testConfig(nats.url, { limits: { maxRequestBytes: MAX_REQUEST_BYTES }, backends: { everything: everythingStdio() } }));
-    nc = await connect({ servers: nats.url });
-    client = new ToolbusClient(nc);
-    await waitForBackends(client, ["everything"]);
+    stack = await startStack({ limits: { maxRequestBytes: MAX_REQUEST_BYTES }, backends: { everything: everythingStdio() } });
+    client = stack.client;
+    nc = client.nc;
   });
   afterAll(async () => {
-    await nc?.close();
-    await toolbus?.stop();
-    await nats?.[Symbol.asyncDispose]();
+    await stack?.[Symbol.asyncDispose]();
   });
 
   /** Send raw bytes with raw headers, as a client in any language could. */

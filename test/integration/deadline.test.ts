@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ToolbusClient, isToolbusError } from "@toolbus/client";
+import { isToolbusError, type ToolbusClient } from "@toolbus/client";
 import { ErrorCode } from "@toolbus/protocol";
-import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { everythingStdio, faultStdio } from "../helpers/mcp.js";
-import { startInProcess, testConfig, waitFor, waitForBackends } from "../helpers/toolbus.js";
+import { startStack, waitFor, type Stack } from "../helpers/toolbus.js";
 
 /** Run a call that must fail; return the error and how long it took. */
 async function timed(run: () => Promise<unknown>): Promise<{ error: unknown; ms: number }> {
@@ -17,20 +16,15 @@ async function timed(run: () => Promise<unknown>): Promise<{ error: unknown; ms:
 }
 
 describe("deadlines", () => {
-  let nats: TestNats;
-  let toolbus: Awaited<ReturnType<typeof startInProcess>>;
+  let stack: Stack;
   let client: ToolbusClient;
 
   beforeAll(async () => {
-    nats = await startNats();
-    toolbus = await startInProcess(testConfig(nats.url, { backends: { everything: everythingStdio(), fault: faultStdio() } }));
-    client = await ToolbusClient.connect({ servers: nats.url });
-    await waitForBackends(client, ["everything", "fault"]);
+    stack = await startStack({ backends: { everything: everythingStdio(), fault: faultStdio() } });
+    client = stack.client;
   });
   afterAll(async () => {
-    await client?.close();
-    await toolbus?.stop();
-    await nats?.[Symbol.asyncDispose]();
+    await stack?.[Symbol.asyncDispose]();
   });
 
   async function cancelledAtBackend(): Promise<number> {

@@ -1,28 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ToolbusClient } from "@toolbus/client";
-import { startNats, type TestNats } from "../helpers/nats-server.js";
+import type { ToolbusClient } from "@toolbus/client";
 import { directHttp, directStdio, everythingStdio, httpBackend, startEverythingHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { EVERYTHING_SERVER } from "../helpers/paths.js";
-import { startInProcess, testConfig, waitForBackends } from "../helpers/toolbus.js";
+import { startStack, type Stack } from "../helpers/toolbus.js";
 
 describe("echo through the bus", () => {
-  let nats: TestNats;
   let http: HttpServerProcess;
-  let toolbus: Awaited<ReturnType<typeof startInProcess>>;
+  let stack: Stack;
   let client: ToolbusClient;
 
   beforeAll(async () => {
-    nats = await startNats();
     http = await startEverythingHttp();
-    toolbus = await startInProcess(testConfig(nats.url, { backends: { everything: everythingStdio(), "everything-http": httpBackend(http.url) } }));
-    client = await ToolbusClient.connect({ servers: nats.url });
-    await waitForBackends(client, ["everything", "everything-http"]);
+    stack = await startStack({ backends: { everything: everythingStdio(), "everything-http": httpBackend(http.url) } });
+    client = stack.client;
   });
   afterAll(async () => {
-    await client?.close();
-    await toolbus?.stop();
+    await stack?.[Symbol.asyncDispose]();
     await http?.stop();
-    await nats?.[Symbol.asyncDispose]();
   });
 
   const args = { message: "hello toolbus ✓" };
