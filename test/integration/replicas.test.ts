@@ -24,7 +24,14 @@ describe("two routers and two callers of one backend", () => {
     procs.push(...routers, ...callers);
     client = await ToolbusClient.connect({ servers: nats.url });
     await waitForBackends(client, ["fault"]);
-    await waitFor("both callers to be live", async () => (await client.listTools("fault"))[0]?.liveCallers === 2);
+    // Each router learns the callers on its own; ten answers in a row (from either router, at random)
+    // that know both callers make it all but certain that both routers do.
+    let streak = 0;
+    await waitFor("both routers to know both callers", async () => {
+      const [fault] = await client.listTools("fault");
+      streak = fault?.liveCallers === 2 && fault.tools !== null ? streak + 1 : 0;
+      return streak >= 10;
+    });
   });
   afterAll(async () => {
     await client?.close();

@@ -34,6 +34,8 @@ export const subjects = {
   callerHeartbeat: (backend: string): string => `${SUBJECT_PREFIX}.evt.caller.${backendToken(backend)}`,
   /** Wildcard for every caller heartbeat. */
   callerHeartbeatAll: (): string => `${SUBJECT_PREFIX}.evt.caller.*`,
+  /** A starting router asks here; every caller answers with its heartbeat at once. */
+  callerDiscovery: (): string => `${SUBJECT_PREFIX}.discover.callers`,
   /** Breaker transitions of one backend. */
   breakerEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.breaker.${backendToken(backend)}`,
   /** Health changes of one backend. */

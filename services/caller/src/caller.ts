@@ -182,9 +182,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     respondJson(msg, reply, maxPayload());
   }
 
-  function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
-    if (nc.isClosed()) return;
-    const beat: CallerHeartbeat = {
+  function heartbeatBody(status: CallerHeartbeat["status"]): CallerHeartbeat {
+    return {
       backend: backend.name,
       workerId: deps.workerId,
       status,
@@ -193,7 +192,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       endpointsTotal: endpoints.length,
       intervalMs: options.heartbeatMs,
     };
-    nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(beat));
+  }
+
+  function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
+    if (!nc.isClosed()) nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(heartbeatBody(status)));
   }
 
   launched?.start();
@@ -216,6 +218,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     metadata: { backend: backend.name },
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
+  // Every caller (no queue group) answers a starting router, so it serves with a full catalog.
+  const discovery = nc.subscribe(subjects.callerDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeatBody("up"))) });
   // Announce only once the server has our subscriptions, so a router never forwards into the void.
   await nc.flush();
   heartbeat();
@@ -235,6 +239,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
         clearInterval(timer);
+        discovery.unsubscribe();
         heartbeat("down");
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();

@@ -1,4 +1,4 @@
-import type { NatsConnection } from "nats";
+import { RequestStrategy, type Msg, type NatsConnection } from "nats";
 import { ToolIndex } from "@toolbus/catalog";
 import { CallerHeartbeatSchema, ToolsListOkReplySchema, decodeJson, encodeJson, subjects, type BackendTools, type CallerHeartbeat } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
@@ -67,20 +67,33 @@ export class Catalog {
 
   /** Subscribe to caller heartbeats; returns a function that unsubscribes. */
   listen(): () => Promise<void> {
-    const sub = this.nc.subscribe(subjects.callerHeartbeatAll(), {
-      callback: (err, msg) => {
-        if (err) return;
-        let beat: CallerHeartbeat;
-        try {
-          beat = CallerHeartbeatSchema.parse(decodeJson(msg.data));
-        } catch {
-          this.log.debug({ subject: msg.subject }, "ignoring malformed caller heartbeat");
-          return;
-        }
-        this.onHeartbeat(beat);
-      },
-    });
+    const sub = this.nc.subscribe(subjects.callerHeartbeatAll(), { callback: (err, msg) => err || this.#heard(msg) });
     return () => sub.drain();
+  }
+
+  /**
+   * Ask every running caller to announce itself now, and take what arrives within `maxWaitMs`. A router
+   * that starts among running callers then serves with a full catalog instead of waiting a heartbeat.
+   */
+  async discover(maxWaitMs: number): Promise<void> {
+    try {
+      const replies = await this.nc.requestMany(subjects.callerDiscovery(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: maxWaitMs });
+      for await (const msg of replies) this.#heard(msg);
+    } catch (err) {
+      // No caller running yet ("no responders") is normal: heartbeats will tell us later.
+      this.log.debug({ err: (err as Error).message }, "caller discovery found nothing");
+    }
+  }
+
+  #heard(msg: Msg): void {
+    let beat: CallerHeartbeat;
+    try {
+      beat = CallerHeartbeatSchema.parse(decodeJson(msg.data));
+    } catch {
+      this.log.debug({ subject: msg.subject }, "ignoring malformed caller heartbeat");
+      return;
+    }
+    this.onHeartbeat(beat);
   }
 
   onHeartbeat(beat: CallerHeartbeat): void {

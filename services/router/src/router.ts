@@ -17,6 +17,9 @@ import {
 import { TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { Catalog } from "./catalog.js";
 
+/** How long a starting router collects answers from running callers before it serves. */
+const DISCOVERY_WAIT_MS = 250;
+
 export interface RouterOptions {
   /** Backends named in the config (more are learned from caller heartbeats). */
   backends: readonly string[];
@@ -37,6 +40,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const log = deps.logger.child({ worker: "router", workerId: deps.workerId });
   const catalog = new Catalog(nc, log, options.backends);
   const stopListening = catalog.listen();
+  await catalog.discover(DISCOVERY_WAIT_MS);
   const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
 
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
