@@ -1,14 +1,16 @@
 import { readdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // Tests import workspace packages from their TypeScript sources (no build needed for unit tests);
 // end-to-end tests run the built `toolbus` command, which `npm test` builds first.
+const root = dirname(fileURLToPath(import.meta.url));
 const alias = Object.fromEntries(
   ["packages", "services"].flatMap((dir) =>
-    readdirSync(resolve(dir)).map((name) => {
+    readdirSync(join(root, dir)).map((name) => {
       const pkg = name === "toolbus" ? "cli" : name;
-      return [`@toolbus/${pkg}`, resolve(join(dir, name, "src/index.ts"))];
+      return [`@toolbus/${pkg}`, join(root, dir, name, "src/index.ts")];
     }),
   ),
 );
