@@ -45,9 +45,10 @@ describe("backends that go away and come back", () => {
     const port = http.port;
     await http.stop();
     http = await startFaultHttp(port);
-    // The very first call after the restart succeeds: the 404 is handled inside the caller.
-    const after = await client.callTool("web", "echo", { message: "two" }, { timeoutMs: 5_000 });
-    expect(after.result.content).toEqual([{ type: "text", text: "Echo: two" }]);
+    // The very first calls after the restart succeed, 20 at once: the 404s are handled inside the
+    // caller, which starts one new session for all of them.
+    const after = await Promise.all(Array.from({ length: 20 }, (_, i) => client.callTool("web", "echo", { message: `two-${i}` }, { timeoutMs: 5_000 })));
+    expect(after.map((a) => a.result.content)).toEqual(Array.from({ length: 20 }, (_, i) => [{ type: "text", text: `Echo: two-${i}` }]));
   });
 
   it("a backend that is down answers BACKEND_UNAVAILABLE with a retry hint, at once", async () => {

@@ -97,7 +97,8 @@ export abstract class ClientEndpoint implements Endpoint {
   }
 
   async #connectOnce(): Promise<void> {
-    if (this.#closed) return;
+    // Closed, or already connected (a reset reconnected before a scheduled retry fired).
+    if (this.#closed || this.client) return;
     this.#reconnectAt = undefined;
     const client = new Client({ name: "toolbus-caller", version: "0.1.0" }, { capabilities: {} });
     const transport = this.createTransport();
@@ -145,10 +146,15 @@ export abstract class ClientEndpoint implements Endpoint {
     this.#timer.unref();
   }
 
-  /** Mark the connection as bad (e.g. the server stopped answering) and reconnect. */
-  protected async reset(): Promise<void> {
+  /**
+   * Drop the connection `failed` (the server stopped answering it, or forgot its session) and connect
+   * afresh at once. Several calls that failed on the same connection share one reconnect: a connection
+   * that has already been replaced is left alone.
+   */
+  protected async reset(failed: Client | undefined): Promise<void> {
     const client = this.client;
     if (!client) return this.connect();
+    if (client !== failed) return;
     this.#dropped(client);
     client.onclose = undefined;
     await client.close().catch(() => undefined);

@@ -3,7 +3,8 @@ import { createInterface } from "node:readline";
 import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { FetchLike, Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import type { CallToolResult as McpCallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { ErrorCode as McpErrorCode, McpError, type CallToolResult as McpCallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { LaunchConfig, McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent, fetch as undiciFetch } from "undici";
@@ -36,6 +37,8 @@ function isConnectionError(err: unknown): boolean {
 export class HttpEndpoint extends ClientEndpoint {
   readonly #agent: Agent;
   readonly #fetch: FetchLike;
+  /** Sessions the server has forgotten; calls that were out on them are safe to send again. */
+  readonly #expired = new WeakSet<Client>();
 
   constructor(
     id: string,
@@ -56,18 +59,25 @@ export class HttpEndpoint extends ClientEndpoint {
   }
 
   override async callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult> {
+    const used = this.client;
     try {
       return await super.callTool(name, args, options);
     } catch (err) {
-      if (err instanceof StreamableHTTPError && err.code === 404) {
-        // The server forgot our session, so the call never ran: start a new session and send it once more.
-        this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
-        await this.reset();
+      // The server forgot our session (404), or we dropped that session because it did while this call
+      // was out: either way the call never ran there. Start a new session (one for all such calls) and
+      // send it once more.
+      const forgotten = err instanceof StreamableHTTPError && err.code === 404;
+      if (forgotten || (used !== undefined && this.#expired.has(used) && err instanceof McpError && err.code === McpErrorCode.ConnectionClosed)) {
+        if (forgotten && used && !this.#expired.has(used)) {
+          this.#expired.add(used);
+          this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
+        }
+        await this.reset(used);
         if (!this.live) throw new EndpointDownError(this.id);
         return super.callTool(name, args, options);
       }
       if (isConnectionError(err)) {
-        void this.reset();
+        void this.reset(used);
         throw new EndpointDownError(this.id);
       }
       throw err;
