@@ -16,11 +16,13 @@ import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 
 const quick = process.argv.includes("--quick");
+/** --smoke: a few calls per row, for the test that keeps the bench from rotting. */
+const smoke = process.argv.includes("--smoke");
 const outDir = process.argv.includes("--out") ? process.argv[process.argv.indexOf("--out") + 1]! : join(ROOT, "bench-results");
-const SEQUENTIAL = quick ? 200 : 2_000;
-const CONCURRENT_TOTAL = quick ? 640 : 8_000;
+const SEQUENTIAL = smoke ? 20 : quick ? 200 : 2_000;
+const CONCURRENT_TOTAL = smoke ? 128 : quick ? 640 : 8_000;
 const IN_FLIGHT = 64;
-const WARMUP = quick ? 50 : 300;
+const WARMUP = smoke ? 10 : quick ? 50 : 300;
 /** `--only <text>`: run only the toolbus rows whose name contains it (the baselines always run). */
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]! : "";
 
@@ -85,7 +87,9 @@ async function measure(name: string, transport: Row["transport"], call: Call): P
 }
 
 async function main(): Promise<void> {
-  process.stderr.write(`toolbus bench (${quick ? "quick" : "full"}): ${SEQUENTIAL} sequential, ${CONCURRENT_TOTAL} at ${IN_FLIGHT} in flight per row\n`);
+  process.stderr.write(
+    `toolbus bench (${smoke ? "smoke" : quick ? "quick" : "full"}): ${SEQUENTIAL} sequential, ${CONCURRENT_TOTAL} at ${IN_FLIGHT} in flight per row\n`,
+  );
   await using nats = await startNats();
   const http = await startFaultHttp();
   const rows: Row[] = [];

@@ -55,4 +55,21 @@ describe("graceful stop of `toolbus up`", () => {
       expect(isAlive(unrelated.child.pid!)).toBe(true);
     });
   }
+
+  it("calls still out when the grace period ends are cancelled at the backend and answered CANCELLED; exit 0", async () => {
+    const config = writeConfig({ admin: { port: -1 }, heartbeat: 200, shutdownGrace: "500ms", backends: { fault: faultStdio(1) } });
+    const up = runToolbus(["--config", config, "--nats", nats.url, "up"]);
+    await waitForBackends(client, ["fault"]);
+    const slow = client.callTool("fault", "sleep", { ms: 20_000 }, { timeoutMs: 30_000 }).then(
+      () => "completed",
+      (err: { code?: string }) => err.code,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const signalled = performance.now();
+    up.kill("SIGTERM");
+    expect(await slow).toBe("CANCELLED");
+    expect(performance.now() - signalled).toBeLessThan(3_000);
+    expect(await up.exited).toBe(0);
+    expect(up.output()).toMatch(/grace period over; cancelling the calls still in flight/);
+  });
 });

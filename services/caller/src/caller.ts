@@ -55,6 +55,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
   let stopping = false;
+  /** Aborted when a stop runs out of grace: calls still out are cancelled at the backend and answered. */
+  const shutdown = new AbortController();
 
   const events: EndpointEvents = {
     onLive: (endpoint) => void refreshTools(endpoint),
@@ -150,7 +152,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     const timeout: TimeoutContext =
       left < backend.callTimeoutMs ? { timeoutMs: Math.floor(left), limitedBy: "budget" } : { timeoutMs: backend.callTimeoutMs, limitedBy: "callTimeout" };
     try {
-      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs });
+      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, signal: shutdown.signal });
       // A tool that reports isError ran fine as far as the transport goes: it is a result.
       finish(
         msg,
@@ -162,7 +164,9 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         started,
       );
     } catch (err) {
-      const reply = backendFailure(err, endpoint.id, timeout);
+      const reply = shutdown.signal.aborted
+        ? errorReply(ErrorCode.CANCELLED, `the caller stopped before the backend answered (grace period over); the call was cancelled at the backend`)
+        : backendFailure(err, endpoint.id, timeout);
       log.warn(
         { requestId: admitted.requestId, tool: request.tool, endpoint: endpoint.id, code: reply.error.code, err: (err as Error).message },
         "tool call failed",
@@ -244,7 +248,12 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();
         stopping = true;
-        if (!(await inFlight.idle(graceMs))) log.warn({ inFlight: inFlight.count }, "grace period over; closing with calls in flight");
+        if (!(await inFlight.idle(graceMs))) {
+          log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
+          shutdown.abort();
+          // Let the cancelled calls send their answers before the connection drains.
+          await inFlight.idle(1_000);
+        }
         await Promise.allSettled(endpoints.map((e) => e.close()));
         await launched?.stop();
         log.info("caller stopped");

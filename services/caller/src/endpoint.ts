@@ -15,9 +15,16 @@ export interface Endpoint {
   /** Ms until the next reconnect attempt while down (for `retryAfterMs`); undefined while live. */
   retryAfterMs(): number | undefined;
   start(): void;
-  callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult>;
+  callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult>;
   listTools(timeoutMs: number): Promise<Tool[]>;
   close(): Promise<void>;
+}
+
+export interface CallOptions {
+  /** The MCP request timeout; when it fires the SDK sends notifications/cancelled. */
+  timeoutMs: number;
+  /** Aborting cancels the call at the backend the same way (used when a stop runs out of grace). */
+  signal?: AbortSignal;
 }
 
 export interface EndpointEvents {
@@ -164,13 +171,13 @@ export abstract class ClientEndpoint implements Endpoint {
     return this.connect();
   }
 
-  async callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult> {
+  async callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {
     const client = this.client;
     if (!client) throw new EndpointDownError(this.id);
     this.#inFlight++;
     try {
       // The request timeout makes the SDK send notifications/cancelled when it fires.
-      return (await client.callTool({ name, arguments: args }, undefined, { timeout: options.timeoutMs })) as McpCallToolResult;
+      return (await client.callTool({ name, arguments: args }, undefined, { timeout: options.timeoutMs, signal: options.signal })) as McpCallToolResult;
     } finally {
       this.#inFlight--;
       // A connection that answered is healthy: the next outage starts its backoff afresh.

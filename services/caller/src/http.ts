@@ -8,7 +8,7 @@ import { ErrorCode as McpErrorCode, McpError, type CallToolResult as McpCallTool
 import type { LaunchConfig, McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent, fetch as undiciFetch } from "undici";
-import { ClientEndpoint, EndpointDownError, type EndpointEvents } from "./endpoint.js";
+import { ClientEndpoint, EndpointDownError, type CallOptions, type EndpointEvents } from "./endpoint.js";
 
 /** A fetch that keeps connections alive in `agent` and gives each request a fresh signal. */
 function pooledFetch(agent: Agent): FetchLike {
@@ -58,7 +58,7 @@ export class HttpEndpoint extends ClientEndpoint {
     });
   }
 
-  override async callTool(name: string, args: Record<string, unknown>, options: { timeoutMs: number }): Promise<McpCallToolResult> {
+  override async callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {
     const used = this.client;
     try {
       return await super.callTool(name, args, options);

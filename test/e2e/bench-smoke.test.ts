@@ -1,0 +1,38 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT } from "../helpers/paths.js";
+
+describe("npm run bench", () => {
+  it("runs every row (smoke size) and writes the figures as JSON", async () => {
+    const out = mkdtempSync(join(tmpdir(), "toolbus-bench-"));
+    const { code, output } = await new Promise<{ code: number; output: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "test/bench/bench.ts", "--smoke", "--out", out], {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let output = "";
+      child.stdout.on("data", (c: Buffer) => (output += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (output += c.toString()));
+      child.once("exit", (c) => resolve({ code: c ?? -1, output }));
+    });
+    expect(code, output).toBe(0);
+    expect(output).toMatch(/calls\/s ÷ direct/);
+    const [file] = readdirSync(out);
+    const report = JSON.parse(readFileSync(join(out, file!), "utf8")) as { rows: Array<{ name: string; concurrent: { callsPerSec: number; calls: number } }> };
+    expect(report.rows.map((r) => r.name)).toEqual([
+      "direct SDK, stdio",
+      "direct SDK, streamable HTTP",
+      "toolbus router → stdio",
+      "toolbus caller → stdio",
+      "toolbus router → http",
+      "toolbus caller → http",
+    ]);
+    for (const row of report.rows) {
+      expect(row.concurrent.calls).toBe(128);
+      expect(row.concurrent.callsPerSec).toBeGreaterThan(0);
+    }
+  });
+});
