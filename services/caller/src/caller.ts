@@ -54,7 +54,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let index: ToolIndex | null = null;
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
-  let stopping = false;
   /** Aborted when a stop runs out of grace: calls still out are cancelled at the backend and answered. */
   const shutdown = new AbortController();
 
@@ -216,9 +215,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   service.addEndpoint("call", {
     subject: subjects.backendCall(backend.name),
     queue,
-    handler: (_err, msg) => {
-      if (!stopping) inFlight.track(handleCall(msg));
-    },
+    handler: (_err, msg) => inFlight.track(handleCall(msg)),
     metadata: { backend: backend.name },
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
@@ -247,7 +244,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         heartbeat("down");
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();
-        stopping = true;
         if (!(await inFlight.idle(graceMs))) {
           log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
           shutdown.abort();
