@@ -12,7 +12,7 @@ import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
 import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 
-const CALLS = 20_000;
+const CALLS = Number(process.env.CALLS ?? 20_000);
 const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? 64);
 const args = { message: "bench" };
 
@@ -51,7 +51,9 @@ await using nats = await startNats();
   await measure("direct SDK", () => direct.callTool({ name: "echo", arguments: args }), { bench: process.pid, server });
 }
 const config = writeConfig({ admin: { port: -1 }, backends: { stdio: faultStdio(1) } });
-const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" } });
+// BENCH_PROFILE=dir writes a CPU profile of the toolbus process there.
+const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
 const client = await ToolbusClient.connect({ servers: nats.url });
 try {
   await waitForBackends(client, ["stdio"]);

@@ -54,8 +54,12 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let index: ToolIndex | null = null;
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
-  /** Aborted when a stop runs out of grace: calls still out are cancelled at the backend and answered. */
-  const shutdown = new AbortController();
+  /**
+   * One controller per call still out, aborted when a stop runs out of grace: those calls are cancelled
+   * at the backend and answered. Per call, not one shared signal: the SDK adds an abort listener to the
+   * signal of every request and never removes it, so a shared signal would collect one per call ever made.
+   */
+  const outstanding = new Set<AbortController>();
 
   const events: EndpointEvents = {
     onLive: (endpoint) => void refreshTools(endpoint),
@@ -150,8 +154,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     if (left <= 0) return finish(msg, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), started);
     const timeout: TimeoutContext =
       left < backend.callTimeoutMs ? { timeoutMs: Math.floor(left), limitedBy: "budget" } : { timeoutMs: backend.callTimeoutMs, limitedBy: "callTimeout" };
+    const controller = new AbortController();
+    outstanding.add(controller);
     try {
-      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, signal: shutdown.signal });
+      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, signal: controller.signal });
       // A tool that reports isError ran fine as far as the transport goes: it is a result.
       finish(
         msg,
@@ -163,7 +169,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         started,
       );
     } catch (err) {
-      const reply = shutdown.signal.aborted
+      const reply = controller.signal.aborted
         ? errorReply(ErrorCode.CANCELLED, `the caller stopped before the backend answered (grace period over); the call was cancelled at the backend`)
         : backendFailure(err, endpoint.id, timeout);
       log.warn(
@@ -171,6 +177,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         "tool call failed",
       );
       finish(msg, reply, started);
+    } finally {
+      outstanding.delete(controller);
     }
   }
 
@@ -246,7 +254,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         await service.stop();
         if (!(await inFlight.idle(graceMs))) {
           log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
-          shutdown.abort();
+          for (const controller of outstanding) controller.abort();
           // Let the cancelled calls send their answers before the connection drains.
           await inFlight.idle(1_000);
         }
