@@ -22,7 +22,8 @@ const outDir = process.argv.includes("--out") ? process.argv[process.argv.indexO
 const SEQUENTIAL = smoke ? 20 : quick ? 200 : 2_000;
 const CONCURRENT_TOTAL = smoke ? 128 : quick ? 640 : 8_000;
 const IN_FLIGHT = 64;
-const WARMUP = smoke ? 10 : quick ? 50 : 300;
+// Every row warms up the same way, so JIT compilation of a fresh process (toolbus, a server) is not measured.
+const WARMUP = smoke ? 10 : quick ? 200 : 3_000;
 /** `--only <text>`: run only the toolbus rows whose name contains it (the baselines always run). */
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]! : "";
 
