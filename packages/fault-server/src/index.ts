@@ -1,2 +1,2 @@
-export { createFaultServer, startHttpFaultServer, newStats } from "./server.js";
-export type { FaultStats, HttpFaultServer } from "./server.js";
+export { createFaultServer, startHttpFaultServer, newState } from "./server.js";
+export type { FaultStats, FaultState, HttpFaultServer } from "./server.js";

@@ -4,7 +4,7 @@
  * Over HTTP it prints `listening <url>` on stdout once it accepts connections.
  */
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
-import { createFaultServer, newStats, startHttpFaultServer } from "./server.js";
+import { createFaultServer, newState, startHttpFaultServer } from "./server.js";
 
 const args = process.argv.slice(2);
 if (args.includes("--http")) {
@@ -15,7 +15,7 @@ if (args.includes("--http")) {
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 } else {
-  await createFaultServer(newStats()).connect(new StdioServerTransport());
+  await createFaultServer(newState()).connect(new StdioServerTransport());
   // Exit when the client closes stdin, like a well-behaved stdio server.
   process.stdin.on("end", () => process.exit(0));
 }

@@ -1,16 +1,34 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { z } from "zod";
+import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 
 /** What the server has seen; tests read it through the `stats` tool to count what reached the backend. */
 export interface FaultStats {
+  /** Calls of the faulty tools received (stats and control tools are not counted). */
   received: number;
   inFlight: number;
+  /** The most calls that were ever in flight at once. */
+  maxInFlight: number;
   cancelled: number;
   completed: number;
+  /** Calls received, per tool. */
+  byTool: Record<string, number>;
+}
+
+/** State shared by every session of one server process. */
+export interface FaultState {
+  stats: FaultStats;
+  /** Attempts seen per `flaky` id, so a retried call finds its own count. */
+  attempts: Map<string, number>;
+  /** Tools added at run time by `add-tool`. */
+  added: string[];
+}
+
+export function newState(): FaultState {
+  return { stats: { received: 0, inFlight: 0, maxInFlight: 0, cancelled: 0, completed: 0, byTool: {} }, attempts: new Map(), added: [] };
 }
 
 const delay = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -27,79 +45,197 @@ const delay = (ms: number, signal: AbortSignal): Promise<void> =>
     signal.addEventListener("abort", onAbort, { once: true });
   });
 
-/** Build an MCP server whose tools misbehave on request. `stats` is shared by every session. */
-export function createFaultServer(stats: FaultStats, name = "toolbus-fault-server"): McpServer {
-  const server = new McpServer({ name, version: "0.1.0" });
-  const counted = async <T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> => {
+type Args = Record<string, unknown>;
+interface Extra {
+  signal: AbortSignal;
+  progressToken: string | number | undefined;
+  progress(progress: number, total?: number): Promise<void>;
+}
+interface FaultTool {
+  descriptor: Tool;
+  /** Counted in stats (the control tools are not). */
+  counted: boolean;
+  run(args: Args, extra: Extra): Promise<CallToolResult>;
+}
+
+const text = (t: string): CallToolResult => ({ content: [{ type: "text", text: t }] });
+const num = (args: Args, key: string, fallback?: number): number => {
+  const value = args[key] ?? fallback;
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new McpError(ErrorCode.InvalidParams, `${key} must be a number`);
+  return value;
+};
+const str = (args: Args, key: string): string => {
+  const value = args[key];
+  if (typeof value !== "string") throw new McpError(ErrorCode.InvalidParams, `${key} must be a string`);
+  return value;
+};
+const schema = (properties: Record<string, object>, required: string[] = []): Tool["inputSchema"] => ({ type: "object", properties, required });
+const READ_ONLY = { readOnlyHint: true, idempotentHint: true };
+const IDEMPOTENT = { readOnlyHint: false, idempotentHint: true };
+
+/**
+ * The tools, by what they do to a caller. Annotations differ on purpose: retries may repeat only
+ * read-only or idempotent tools, so `flaky` exists with and without them.
+ */
+function tools(state: FaultState, sendListChanged: () => void): Map<string, FaultTool> {
+  const registry = new Map<string, FaultTool>();
+  const add = (
+    name: string,
+    description: string,
+    inputSchema: Tool["inputSchema"],
+    annotations: Tool["annotations"] | undefined,
+    run: FaultTool["run"],
+    counted = true,
+  ): void => {
+    registry.set(name, { descriptor: { name, description, inputSchema, ...(annotations ? { annotations } : {}) }, counted, run });
+  };
+  const flaky = async (args: Args): Promise<CallToolResult> => {
+    const id = str(args, "id");
+    const attempt = (state.attempts.get(id) ?? 0) + 1;
+    state.attempts.set(id, attempt);
+    if (attempt <= num(args, "failures")) throw new McpError(ErrorCode.InternalError, `flaky ${id}: attempt ${attempt} fails`);
+    return text(`flaky ${id}: attempt ${attempt} succeeded`);
+  };
+
+  add("echo", "Echoes the message back", schema({ message: { type: "string" } }, ["message"]), READ_ONLY, async (args) =>
+    text(`Echo: ${str(args, "message")}`),
+  );
+  add(
+    "sleep",
+    "Answers after `ms` ms (or a random time up to `maxMs`); sends progress every `progressEveryMs` when asked; honours cancellation",
+    schema({ ms: { type: "number", minimum: 0 }, maxMs: { type: "number", minimum: 0 }, progressEveryMs: { type: "number", minimum: 1 } }, ["ms"]),
+    READ_ONLY,
+    async (args, extra) => {
+      const min = num(args, "ms");
+      const ms = args.maxMs === undefined ? min : min + Math.random() * Math.max(0, num(args, "maxMs") - min);
+      const every = args.progressEveryMs === undefined ? undefined : num(args, "progressEveryMs");
+      if (every === undefined || extra.progressToken === undefined) {
+        await delay(ms, extra.signal);
+      } else {
+        const started = Date.now();
+        let step = 0;
+        while (Date.now() - started + every < ms) {
+          await delay(every, extra.signal);
+          await extra.progress(++step);
+        }
+        await delay(Math.max(0, ms - (Date.now() - started)), extra.signal);
+      }
+      return text(`slept ${Math.round(ms)} ms`);
+    },
+  );
+  add("hang", "Never answers (until cancelled)", schema({}), READ_ONLY, (_args, extra) => delay(2 ** 31 - 1, extra.signal).then(() => text("unreachable")));
+  add(
+    "flaky",
+    "Fails the first `failures` calls with a given `id` (JSON-RPC internal error), then succeeds; idempotent",
+    schema({ id: { type: "string" }, failures: { type: "number" } }, ["id", "failures"]),
+    IDEMPOTENT,
+    flaky,
+  );
+  add(
+    "flaky-unsafe",
+    "Like flaky, but without annotations: not safe to repeat",
+    schema({ id: { type: "string" }, failures: { type: "number" } }, ["id", "failures"]),
+    undefined,
+    flaky,
+  );
+  add("rpc-error", "Answers with a JSON-RPC error of `code` (default -32603)", schema({ code: { type: "number" } }), IDEMPOTENT, async (args) => {
+    throw new McpError(num(args, "code", ErrorCode.InternalError), "asked to fail");
+  });
+  add("fail", "Reports a tool error (isError: true): a result, not a fault", schema({ reason: { type: "string" } }), READ_ONLY, async (args) => ({
+    isError: true,
+    content: [{ type: "text", text: typeof args.reason === "string" ? args.reason : "asked to fail" }],
+  }));
+  add("exit", "Exits the server process mid-call after `afterMs` (default 0)", schema({ afterMs: { type: "number" } }), undefined, async (args) => {
+    await new Promise((r) => setTimeout(r, num(args, "afterMs", 0)));
+    process.exit(3);
+  });
+  add("garbage", "Writes a line that is not JSON-RPC to stdout, then answers normally", schema({}), READ_ONLY, async () => {
+    process.stdout.write("this line is not JSON-RPC\n");
+    return text("after garbage");
+  });
+  add(
+    "add-tool",
+    "Registers a new tool named `name` (the server then sends notifications/tools/list_changed)",
+    schema({ name: { type: "string", pattern: "^[a-z][a-z0-9-]*$" } }, ["name"]),
+    undefined,
+    async (args) => {
+      const name = str(args, "name");
+      state.added.push(name);
+      add(name, "added at run time", schema({ text: { type: "string" } }, ["text"]), undefined, async (a) => text(`${name}: ${str(a, "text")}`));
+      sendListChanged();
+      return text(`added ${name}`);
+    },
+    false,
+  );
+  add(
+    "stats",
+    "Calls received, in flight (and the most at once), cancelled and completed",
+    schema({}),
+    READ_ONLY,
+    async () => ({ content: [{ type: "text", text: JSON.stringify(state.stats) }], structuredContent: { ...state.stats } }),
+    false,
+  );
+  add(
+    "reset-stats",
+    "Zeroes the stats and flaky counters",
+    schema({}),
+    undefined,
+    async () => {
+      Object.assign(state.stats, newState().stats);
+      state.attempts.clear();
+      return text("reset");
+    },
+    false,
+  );
+  // Tools added by another session of this process exist here too.
+  for (const name of state.added)
+    add(name, "added at run time", schema({ text: { type: "string" } }, ["text"]), undefined, async (a) => text(`${name}: ${str(a, "text")}`));
+  return registry;
+}
+
+/** Build an MCP server whose tools misbehave on request. `state` is shared by every session. */
+export function createFaultServer(state: FaultState, name = "toolbus-fault-server"): Server {
+  const server = new Server({ name, version: "0.1.0" }, { capabilities: { tools: { listChanged: true } } });
+  const registry = tools(state, () => void server.sendToolListChanged().catch(() => undefined));
+  const { stats } = state;
+
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [...registry.values()].map((t) => t.descriptor) }));
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+    const tool = registry.get(request.params.name);
+    if (!tool) throw new McpError(ErrorCode.InvalidParams, `unknown tool ${request.params.name}`);
+    const progressToken = request.params._meta?.progressToken;
+    const run = (): Promise<CallToolResult> =>
+      tool.run(request.params.arguments ?? {}, {
+        signal: extra.signal,
+        progressToken,
+        progress: (progress, total) =>
+          progressToken === undefined
+            ? Promise.resolve()
+            : extra.sendNotification({ method: "notifications/progress", params: { progressToken, progress, ...(total ? { total } : {}) } }),
+      });
+    if (!tool.counted) return run();
     stats.received++;
+    stats.byTool[request.params.name] = (stats.byTool[request.params.name] ?? 0) + 1;
     stats.inFlight++;
+    stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
     try {
-      const value = await work();
+      const result = await run();
       stats.completed++;
-      return value;
+      return result;
     } catch (err) {
-      if (signal.aborted) stats.cancelled++;
+      if (extra.signal.aborted) stats.cancelled++;
       throw err;
     } finally {
       stats.inFlight--;
     }
-  };
-
-  server.registerTool(
-    "echo",
-    {
-      description: "Echoes the message back",
-      inputSchema: { message: z.string() },
-      annotations: { readOnlyHint: true, idempotentHint: true },
-    },
-    ({ message }, extra) => counted(extra.signal, async () => ({ content: [{ type: "text", text: `Echo: ${message}` }] })),
-  );
-  server.registerTool(
-    "sleep",
-    {
-      description: "Answers after `ms` milliseconds; honours cancellation (counted in stats.cancelled)",
-      inputSchema: { ms: z.number().int().min(0) },
-      annotations: { readOnlyHint: true, idempotentHint: true },
-    },
-    ({ ms }, extra) =>
-      counted(extra.signal, async () => {
-        await delay(ms, extra.signal);
-        return { content: [{ type: "text", text: `slept ${ms} ms` }] };
-      }),
-  );
-  server.registerTool(
-    "fail",
-    { description: "Reports a tool error (isError: true)", inputSchema: { reason: z.string().default("asked to fail") } },
-    ({ reason }, extra) => counted(extra.signal, async () => ({ isError: true, content: [{ type: "text", text: reason }] })),
-  );
-  server.registerTool(
-    "add-tool",
-    {
-      description: "Registers a new echo-like tool named `name` (the server then sends notifications/tools/list_changed)",
-      inputSchema: { name: z.string().regex(/^[a-z][a-z0-9-]*$/) },
-    },
-    async ({ name: toolName }) => {
-      server.registerTool(toolName, { description: "added at run time", inputSchema: { text: z.string() } }, async ({ text }) => ({
-        content: [{ type: "text", text: `${toolName}: ${text}` }],
-      }));
-      return { content: [{ type: "text", text: `added ${toolName}` }] };
-    },
-  );
-  server.registerTool("stats", { description: "Calls received, in flight, cancelled and completed", annotations: { readOnlyHint: true } }, async () => ({
-    content: [{ type: "text", text: JSON.stringify(stats) }],
-    structuredContent: { ...stats },
-  }));
+  });
   return server;
-}
-
-export function newStats(): FaultStats {
-  return { received: 0, inFlight: 0, cancelled: 0, completed: 0 };
 }
 
 export interface HttpFaultServer {
   readonly port: number;
   readonly url: string;
-  readonly stats: FaultStats;
+  readonly state: FaultState;
   close(): Promise<void>;
 }
 
@@ -107,8 +243,8 @@ export interface HttpFaultServer {
  * Serve the fault server over streamable HTTP at `/mcp` on 127.0.0.1. Sessions live in memory, so a
  * restarted server answers 404 to an old session id, as the MCP spec says it must.
  */
-export async function startHttpFaultServer(options: { port?: number; stats?: FaultStats } = {}): Promise<HttpFaultServer> {
-  const stats = options.stats ?? newStats();
+export async function startHttpFaultServer(options: { port?: number; state?: FaultState } = {}): Promise<HttpFaultServer> {
+  const state = options.state ?? newState();
   const sessions = new Map<string, StreamableHTTPServerTransport>();
   const http: HttpServer = createHttpServer(async (req, res) => {
     if (!req.url?.startsWith("/mcp")) {
@@ -129,13 +265,12 @@ export async function startHttpFaultServer(options: { port?: number; stats?: Fau
     }
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      enableJsonResponse: true,
       onsessioninitialized: (id) => void sessions.set(id, transport),
     });
     transport.onclose = () => {
       if (transport.sessionId) sessions.delete(transport.sessionId);
     };
-    await createFaultServer(stats).connect(transport);
+    await createFaultServer(state).connect(transport);
     await transport.handleRequest(req, res);
   });
   await new Promise<void>((resolve, reject) => {
@@ -146,7 +281,7 @@ export async function startHttpFaultServer(options: { port?: number; stats?: Fau
   return {
     port,
     url: `http://127.0.0.1:${port}/mcp`,
-    stats,
+    state,
     close: async () => {
       await Promise.allSettled([...sessions.values()].map((t) => t.close()));
       http.closeAllConnections();
