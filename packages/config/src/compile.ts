@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { DEFAULT_MAX_BUDGET_MS } from "@toolbus/protocol";
 import { parse as parseYaml } from "yaml";
-import { PROFILE_DEFAULTS, type Profile } from "./profiles.js";
+import { PROFILE_DEFAULTS, type Profile, type ProfileDefaults } from "./profiles.js";
 import { ConfigFileSchema } from "./schema.js";
 
 /** A configuration that cannot be used; `problems` lists every one as `path: message`. */
@@ -20,10 +20,23 @@ export function isConfigError(err: unknown): err is ConfigError {
   return err instanceof Error && err.name === "ConfigError";
 }
 
+/** The resilience policies of one backend, compiled from the profile and the backend's overrides. */
+export interface PolicyConfig {
+  readonly breaker: ProfileDefaults["breaker"];
+  readonly retry: ProfileDefaults["retry"];
+  /** undefined: no rate limit. */
+  readonly rateLimit: { readonly ratePerSec: number; readonly burst: number } | undefined;
+  readonly bulkhead: ProfileDefaults["bulkhead"];
+  readonly adaptive: ProfileDefaults["adaptive"];
+  /** Overrides of what a tool's annotations say about repeating it safely. */
+  readonly tools: Readonly<Record<string, { readonly idempotent?: boolean; readonly readOnly?: boolean }>>;
+}
+
 interface BackendCommon {
   readonly name: string;
   readonly connectTimeoutMs: number;
   readonly callTimeoutMs: number;
+  readonly policy: PolicyConfig;
 }
 export interface McpStdioBackendConfig extends BackendCommon {
   readonly kind: "mcp-stdio";
@@ -41,7 +54,10 @@ export interface LaunchConfig {
 }
 export interface McpHttpBackendConfig extends BackendCommon {
   readonly kind: "mcp-http";
+  /** The first of `urls`. */
   readonly url: string;
+  /** Every replica of the server: one endpoint each. */
+  readonly urls: readonly string[];
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
   readonly launch: LaunchConfig | undefined;
@@ -149,10 +165,38 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
 
   const backends: Record<string, BackendConfig> = {};
   for (const [name, b] of Object.entries(file.backends)) {
+    const policy: PolicyConfig = {
+      breaker: {
+        volumeThreshold: b.breaker.volume ?? defaults.breaker.volumeThreshold,
+        errorPercentage: b.breaker.errorPercentage ?? defaults.breaker.errorPercentage,
+        windowMs: b.breaker.window ?? defaults.breaker.windowMs,
+        recoveryMs: b.breaker.recovery ?? defaults.breaker.recoveryMs,
+      },
+      retry: {
+        maxRetries: b.retry.maxRetries ?? defaults.retry.maxRetries,
+        initialBackoffMs: b.retry.initialBackoff ?? defaults.retry.initialBackoffMs,
+        maxBackoffMs: b.retry.maxBackoff ?? defaults.retry.maxBackoffMs,
+        budgetRatio: b.retry.budgetRatio ?? defaults.retry.budgetRatio,
+        budgetReserve: b.retry.budgetReserve ?? defaults.retry.budgetReserve,
+      },
+      rateLimit: b.rateLimit && { ratePerSec: b.rateLimit.rate, burst: b.rateLimit.burst },
+      bulkhead: {
+        maxConcurrent: b.bulkhead.maxConcurrent ?? defaults.bulkhead.maxConcurrent,
+        maxQueue: b.bulkhead.maxQueue ?? defaults.bulkhead.maxQueue,
+      },
+      adaptive: {
+        minMs: b.timeouts.min ?? defaults.adaptive.minMs,
+        multiplier: b.timeouts.multiplier ?? defaults.adaptive.multiplier,
+        minSamples: b.timeouts.minSamples ?? defaults.adaptive.minSamples,
+        window: defaults.adaptive.window,
+      },
+      tools: b.tools,
+    };
     const common = {
       name,
       connectTimeoutMs: b.timeouts.connect ?? defaults.connectTimeoutMs,
       callTimeoutMs: b.timeouts.call ?? defaults.callTimeoutMs,
+      policy,
     };
     backends[name] =
       b.kind === "mcp-stdio"
@@ -160,7 +204,8 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         : {
             ...common,
             kind: b.kind,
-            url: b.url,
+            url: (b.urls ?? [b.url!])[0]!,
+            urls: b.urls ?? [b.url!],
             headers: b.headers,
             connections: b.connections,
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },

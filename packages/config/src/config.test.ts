@@ -96,3 +96,48 @@ describe("parseDuration", () => {
   ])("%j → %d ms", (input, ms) => expect(parseDuration(input)).toBe(ms));
   it.each(["5 seconds", "-1s", "s", ""])("rejects %j", (input) => expect(parseDuration(input)).toBeUndefined());
 });
+
+describe("policies", () => {
+  it("come from the profile, each overridable per backend", () => {
+    const path = file(`
+profile: local
+backends:
+  plain: { kind: mcp-stdio, command: x }
+  tuned:
+    kind: mcp-http
+    urls: [http://127.0.0.1:1/mcp, http://127.0.0.1:2/mcp]
+    breaker: { volume: 10, recovery: 1m }
+    retry: { maxRetries: 0 }
+    rateLimit: { rate: 12 }
+    bulkhead: { maxConcurrent: 4, maxQueue: 0 }
+    timeouts: { call: 2s, min: 10ms, multiplier: 3 }
+    tools: { write-file: { idempotent: true } }
+`);
+    const config = loadConfig({ file: path });
+    const local = PROFILE_DEFAULTS.local;
+    expect(config.backends.plain!.policy).toEqual({
+      breaker: local.breaker,
+      retry: local.retry,
+      rateLimit: undefined,
+      bulkhead: local.bulkhead,
+      adaptive: local.adaptive,
+      tools: {},
+    });
+    const tuned = config.backends.tuned!;
+    expect(tuned.kind === "mcp-http" && tuned.urls).toEqual(["http://127.0.0.1:1/mcp", "http://127.0.0.1:2/mcp"]);
+    expect(tuned.policy).toMatchObject({
+      breaker: { volumeThreshold: 10, errorPercentage: 50, recoveryMs: 60_000 },
+      retry: { maxRetries: 0, initialBackoffMs: 50 },
+      rateLimit: { ratePerSec: 12, burst: 1 },
+      bulkhead: { maxConcurrent: 4, maxQueue: 0 },
+      adaptive: { minMs: 10, multiplier: 3 },
+      tools: { "write-file": { idempotent: true } },
+    });
+    expect(tuned.callTimeoutMs).toBe(2_000);
+  });
+
+  it("an HTTP backend needs exactly one of url and urls", () => {
+    const path = file("backends:\n  a: { kind: mcp-http }\n  b: { kind: mcp-http, url: 'http://x/mcp', urls: ['http://y/mcp'] }\n");
+    expect(() => loadConfig({ file: path })).toThrow(/backends\.a\.url: set exactly one of url or urls[\s\S]*backends\.b\.url: set exactly one/);
+  });
+});

@@ -11,6 +11,14 @@ export interface ProfileDefaults {
   defaultBudgetMs: number;
   /** How often callers announce themselves to routers. */
   heartbeatMs: number;
+  /** Per endpoint: opens when more than `errorPercentage` of at least `volumeThreshold` calls in `windowMs` failed. */
+  breaker: { volumeThreshold: number; errorPercentage: number; windowMs: number; recoveryMs: number };
+  /** Retries of safe calls: exponential backoff with full jitter, and a budget (ratio of requests, plus a reserve). */
+  retry: { maxRetries: number; initialBackoffMs: number; maxBackoffMs: number; budgetRatio: number; budgetReserve: number };
+  /** Per endpoint: calls in flight, and how many more may wait. */
+  bulkhead: { maxConcurrent: number; maxQueue: number };
+  /** Adaptive timeout: `multiplier` × the p99 of the last `window` calls of a tool, at least `minMs`, at most the call timeout. */
+  adaptive: { minMs: number; multiplier: number; minSamples: number; window: number };
 }
 
 /**
@@ -19,7 +27,34 @@ export interface ProfileDefaults {
  * hybrid: local workers, some remote backends.
  */
 export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults>>> = Object.freeze({
-  local: Object.freeze({ connectTimeoutMs: 5_000, callTimeoutMs: 30_000, defaultBudgetMs: 30_000, heartbeatMs: 1_000 }),
-  cloud: Object.freeze({ connectTimeoutMs: 15_000, callTimeoutMs: 60_000, defaultBudgetMs: 60_000, heartbeatMs: 2_000 }),
-  hybrid: Object.freeze({ connectTimeoutMs: 10_000, callTimeoutMs: 45_000, defaultBudgetMs: 45_000, heartbeatMs: 1_000 }),
-});
+  local: {
+    connectTimeoutMs: 5_000,
+    callTimeoutMs: 30_000,
+    defaultBudgetMs: 30_000,
+    heartbeatMs: 1_000,
+    breaker: { volumeThreshold: 3, errorPercentage: 50, windowMs: 30_000, recoveryMs: 5_000 },
+    retry: { maxRetries: 2, initialBackoffMs: 50, maxBackoffMs: 1_000, budgetRatio: 0.2, budgetReserve: 5 },
+    bulkhead: { maxConcurrent: 64, maxQueue: 256 },
+    adaptive: { minMs: 250, multiplier: 4, minSamples: 50, window: 256 },
+  },
+  cloud: {
+    connectTimeoutMs: 15_000,
+    callTimeoutMs: 60_000,
+    defaultBudgetMs: 60_000,
+    heartbeatMs: 2_000,
+    breaker: { volumeThreshold: 10, errorPercentage: 50, windowMs: 60_000, recoveryMs: 30_000 },
+    retry: { maxRetries: 3, initialBackoffMs: 200, maxBackoffMs: 5_000, budgetRatio: 0.2, budgetReserve: 10 },
+    bulkhead: { maxConcurrent: 32, maxQueue: 128 },
+    adaptive: { minMs: 2_000, multiplier: 5, minSamples: 50, window: 256 },
+  },
+  hybrid: {
+    connectTimeoutMs: 10_000,
+    callTimeoutMs: 45_000,
+    defaultBudgetMs: 45_000,
+    heartbeatMs: 1_000,
+    breaker: { volumeThreshold: 5, errorPercentage: 50, windowMs: 30_000, recoveryMs: 10_000 },
+    retry: { maxRetries: 2, initialBackoffMs: 100, maxBackoffMs: 2_000, budgetRatio: 0.2, budgetReserve: 5 },
+    bulkhead: { maxConcurrent: 48, maxQueue: 192 },
+    adaptive: { minMs: 1_000, multiplier: 4, minSamples: 50, window: 256 },
+  },
+} satisfies Record<Profile, ProfileDefaults>);

@@ -5,9 +5,48 @@ import { DurationSchema } from "./duration.js";
 const TimeoutsSchema = z
   .object({
     connect: DurationSchema.optional(),
+    /** The longest one call may take (and the timeout until the adaptive one has enough samples). */
     call: DurationSchema.optional(),
+    /** The adaptive timeout never goes below this. */
+    min: DurationSchema.optional(),
+    multiplier: z.number().min(1).max(100).optional(),
+    minSamples: z.number().int().min(1).max(10_000).optional(),
   })
   .strict();
+
+/** Resilience policies; each field overrides the profile's default for this backend. */
+const PolicySchema = {
+  breaker: z
+    .object({
+      volume: z.number().int().min(1).optional(),
+      errorPercentage: z.number().min(1).max(100).optional(),
+      window: DurationSchema.optional(),
+      recovery: DurationSchema.optional(),
+    })
+    .strict()
+    .default({}),
+  retry: z
+    .object({
+      maxRetries: z.number().int().min(0).max(10).optional(),
+      initialBackoff: DurationSchema.optional(),
+      maxBackoff: DurationSchema.optional(),
+      budgetRatio: z.number().min(0).max(1).optional(),
+      budgetReserve: z.number().int().min(0).optional(),
+    })
+    .strict()
+    .default({}),
+  /** Off unless set: calls per second to this backend, across its endpoints. */
+  rateLimit: z
+    .object({ rate: z.number().positive(), burst: z.number().int().min(1).default(1) })
+    .strict()
+    .optional(),
+  bulkhead: z
+    .object({ maxConcurrent: z.number().int().min(1).optional(), maxQueue: z.number().int().min(0).optional() })
+    .strict()
+    .default({}),
+  /** Per tool: override what its annotations say about repeating it safely. */
+  tools: z.record(z.string(), z.object({ idempotent: z.boolean().optional(), readOnly: z.boolean().optional() }).strict()).default({}),
+};
 
 const EnvMapSchema = z.record(z.string(), z.string());
 
@@ -31,20 +70,27 @@ const McpStdioBackendSchema = z
     /** Child processes kept running; calls go to the least busy live one. */
     pool: z.number().int().min(1).max(64).default(1),
     timeouts: TimeoutsSchema.default({}),
+    ...PolicySchema,
   })
   .strict();
+
+const HttpUrlSchema = z.url({ protocol: /^https?$/, error: "Invalid URL (expected http:// or https://)" });
 
 const McpHttpBackendSchema = z
   .object({
     kind: z.literal("mcp-http"),
-    url: z.url({ protocol: /^https?$/, error: "Invalid URL (expected http:// or https://)" }),
+    /** One server, or `urls` for several replicas of it (calls go to the least loaded, failing over). */
+    url: HttpUrlSchema.optional(),
+    urls: z.array(HttpUrlSchema).min(1).optional(),
     headers: z.record(z.string(), z.string()).default({}),
     /** Keep-alive connections held open to the server. */
     connections: z.number().int().min(1).max(1024).default(16),
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
+    ...PolicySchema,
   })
-  .strict();
+  .strict()
+  .refine((b) => (b.url === undefined) !== (b.urls === undefined), { message: "set exactly one of url or urls", path: ["url"] });
 
 export const BackendFileSchema = z.discriminatedUnion("kind", [McpStdioBackendSchema, McpHttpBackendSchema], {
   error: (issue) => (issue.code === "invalid_union" ? 'unknown kind: expected "mcp-stdio" or "mcp-http"' : undefined),
