@@ -20,6 +20,7 @@ export {
   ToolsListOkReplySchema,
   ToolsListReplySchema,
   CallerHeartbeatSchema,
+  BreakerEventSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -37,6 +38,7 @@ export type {
   ToolsListOkReply,
   ToolsListReply,
   CallerHeartbeat,
+  BreakerEvent,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

@@ -113,3 +113,16 @@ export const CallerHeartbeatSchema = z.object({
   intervalMs: z.number().int().positive(),
 });
 export type CallerHeartbeat = z.infer<typeof CallerHeartbeatSchema>;
+
+/** Published on `toolbus.v1.evt.breaker.<backend>` at every breaker transition of an endpoint. */
+export const BreakerEventSchema = z.object({
+  backend: z.string(),
+  endpoint: z.string(),
+  from: z.enum(["closed", "open", "half-open"]),
+  to: z.enum(["closed", "open", "half-open"]),
+  reason: z.string(),
+  workerId: z.string(),
+  /** UTC, ISO-8601. */
+  time: z.string(),
+});
+export type BreakerEvent = z.infer<typeof BreakerEventSchema>;

@@ -10,8 +10,8 @@ import {
   monotonicNow,
   queueGroups,
   subjects,
+  type BreakerEvent,
   type CallerHeartbeat,
-  type CallToolResult,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
@@ -19,12 +19,10 @@ import {
 } from "@toolbus/protocol";
 import { InFlight, TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
-import { backendFailure, type TimeoutContext } from "./errors.js";
 import { HttpEndpoint, LaunchedServer } from "./http.js";
+import { CallPolicy } from "./policy.js";
 import { StdioEndpoint } from "./stdio.js";
 
-/** Kept back from the budget so our answer reaches the client before its own timer fires. */
-const REPLY_MARGIN_MS = 3;
 /** Timeout for a tools/list refresh. */
 const LIST_TOOLS_TIMEOUT_MS = 10_000;
 
@@ -73,7 +71,15 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const endpoints: Endpoint[] =
     backend.kind === "mcp-stdio"
       ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, log, events))
-      : [new HttpEndpoint(`${backend.name}@${backend.url}`, backend, log, events)];
+      : backend.urls.map((url) => new HttpEndpoint(`${backend.name}@${url}`, backend, url, log, events));
+
+  const policy = new CallPolicy(backend, endpoints, {
+    onBreaker: (endpoint, t) => {
+      const event: BreakerEvent = { backend: backend.name, endpoint: endpoint.id, from: t.from, to: t.to, reason: t.reason, workerId: deps.workerId, time: new Date().toISOString() };
+      (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
+      if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
+    },
+  });
 
   /** Fetch the tool list (one refresh at a time; a change during a refresh triggers one more). */
   function refreshTools(endpoint: Endpoint): Promise<void> {
@@ -104,26 +110,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     return refreshing;
   }
 
-  let rotation = 0;
-  /** The least-loaded live endpoint; ties go round-robin so a pool shares sequential load too. */
-  function pickEndpoint(): Endpoint | undefined {
-    let best: Endpoint | undefined;
-    for (let i = 0; i < endpoints.length; i++) {
-      const e = endpoints[(rotation + i) % endpoints.length]!;
-      if (e.live && (best === undefined || e.inFlight < best.inFlight)) best = e;
-    }
-    rotation = (rotation + 1) % endpoints.length;
-    return best;
-  }
-
-  function unavailable(): ErrorReply {
-    const waits = endpoints.map((e) => e.retryAfterMs()).filter((ms): ms is number => ms !== undefined);
-    return errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live connection to backend "${backend.name}" (${endpoints.length} endpoint(s), reconnecting)`, {
-      retryAfterMs: waits.length ? Math.min(...waits) : undefined,
-      details: { backend: backend.name, endpoints: endpoints.map((e) => e.id) },
-    });
-  }
-
   const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
   // Label lookups bound once: prom-client hashes label sets on every unbound call.
   const okCount = metrics.requests.labels("caller", backend.name, "ok");
@@ -148,34 +134,11 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       const problem = checkToolCall(index, request);
       if (problem) return finish(msg, problem, started);
     }
-    const endpoint = pickEndpoint();
-    if (!endpoint) return finish(msg, unavailable(), started);
-    const left = admitted.deadline - monotonicNow() - REPLY_MARGIN_MS;
-    if (left <= 0) return finish(msg, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), started);
-    const timeout: TimeoutContext =
-      left < backend.callTimeoutMs ? { timeoutMs: Math.floor(left), limitedBy: "budget" } : { timeoutMs: backend.callTimeoutMs, limitedBy: "callTimeout" };
     const controller = new AbortController();
     outstanding.add(controller);
     try {
-      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, signal: controller.signal });
-      // A tool that reports isError ran fine as far as the transport goes: it is a result.
-      finish(
-        msg,
-        {
-          ok: true,
-          result: result as CallToolResult,
-          meta: { backend: backend.name, endpoint: endpoint.id, attempts: 1, cached: false, durationMs: Math.round((monotonicNow() - started) * 1000) / 1000 },
-        },
-        started,
-      );
-    } catch (err) {
-      const reply = controller.signal.aborted
-        ? errorReply(ErrorCode.CANCELLED, `the caller stopped before the backend answered (grace period over); the call was cancelled at the backend`)
-        : backendFailure(err, endpoint.id, timeout);
-      log.warn(
-        { requestId: admitted.requestId, tool: request.tool, endpoint: endpoint.id, code: reply.error.code, err: (err as Error).message },
-        "tool call failed",
-      );
+      const reply = await policy.execute(request, admitted.deadline, index?.get(request.tool), controller.signal);
+      if (!reply.ok) log.warn({ requestId: admitted.requestId, tool: request.tool, code: reply.error.code, err: reply.error.message }, "tool call failed");
       finish(msg, reply, started);
     } finally {
       outstanding.delete(controller);
@@ -258,6 +221,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
           // Let the cancelled calls send their answers before the connection drains.
           await inFlight.idle(1_000);
         }
+        policy.close();
         await Promise.allSettled(endpoints.map((e) => e.close()));
         await launched?.stop();
         log.info("caller stopped");

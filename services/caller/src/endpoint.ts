@@ -21,8 +21,10 @@ export interface Endpoint {
 }
 
 export interface CallOptions {
-  /** The MCP request timeout; when it fires the SDK sends notifications/cancelled. */
+  /** The MCP request timeout; when it fires the SDK sends notifications/cancelled. Progress notifications restart it ... */
   timeoutMs: number;
+  /** ... but never beyond this (the request's deadline). */
+  maxTotalMs: number;
   /** Aborting cancels the call at the backend the same way (used when a stop runs out of grace). */
   signal?: AbortSignal;
 }
@@ -33,6 +35,9 @@ export interface EndpointEvents {
   /** The server said its tools changed. */
   onToolsChanged(endpoint: Endpoint): void;
 }
+
+/** Asking for progress (a progress token) is what lets the SDK restart the timer on each notification. */
+const ignoreProgress = (): void => undefined;
 
 /** Backoff between reconnects: 100 ms doubling to 10 s, reset once a connection has stayed up. */
 export class Backoff {
@@ -177,7 +182,14 @@ export abstract class ClientEndpoint implements Endpoint {
     this.#inFlight++;
     try {
       // The request timeout makes the SDK send notifications/cancelled when it fires.
-      return (await client.callTool({ name, arguments: args }, undefined, { timeout: options.timeoutMs, signal: options.signal })) as McpCallToolResult;
+      return (await client.callTool({ name, arguments: args }, undefined, {
+        timeout: options.timeoutMs,
+        // A backend that reports progress is working, not hung: its idle timer restarts, up to the deadline.
+        onprogress: ignoreProgress,
+        resetTimeoutOnProgress: true,
+        maxTotalTimeout: options.maxTotalMs,
+        signal: options.signal,
+      })) as McpCallToolResult;
     } finally {
       this.#inFlight--;
       // A connection that answered is healthy: the next outage starts its backoff afresh.

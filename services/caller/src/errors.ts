@@ -3,10 +3,10 @@ import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/t
 import { ErrorCode, errorReply, type ErrorReply } from "@toolbus/protocol";
 import { EndpointDownError } from "./endpoint.js";
 
-/** Why the call's timer was what it was: the request's budget, or the backend's call timeout. */
+/** Why the call's timer was what it was: the request's budget, or the backend's (adaptive) timeout. */
 export interface TimeoutContext {
   timeoutMs: number;
-  limitedBy: "budget" | "callTimeout";
+  limitedBy: "budget" | "adaptive";
 }
 
 /**
@@ -19,7 +19,7 @@ export function backendFailure(err: unknown, endpoint: string, timeout: TimeoutC
   }
   if (err instanceof McpError) {
     if (err.code === McpErrorCode.RequestTimeout) {
-      const why = timeout.limitedBy === "budget" ? "the request's deadline" : "the backend's call timeout";
+      const why = timeout.limitedBy === "budget" ? "the request's deadline" : "the adaptive timeout for this tool";
       return errorReply(ErrorCode.DEADLINE_EXCEEDED, `backend did not answer within ${timeout.timeoutMs} ms (${why}); the call was cancelled at the backend`, {
         details: { endpoint, timeoutMs: timeout.timeoutMs, limitedBy: timeout.limitedBy },
       });

@@ -43,6 +43,7 @@ export class HttpEndpoint extends ClientEndpoint {
   constructor(
     id: string,
     private readonly config: McpHttpBackendConfig,
+    private readonly url: string,
     log: Logger,
     events: EndpointEvents,
   ) {
@@ -52,7 +53,7 @@ export class HttpEndpoint extends ClientEndpoint {
   }
 
   protected createTransport(): Transport {
-    return new StreamableHTTPClientTransport(new URL(this.config.url), {
+    return new StreamableHTTPClientTransport(new URL(this.url), {
       fetch: this.#fetch,
       requestInit: { headers: { ...this.config.headers } },
     });
@@ -76,10 +77,9 @@ export class HttpEndpoint extends ClientEndpoint {
         if (!this.live) throw new EndpointDownError(this.id);
         return super.callTool(name, args, options);
       }
-      if (isConnectionError(err)) {
-        void this.reset(used);
-        throw new EndpointDownError(this.id);
-      }
+      // Nothing reached the server. The session may well survive a server restart on the same port, so
+      // keep it: the breaker decides when to try again, and a forgotten session answers 404 then.
+      if (isConnectionError(err)) throw new EndpointDownError(this.id);
       throw err;
     }
   }

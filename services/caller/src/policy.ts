@@ -1,0 +1,220 @@
+import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
+import type { BackendConfig } from "@toolbus/config";
+import { Breaker, Bulkhead, LatencyEstimator, RetryBudget, TokenBucket, backoffMs, isBreakerOpen, isBulkheadRejected, type BreakerTransition } from "@toolbus/policies";
+import {
+  ErrorCode,
+  errorReply,
+  monotonicNow,
+  type CallToolResult,
+  type ErrorReply,
+  type ToolCallOkReply,
+  type ToolCallRequest,
+  type ToolDescriptor,
+} from "@toolbus/protocol";
+import { EndpointDownError, type Endpoint } from "./endpoint.js";
+import { backendFailure, type TimeoutContext } from "./errors.js";
+
+/** Kept back from the budget so our answer reaches the client before its own timer fires. */
+export const REPLY_MARGIN_MS = 3;
+
+/** A failed attempt, with what the policies need to know about it. */
+class AttemptError extends Error {
+  override name = "AttemptError";
+  constructor(
+    override readonly cause: unknown,
+    /** A fault of the backend or the path to it: counts toward the breaker, may be retried. */
+    readonly fault: boolean,
+    /** The request never reached the backend, so repeating it cannot do harm. */
+    readonly neverReached: boolean,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause));
+  }
+}
+
+/** JSON-RPC errors that say the request was wrong, not that the backend is failing. */
+const CALLER_MISTAKES: ReadonlySet<number> = new Set([McpErrorCode.InvalidParams, McpErrorCode.MethodNotFound, McpErrorCode.InvalidRequest]);
+
+/** Does `err` (from an endpoint call) say the backend, or the way to it, is failing? */
+export function isBackendFault(err: unknown): boolean {
+  if (err instanceof McpError) return !CALLER_MISTAKES.has(err.code);
+  if (err instanceof StreamableHTTPError) return err.code === undefined || err.code < 400 || err.code >= 500 || err.code === 404 || err.code === 408 || err.code === 429;
+  return true;
+}
+
+/** Whether repeating a call of `tool` cannot do harm: its annotations, unless config says otherwise. */
+export function isSafeToRepeat(tool: ToolDescriptor | undefined, override: { idempotent?: boolean; readOnly?: boolean } | undefined): boolean {
+  const readOnly = override?.readOnly ?? tool?.annotations?.readOnlyHint ?? false;
+  const idempotent = override?.idempotent ?? tool?.annotations?.idempotentHint ?? false;
+  return readOnly || idempotent;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface PolicyEvents {
+  onBreaker(endpoint: Endpoint, transition: BreakerTransition): void;
+}
+
+/**
+ * Every policy of one backend, composed in one place. Per attempt, cheapest rejection first:
+ * deadline → breaker (choose a live endpoint whose breaker admits a call) → bulkhead → rate limit →
+ * timeout (adaptive, restarted by progress, capped by the deadline); retry around them for calls that
+ * are safe to repeat, within a retry budget and the deadline, on a freshly chosen endpoint.
+ */
+export class CallPolicy {
+  readonly breakers = new Map<Endpoint, Breaker>();
+  readonly bulkheads = new Map<Endpoint, Bulkhead>();
+  readonly #rate: TokenBucket | undefined;
+  readonly #latency: LatencyEstimator;
+  readonly #budget: RetryBudget;
+  #rotation = 0;
+
+  constructor(
+    private readonly backend: BackendConfig,
+    private readonly endpoints: readonly Endpoint[],
+    events: PolicyEvents,
+  ) {
+    const p = backend.policy;
+    for (const endpoint of endpoints) {
+      this.breakers.set(
+        endpoint,
+        new Breaker(endpoint.id, p.breaker, (err) => (err as AttemptError).fault === true, (t) => events.onBreaker(endpoint, t)),
+      );
+      this.bulkheads.set(endpoint, new Bulkhead(p.bulkhead.maxConcurrent, p.bulkhead.maxQueue));
+    }
+    this.#rate = p.rateLimit && new TokenBucket(p.rateLimit.ratePerSec, p.rateLimit.burst);
+    this.#latency = new LatencyEstimator({ ...p.adaptive, maxMs: backend.callTimeoutMs, defaultMs: backend.callTimeoutMs });
+    this.#budget = new RetryBudget({ ratio: p.retry.budgetRatio, reserve: p.retry.budgetReserve });
+  }
+
+  /** Stop the breakers' timers. */
+  close(): void {
+    for (const breaker of this.breakers.values()) breaker.shutdown();
+  }
+
+  /**
+   * The least-loaded live endpoint whose breaker admits a call, preferring ones not tried yet for this
+   * request; ties go round-robin so a pool shares sequential load too.
+   */
+  #pick(tried: ReadonlySet<Endpoint>): Endpoint | undefined {
+    let best: Endpoint | undefined;
+    let bestScore = Number.POSITIVE_INFINITY;
+    const n = this.endpoints.length;
+    for (let i = 0; i < n; i++) {
+      const e = this.endpoints[(this.#rotation + i) % n]!;
+      if (!e.live || this.breakers.get(e)!.rejecting) continue;
+      const score = e.inFlight + (tried.has(e) ? n * 1_000_000 : 0);
+      if (score < bestScore) {
+        best = e;
+        bestScore = score;
+      }
+    }
+    this.#rotation = (this.#rotation + 1) % n;
+    return best;
+  }
+
+  #noEndpoint(): ErrorReply {
+    const open = this.endpoints.filter((e) => e.live && this.breakers.get(e)!.rejecting);
+    if (open.length > 0) {
+      return errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for every live endpoint of backend "${this.backend.name}"`, {
+        retryAfterMs: Math.min(...open.map((e) => this.breakers.get(e)!.retryAfterMs())),
+        details: { backend: this.backend.name, endpoints: open.map((e) => e.id) },
+      });
+    }
+    const waits = this.endpoints.map((e) => e.retryAfterMs()).filter((ms): ms is number => ms !== undefined);
+    return errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live connection to backend "${this.backend.name}" (${this.endpoints.length} endpoint(s), reconnecting)`, {
+      retryAfterMs: waits.length ? Math.min(...waits) : undefined,
+      details: { backend: this.backend.name, endpoints: this.endpoints.map((e) => e.id) },
+    });
+  }
+
+  /** Run one call under every policy. Resolves with the reply to send (never rejects). */
+  async execute(request: ToolCallRequest, deadline: number, tool: ToolDescriptor | undefined, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
+    const started = monotonicNow();
+    const retry = this.backend.policy.retry;
+    const safe = isSafeToRepeat(tool, this.backend.policy.tools[request.tool]);
+    const key = request.tool;
+    const tried = new Set<Endpoint>();
+    this.#budget.deposit();
+    const withAttempts = (reply: ErrorReply, attempts: number): ErrorReply =>
+      attempts > 1 ? { ...reply, error: { ...reply.error, details: { ...reply.error.details, attempts } } } : reply;
+
+    for (let attempt = 1; ; attempt++) {
+      // 1. Deadline.
+      const left = deadline - monotonicNow() - REPLY_MARGIN_MS;
+      if (left <= 0) return withAttempts(errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), attempt - 1);
+      // 2. Breaker: only endpoints whose breaker admits a call are candidates.
+      const endpoint = this.#pick(tried);
+      if (!endpoint) return withAttempts(this.#noEndpoint(), attempt - 1);
+      // 3. Bulkhead.
+      let release: () => void;
+      try {
+        release = await this.bulkheads.get(endpoint)!.acquire(left);
+      } catch (err) {
+        if (!isBulkheadRejected(err)) throw err;
+        return err.reason === "full"
+          ? errorReply(ErrorCode.OVERLOADED, `endpoint ${endpoint.id} is at its limit: ${err.message}`, { details: { endpoint: endpoint.id } })
+          : errorReply(ErrorCode.DEADLINE_EXCEEDED, `waited for a free slot on ${endpoint.id} until the deadline`, { details: { endpoint: endpoint.id } });
+      }
+      let failure: AttemptError;
+      let timeout: TimeoutContext;
+      try {
+        // 4. Rate limit: a wait that would pass the deadline is refused now, not after waiting.
+        if (this.#rate) {
+          const reservation = this.#rate.reserve(deadline - monotonicNow() - REPLY_MARGIN_MS);
+          if (!reservation.ok) {
+            return errorReply(ErrorCode.RATE_LIMITED, `backend "${this.backend.name}" is limited to ${this.#rate.ratePerSec}/s; no slot before the deadline`, {
+              retryAfterMs: reservation.retryAfterMs,
+              details: { backend: this.backend.name },
+            });
+          }
+          if (reservation.waitMs > 0) await sleep(reservation.waitMs);
+        }
+        // 5. Timeout: adaptive, restarted by progress, never past the deadline.
+        const remaining = deadline - monotonicNow() - REPLY_MARGIN_MS;
+        if (remaining <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed while waiting for a rate-limit slot");
+        const adaptive = this.#latency.timeoutFor(key);
+        timeout = adaptive < remaining ? { timeoutMs: adaptive, limitedBy: "adaptive" } : { timeoutMs: Math.floor(remaining), limitedBy: "budget" };
+        const attemptStarted = monotonicNow();
+        const p99 = this.#latency.p99(key);
+        const result = await this.breakers.get(endpoint)!.run(async () => {
+          try {
+            return await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, maxTotalMs: Math.floor(remaining), signal });
+          } catch (err) {
+            const neverReached = err instanceof EndpointDownError;
+            // A client in a hurry is not a failing backend: a budget shorter than this tool usually
+            // takes does not count against the breaker.
+            const impatient = timeout.limitedBy === "budget" && p99 !== undefined && timeout.timeoutMs < p99 && isTimeout(err);
+            throw new AttemptError(err, !signal.aborted && !impatient && isBackendFault(err), neverReached);
+          }
+        });
+        this.#latency.record(key, monotonicNow() - attemptStarted);
+        return {
+          ok: true,
+          result: result as CallToolResult,
+          meta: { backend: this.backend.name, endpoint: endpoint.id, attempts: attempt, cached: false, durationMs: Math.round((monotonicNow() - started) * 1000) / 1000 },
+        };
+      } catch (err) {
+        failure = isBreakerOpen(err) ? new AttemptError(err, false, true) : err instanceof AttemptError ? err : new AttemptError(err, true, false);
+      } finally {
+        release();
+      }
+
+      if (signal.aborted) return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
+      const reply = isBreakerOpen(failure.cause)
+        ? errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for ${endpoint.id}`, { retryAfterMs: failure.cause.retryAfterMs, details: { endpoint: endpoint.id } })
+        : backendFailure(failure.cause, endpoint.id, timeout!);
+      // 6. Retry: faults only, and only what cannot do harm twice, within the budget and the deadline.
+      const mayRepeat = failure.neverReached || (failure.fault && safe);
+      if (!mayRepeat || attempt > retry.maxRetries || !this.#budget.withdraw()) return withAttempts(reply, attempt);
+      const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
+      if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
+      tried.add(endpoint);
+      if (pause > 0) await sleep(pause);
+    }
+  }
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof McpError && err.code === McpErrorCode.RequestTimeout;
+}
