@@ -20,6 +20,7 @@ import {
 import { InFlight, TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint, LaunchedServer } from "./http.js";
+import type { BreakerState } from "@toolbus/policies";
 import { CallPolicy } from "./policy.js";
 import { StdioEndpoint } from "./stdio.js";
 
@@ -37,6 +38,8 @@ export interface CallerWorker extends Worker {
   readonly endpoints: readonly Endpoint[];
   /** The backend's tools, once fetched. */
   tools(): readonly ToolDescriptor[] | null;
+  /** The breaker state of each endpoint, by endpoint id. */
+  breakerStates(): Record<string, BreakerState>;
 }
 
 /**
@@ -75,7 +78,15 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
 
   const policy = new CallPolicy(backend, endpoints, {
     onBreaker: (endpoint, t) => {
-      const event: BreakerEvent = { backend: backend.name, endpoint: endpoint.id, from: t.from, to: t.to, reason: t.reason, workerId: deps.workerId, time: new Date().toISOString() };
+      const event: BreakerEvent = {
+        backend: backend.name,
+        endpoint: endpoint.id,
+        from: t.from,
+        to: t.to,
+        reason: t.reason,
+        workerId: deps.workerId,
+        time: new Date().toISOString(),
+      };
       (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
       if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
     },
@@ -207,6 +218,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     backend: backend.name,
     endpoints,
     tools: () => index?.tools ?? null,
+    breakerStates: () => Object.fromEntries([...policy.breakers].map(([e, b]) => [e.id, b.state])),
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {

@@ -1,7 +1,17 @@
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import type { BackendConfig } from "@toolbus/config";
-import { Breaker, Bulkhead, LatencyEstimator, RetryBudget, TokenBucket, backoffMs, isBreakerOpen, isBulkheadRejected, type BreakerTransition } from "@toolbus/policies";
+import {
+  Breaker,
+  Bulkhead,
+  LatencyEstimator,
+  RetryBudget,
+  TokenBucket,
+  backoffMs,
+  isBreakerOpen,
+  isBulkheadRejected,
+  type BreakerTransition,
+} from "@toolbus/policies";
 import {
   ErrorCode,
   errorReply,
@@ -38,7 +48,8 @@ const CALLER_MISTAKES: ReadonlySet<number> = new Set([McpErrorCode.InvalidParams
 /** Does `err` (from an endpoint call) say the backend, or the way to it, is failing? */
 export function isBackendFault(err: unknown): boolean {
   if (err instanceof McpError) return !CALLER_MISTAKES.has(err.code);
-  if (err instanceof StreamableHTTPError) return err.code === undefined || err.code < 400 || err.code >= 500 || err.code === 404 || err.code === 408 || err.code === 429;
+  if (err instanceof StreamableHTTPError)
+    return err.code === undefined || err.code < 400 || err.code >= 500 || err.code === 404 || err.code === 408 || err.code === 429;
   return true;
 }
 
@@ -78,7 +89,12 @@ export class CallPolicy {
     for (const endpoint of endpoints) {
       this.breakers.set(
         endpoint,
-        new Breaker(endpoint.id, p.breaker, (err) => (err as AttemptError).fault === true, (t) => events.onBreaker(endpoint, t)),
+        new Breaker(
+          endpoint.id,
+          p.breaker,
+          (err) => (err as AttemptError).fault === true,
+          (t) => events.onBreaker(endpoint, t),
+        ),
       );
       this.bulkheads.set(endpoint, new Bulkhead(p.bulkhead.maxConcurrent, p.bulkhead.maxQueue));
     }
@@ -122,10 +138,14 @@ export class CallPolicy {
       });
     }
     const waits = this.endpoints.map((e) => e.retryAfterMs()).filter((ms): ms is number => ms !== undefined);
-    return errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live connection to backend "${this.backend.name}" (${this.endpoints.length} endpoint(s), reconnecting)`, {
-      retryAfterMs: waits.length ? Math.min(...waits) : undefined,
-      details: { backend: this.backend.name, endpoints: this.endpoints.map((e) => e.id) },
-    });
+    return errorReply(
+      ErrorCode.BACKEND_UNAVAILABLE,
+      `no live connection to backend "${this.backend.name}" (${this.endpoints.length} endpoint(s), reconnecting)`,
+      {
+        retryAfterMs: waits.length ? Math.min(...waits) : undefined,
+        details: { backend: this.backend.name, endpoints: this.endpoints.map((e) => e.id) },
+      },
+    );
   }
 
   /** Run one call under every policy. Resolves with the reply to send (never rejects). */
@@ -192,7 +212,13 @@ export class CallPolicy {
         return {
           ok: true,
           result: result as CallToolResult,
-          meta: { backend: this.backend.name, endpoint: endpoint.id, attempts: attempt, cached: false, durationMs: Math.round((monotonicNow() - started) * 1000) / 1000 },
+          meta: {
+            backend: this.backend.name,
+            endpoint: endpoint.id,
+            attempts: attempt,
+            cached: false,
+            durationMs: Math.round((monotonicNow() - started) * 1000) / 1000,
+          },
         };
       } catch (err) {
         failure = isBreakerOpen(err) ? new AttemptError(err, false, true) : err instanceof AttemptError ? err : new AttemptError(err, true, false);
@@ -200,13 +226,21 @@ export class CallPolicy {
         release();
       }
 
-      if (signal.aborted) return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
+      if (signal.aborted)
+        return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
       const reply = isBreakerOpen(failure.cause)
-        ? errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for ${endpoint.id}`, { retryAfterMs: failure.cause.retryAfterMs, details: { endpoint: endpoint.id } })
+        ? errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for ${endpoint.id}`, {
+            retryAfterMs: failure.cause.retryAfterMs,
+            details: { endpoint: endpoint.id },
+          })
         : backendFailure(failure.cause, endpoint.id, timeout!);
       // 6. Retry: faults only, and only what cannot do harm twice, within the budget and the deadline.
       const mayRepeat = failure.neverReached || (failure.fault && safe);
-      if (!mayRepeat || attempt > retry.maxRetries || !this.#budget.withdraw()) return withAttempts(reply, attempt);
+      if (!mayRepeat || attempt > retry.maxRetries) return withAttempts(reply, attempt);
+      // Moving a call that never reached its endpoint to another one is failover, not a repeat: it
+      // adds no load to the failing endpoint, so it does not spend the retry budget.
+      const failover = failure.neverReached && this.endpoints.some((e) => e !== endpoint && e.live && !this.breakers.get(e)!.rejecting);
+      if (!failover && !this.#budget.withdraw()) return withAttempts(reply, attempt);
       const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
       if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
       tried.add(endpoint);
