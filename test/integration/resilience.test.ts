@@ -3,7 +3,7 @@ import type { CallerWorker } from "@toolbus/caller";
 import { isToolbusError, type ToolbusClient } from "@toolbus/client";
 import { subjects, type BreakerEvent } from "@toolbus/protocol";
 import { faultStdio, httpBackend, startFaultHttp } from "../helpers/mcp.js";
-import { startStack, waitFor, type Stack } from "../helpers/toolbus.js";
+import { startStack, toolbusCommand, waitFor, type Stack } from "../helpers/toolbus.js";
 
 interface Stats {
   received: number;
@@ -56,6 +56,10 @@ describe("breaker", () => {
     expect(new Set(rejected.map((r) => r.code))).toEqual(new Set(["CIRCUIT_OPEN"]));
     for (const r of rejected) expect(r.retryAfterMs).toBeGreaterThan(0);
     expect(Math.max(...rejected.map((r) => r.ms))).toBeLessThan(500);
+    // `toolbus status` shows it.
+    const status = await toolbusCommand(["--nats", stack.nats.url, "status", "--json"]);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toEqual([expect.objectContaining({ backend: "fault", endpoints: [expect.objectContaining({ id: "fault#0", live: true, breaker: "open" })] })]);
 
     // After the recovery time one probe goes through; the backend is fine, so the breaker closes.
     await new Promise((r) => setTimeout(r, 1_100));

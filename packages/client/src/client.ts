@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
+import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 import {
+  CallerStatusSchema,
   ErrorCode,
   Headers,
   decodeJson,
@@ -8,6 +9,7 @@ import {
   subjects,
   type BackendTools,
   type CallMeta,
+  type CallerStatus,
   type CallToolResult,
   type ToolCallReply,
   type ToolCallRequestInput,
@@ -121,6 +123,25 @@ export class ToolbusClient {
     const reply = (await this.#request(subjects.toolsList(), encodeJson(backend ? { backend } : {}), options, "no router is running")) as ToolsListReply;
     if (reply.ok) return reply.backends;
     throw new ToolbusError(reply.error);
+  }
+
+  /**
+   * The status of every running caller (endpoints, breakers, load), collected for `waitMs`. An empty
+   * list means no caller answered.
+   */
+  async callerStatus(waitMs = 500): Promise<CallerStatus[]> {
+    const statuses: CallerStatus[] = [];
+    try {
+      const replies = await this.nc.requestMany(subjects.callerStatus(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: waitMs });
+      for await (const msg of replies) {
+        const parsed = CallerStatusSchema.safeParse(decodeJson(msg.data));
+        if (parsed.success) statuses.push(parsed.data);
+      }
+    } catch (err) {
+      // "No responders": no caller is running.
+      if ((err as { code?: string }).code !== "503") throw err;
+    }
+    return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
   }
 
   /** Close the NATS connection if this client opened it. */

@@ -21,6 +21,7 @@ export {
   ToolsListReplySchema,
   CallerHeartbeatSchema,
   BreakerEventSchema,
+  CallerStatusSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -39,6 +40,7 @@ export type {
   ToolsListReply,
   CallerHeartbeat,
   BreakerEvent,
+  CallerStatus,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

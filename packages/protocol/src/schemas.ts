@@ -126,3 +126,20 @@ export const BreakerEventSchema = z.object({
   time: z.string(),
 });
 export type BreakerEvent = z.infer<typeof BreakerEventSchema>;
+
+/** One caller's answer on `toolbus.v1.status.callers`. */
+export const CallerStatusSchema = z.object({
+  backend: z.string(),
+  workerId: z.string(),
+  toolsVersion: z.string().nullable(),
+  endpoints: z.array(
+    z.object({
+      id: z.string(),
+      live: z.boolean(),
+      inFlight: z.number().int().nonnegative(),
+      queued: z.number().int().nonnegative(),
+      breaker: z.enum(["closed", "open", "half-open"]),
+    }),
+  ),
+});
+export type CallerStatus = z.infer<typeof CallerStatusSchema>;

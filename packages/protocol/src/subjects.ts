@@ -34,6 +34,8 @@ export const subjects = {
   callerHeartbeat: (backend: string): string => `${SUBJECT_PREFIX}.evt.caller.${backendToken(backend)}`,
   /** Wildcard for every caller heartbeat. */
   callerHeartbeatAll: (): string => `${SUBJECT_PREFIX}.evt.caller.*`,
+  /** Every caller answers with its status (endpoints, breakers, load): what `toolbus status` shows. */
+  callerStatus: (): string => `${SUBJECT_PREFIX}.status.callers`,
   /** A starting router asks here; every caller answers with its heartbeat at once. */
   callerDiscovery: (): string => `${SUBJECT_PREFIX}.discover.callers`,
   /** Breaker transitions of one backend. */

@@ -12,6 +12,7 @@ import {
   subjects,
   type BreakerEvent,
   type CallerHeartbeat,
+  type CallerStatus,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
@@ -179,6 +180,21 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     };
   }
 
+  function statusBody(): CallerStatus {
+    return {
+      backend: backend.name,
+      workerId: deps.workerId,
+      toolsVersion: index?.version ?? null,
+      endpoints: endpoints.map((e) => ({
+        id: e.id,
+        live: e.live,
+        inFlight: e.inFlight,
+        queued: policy.bulkheads.get(e)!.queued,
+        breaker: policy.breakers.get(e)!.state,
+      })),
+    };
+  }
+
   function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
     if (!nc.isClosed()) nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(heartbeatBody(status)));
   }
@@ -203,6 +219,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   // Every caller (no queue group) answers a starting router, so it serves with a full catalog.
   const discovery = nc.subscribe(subjects.callerDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeatBody("up"))) });
+  // ... and `toolbus status`.
+  const status = nc.subscribe(subjects.callerStatus(), { callback: (_err, msg) => void msg.respond(encodeJson(statusBody())) });
   // Announce only once the server has our subscriptions, so a router never forwards into the void.
   await nc.flush();
   heartbeat();
@@ -224,6 +242,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       stopped ??= (async () => {
         clearInterval(timer);
         discovery.unsubscribe();
+        status.unsubscribe();
         heartbeat("down");
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();

@@ -251,4 +251,31 @@ program
     });
   });
 
+program
+  .command("status")
+  .description("every running caller: its endpoints, whether they are live, their load and breaker state")
+  .option("--wait <duration>", "how long to collect answers", parseTimeout, 500)
+  .option("--json", "print JSON")
+  .action(async (opts: { wait: number; json?: boolean }) => {
+    const cfg = config();
+    await withClient(cfg, async (client) => {
+      const statuses = await client.callerStatus(opts.wait);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(statuses)}\n`);
+        return;
+      }
+      if (statuses.length === 0) {
+        process.stdout.write("no caller answered (is toolbus running? start it with: toolbus up)\n");
+        process.exitCode = ExitCode.FAILED;
+        return;
+      }
+      for (const s of statuses) {
+        process.stdout.write(`${s.backend}  (caller ${s.workerId})\n`);
+        for (const e of s.endpoints) {
+          process.stdout.write(`  ${e.id.padEnd(40)} ${(e.live ? "live" : "down").padEnd(5)} breaker ${e.breaker.padEnd(9)} in flight ${e.inFlight}, queued ${e.queued}\n`);
+        }
+      }
+    });
+  });
+
 await program.parseAsync(process.argv);
