@@ -10,7 +10,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
-import { directHttp, directStdio, faultStdio, httpBackend, startFaultHttp } from "../helpers/mcp.js";
+import { directHttp, directStdio, faultStdio, freePort, httpBackend, startFaultHttp } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
@@ -72,6 +72,23 @@ async function concurrent(call: Call, total: number, inFlight: number): Promise<
   return summarize(latencies, performance.now() - t0);
 }
 
+/**
+ * The upper bound (ms) of the histogram bucket holding quantile `q` of the series with `labels`, from
+ * Prometheus text; undefined when there is no such series.
+ */
+function histogramQuantileMs(metrics: string, labels: Record<string, string>, q: number): number | undefined {
+  const buckets: Array<{ le: number; count: number }> = [];
+  for (const line of metrics.split("\n")) {
+    const match = /^toolbus_request_duration_seconds_bucket\{([^}]*)\} (\d+)/.exec(line);
+    if (!match) continue;
+    const set = Object.fromEntries([...match[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => set[k] === v)) buckets.push({ le: set.le === "+Inf" ? Infinity : Number(set.le), count: Number(match[2]) });
+  }
+  const total = buckets.at(-1)?.count;
+  if (!total) return undefined;
+  return buckets.find((b) => b.count >= q * total)!.le * 1000;
+}
+
 interface Row {
   name: string;
   transport: "stdio" | "http";
@@ -94,6 +111,9 @@ async function main(): Promise<void> {
   await using nats = await startNats();
   const http = await startFaultHttp();
   const rows: Row[] = [];
+  const policiesOn: Row[] = [];
+  const policiesOff: Row[] = [];
+  const rejections: Array<{ code: string; callerP99AtMostMs: number | undefined } & Stats> = [];
   const args = { message: "bench" };
   try {
     {
@@ -105,13 +125,27 @@ async function main(): Promise<void> {
       rows.push(await measure("direct SDK, streamable HTTP", "http", () => direct.callTool({ name: "echo", arguments: args })));
     }
     // toolbus in its own process, as users run it; one stdio child so it compares with one direct client.
-    const config = writeConfig({ admin: { port: -1 }, log: { level: "warn" }, backends: { stdio: faultStdio(1), http: httpBackend(http.url) } });
+    const adminPort = await freePort();
+    const config = writeConfig({
+      admin: { port: adminPort },
+      log: { level: "warn" },
+      backends: {
+        stdio: faultStdio(1),
+        http: httpBackend(http.url),
+        // The same server with every policy off, to show what the policies cost.
+        "stdio-bare": { ...faultStdio(1), policies: false },
+        // Backends that turn every call away, to time the rejections.
+        open: { ...faultStdio(1), breaker: { volume: 1, recovery: "1h" } },
+        limited: { ...faultStdio(1), rateLimit: { rate: 0.001, burst: 1 } },
+        full: { ...faultStdio(1), bulkhead: { maxConcurrent: 1, maxQueue: 0 } },
+      },
+    });
     // BENCH_PROFILE=dir writes a CPU profile of the toolbus process there (open it in Chrome DevTools).
     const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
     const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
     const client = await ToolbusClient.connect({ servers: nats.url });
     try {
-      await waitForBackends(client, ["stdio", "http"]);
+      await waitForBackends(client, ["stdio", "http", "stdio-bare", "open", "limited", "full"]);
       for (const [backend, transport] of [
         ["stdio", "stdio"],
         ["http", "http"],
@@ -122,6 +156,41 @@ async function main(): Promise<void> {
         ] as const) {
           const name = `toolbus ${via} → ${backend}`;
           if (name.includes(only)) rows.push(await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct })));
+        }
+      }
+      if ("policies".includes(only) || only === "") {
+        // On and off alternate twice, so a noisy neighbour does not favour either side.
+        for (let round = 0; round < 2; round++) {
+          for (const [backend, label] of [
+            ["stdio", "on"],
+            ["stdio-bare", "off"],
+          ] as const) {
+            const row = await measure(`policies ${label} (caller → stdio)`, "stdio", () =>
+              client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct: true }),
+            );
+            (label === "on" ? policiesOn : policiesOff).push(row);
+          }
+        }
+        // Open the breaker, spend the only token, fill the only slot: then every call is turned away.
+        await client.callTool("open", "rpc-error", {}, { timeoutMs: 5_000, direct: true }).catch(() => undefined);
+        await client.callTool("limited", "echo", args, { timeoutMs: 5_000, direct: true });
+        void client.callTool("full", "hang", {}, { timeoutMs: 600_000, direct: true }).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 100));
+        for (const [backend, code, tool] of [
+          ["open", "CIRCUIT_OPEN", "echo"],
+          ["limited", "RATE_LIMITED", "echo"],
+          ["full", "OVERLOADED", "echo"],
+        ] as const) {
+          const rejected = (): Promise<void> =>
+            client.callTool(backend, tool, args, { timeoutMs: 5_000, direct: true }).then(
+              () => Promise.reject(new Error(`${backend}: expected ${code}`)),
+              (err: { code?: string }) => (err.code === code ? undefined : Promise.reject(err)),
+            );
+          await sequential(rejected, WARMUP);
+          const seen = await sequential(rejected, SEQUENTIAL);
+          // The caller's own time for these rejections, from its histogram (bucket bounds: 0.1, 0.25, 0.5, 1 ms…).
+          const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+          rejections.push({ code, ...seen, callerP99AtMostMs: histogramQuantileMs(metrics, { worker: "caller", backend, outcome: code }, 0.99) });
         }
       }
     } finally {
@@ -149,6 +218,23 @@ async function main(): Promise<void> {
     };
   });
   console.table(table);
+  const mean = (rs: Row[], f: (r: Row) => number): number => Math.round((rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.length)) * 1000) / 1000;
+  const policies = policiesOn.length
+    ? {
+        "on: 64× calls/s": mean(policiesOn, (r) => r.concurrent.callsPerSec),
+        "off: 64× calls/s": mean(policiesOff, (r) => r.concurrent.callsPerSec),
+        "on ÷ off calls/s": Math.round((mean(policiesOn, (r) => r.concurrent.callsPerSec) / mean(policiesOff, (r) => r.concurrent.callsPerSec)) * 100) / 100,
+        "on: seq p50 ms": mean(policiesOn, (r) => r.sequential.p50),
+        "off: seq p50 ms": mean(policiesOff, (r) => r.sequential.p50),
+        "on − off p50 ms": Math.round((mean(policiesOn, (r) => r.sequential.p50) - mean(policiesOff, (r) => r.sequential.p50)) * 1000) / 1000,
+      }
+    : undefined;
+  if (policies) {
+    console.log("\npolicies on vs off (caller → stdio, mean of 2 alternating rounds each):");
+    console.table([policies]);
+    console.log("\nrejected calls, sequential, as the client sees them (NATS round trip included):");
+    console.table(rejections.map((r) => ({ rejection: r.code, "client p50 ms": r.p50, "client p99 ms": r.p99, "caller p99 ≤ ms": r.callerP99AtMostMs })));
+  }
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(
@@ -157,12 +243,17 @@ async function main(): Promise<void> {
       {
         when: new Date().toISOString(),
         quick,
+        smoke,
         node: process.version,
         sequential: SEQUENTIAL,
         concurrentTotal: CONCURRENT_TOTAL,
         inFlight: IN_FLIGHT,
         rows,
         table,
+        policies,
+        policiesOn,
+        policiesOff,
+        rejections,
       },
       null,
       2,

@@ -59,7 +59,9 @@ describe("breaker", () => {
     // `toolbus status` shows it.
     const status = await toolbusCommand(["--nats", stack.nats.url, "status", "--json"]);
     expect(status.code).toBe(0);
-    expect(JSON.parse(status.stdout)).toEqual([expect.objectContaining({ backend: "fault", endpoints: [expect.objectContaining({ id: "fault#0", live: true, breaker: "open" })] })]);
+    expect(JSON.parse(status.stdout)).toEqual([
+      expect.objectContaining({ backend: "fault", endpoints: [expect.objectContaining({ id: "fault#0", live: true, breaker: "open" })] }),
+    ]);
 
     // After the recovery time one probe goes through; the backend is fine, so the breaker closes.
     await new Promise((r) => setTimeout(r, 1_100));

@@ -17,9 +17,14 @@ import {
 } from "@toolbus/protocol";
 import { ToolbusError } from "./errors.js";
 
+interface Pending {
+  answer(msg: Msg): void;
+  fail(err: ToolbusError): void;
+}
+
 interface Mux {
   prefix: string;
-  pending: Map<string, (msg: Msg) => void>;
+  pending: Map<string, Pending>;
 }
 
 /** How long past its budget the client still waits for the worker's own typed answer. */
@@ -144,8 +149,9 @@ export class ToolbusClient {
     return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
   }
 
-  /** Close the NATS connection if this client opened it. */
+  /** Close: calls still waiting reject with CANCELLED; the NATS connection closes if this client opened it. */
   async close(): Promise<void> {
+    for (const pending of [...(this.#replies?.pending.values() ?? [])]) pending.fail(ToolbusError.of(ErrorCode.CANCELLED, "the client was closed"));
     if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
   }
 
@@ -183,18 +189,24 @@ export class ToolbusClient {
         reject(ToolbusError.of(ErrorCode.DEADLINE_EXCEEDED, `no answer within the budget of ${timeoutMs} ms`));
       }, timeoutMs + ANSWER_GRACE_MS);
       signal?.addEventListener("abort", onAbort, { once: true });
-      mux.pending.set(token, (msg) => {
-        settle();
-        // The server answers 503 itself when nobody subscribes to the subject.
-        if (msg.data.length === 0 && msg.headers?.code === 503) {
-          reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`));
-          return;
-        }
-        try {
-          resolve(decodeJson(msg.data));
-        } catch (err) {
-          reject(ToolbusError.of(ErrorCode.INTERNAL, "the answer was not valid JSON", { cause: err }));
-        }
+      mux.pending.set(token, {
+        fail: (err) => {
+          settle();
+          reject(err);
+        },
+        answer: (msg) => {
+          settle();
+          // The server answers 503 itself when nobody subscribes to the subject.
+          if (msg.data.length === 0 && msg.headers?.code === 503) {
+            reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`));
+            return;
+          }
+          try {
+            resolve(decodeJson(msg.data));
+          } catch (err) {
+            reject(ToolbusError.of(ErrorCode.INTERNAL, "the answer was not valid JSON", { cause: err }));
+          }
+        },
       });
       try {
         this.nc.publish(subject, data, { reply: `${mux.prefix}${token}`, headers: h });
@@ -208,11 +220,11 @@ export class ToolbusClient {
   #mux(): Mux {
     if (!this.#replies) {
       const prefix = `${createInbox()}.`;
-      const pending = new Map<string, (msg: Msg) => void>();
+      const pending = new Map<string, Pending>();
       this.nc.subscribe(`${prefix}*`, {
         callback: (err, msg) => {
           if (err) return;
-          pending.get(msg.subject.slice(prefix.length))?.(msg);
+          pending.get(msg.subject.slice(prefix.length))?.answer(msg);
         },
       });
       this.#replies = { prefix, pending };

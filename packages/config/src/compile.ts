@@ -22,6 +22,8 @@ export function isConfigError(err: unknown): err is ConfigError {
 
 /** The resilience policies of one backend, compiled from the profile and the backend's overrides. */
 export interface PolicyConfig {
+  /** false: calls go straight to the least-loaded endpoint with the budget as timeout, nothing else. */
+  readonly enabled: boolean;
   readonly breaker: ProfileDefaults["breaker"];
   readonly retry: ProfileDefaults["retry"];
   /** undefined: no rate limit. */
@@ -166,6 +168,7 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
   const backends: Record<string, BackendConfig> = {};
   for (const [name, b] of Object.entries(file.backends)) {
     const policy: PolicyConfig = {
+      enabled: b.policies,
       breaker: {
         volumeThreshold: b.breaker.volume ?? defaults.breaker.volumeThreshold,
         errorPercentage: b.breaker.errorPercentage ?? defaults.breaker.errorPercentage,

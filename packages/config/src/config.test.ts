@@ -116,6 +116,7 @@ backends:
     const config = loadConfig({ file: path });
     const local = PROFILE_DEFAULTS.local;
     expect(config.backends.plain!.policy).toEqual({
+      enabled: true,
       breaker: local.breaker,
       retry: local.retry,
       rateLimit: undefined,

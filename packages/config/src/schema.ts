@@ -16,6 +16,8 @@ const TimeoutsSchema = z
 
 /** Resilience policies; each field overrides the profile's default for this backend. */
 const PolicySchema = {
+  /** false: no breaker, bulkhead, rate limit, retry or adaptive timeout (for measuring their cost). */
+  policies: z.boolean().default(true),
   breaker: z
     .object({
       volume: z.number().int().min(1).optional(),

@@ -5,8 +5,8 @@ export interface Metrics {
   readonly registry: Registry;
   /** Requests handled, by worker, backend and outcome (`ok` or an error code). */
   readonly requests: Counter<"worker" | "backend" | "outcome">;
-  /** Time from receipt to reply (or forward), in seconds. */
-  readonly duration: Histogram<"worker" | "backend">;
+  /** Time from receipt to reply (or forward), in seconds, by outcome: how fast rejections are, too. */
+  readonly duration: Histogram<"worker" | "backend" | "outcome">;
 }
 
 export function createMetrics(): Metrics {
@@ -23,8 +23,8 @@ export function createMetrics(): Metrics {
     duration: new Histogram({
       name: "toolbus_request_duration_seconds",
       help: "Time from receipt to reply or forward",
-      labelNames: ["worker", "backend"],
-      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      labelNames: ["worker", "backend", "outcome"],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
   };

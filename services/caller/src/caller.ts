@@ -125,12 +125,18 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
   // Label lookups bound once: prom-client hashes label sets on every unbound call.
   const okCount = metrics.requests.labels("caller", backend.name, "ok");
-  const duration = metrics.duration.labels("caller", backend.name);
+  const okDuration = metrics.duration.labels("caller", backend.name, "ok");
   const finish = (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number): void => {
     respondJson(msg, reply, maxPayload());
-    if (reply.ok) okCount.inc();
-    else metrics.requests.inc({ worker: "caller", backend: backend.name, outcome: reply.error.code });
-    duration.observe((monotonicNow() - started) / 1000);
+    const seconds = (monotonicNow() - started) / 1000;
+    if (reply.ok) {
+      okCount.inc();
+      okDuration.observe(seconds);
+    } else {
+      const labels = { worker: "caller", backend: backend.name, outcome: reply.error.code };
+      metrics.requests.inc(labels);
+      metrics.duration.observe(labels, seconds);
+    }
   };
 
   async function handleCall(msg: Msg): Promise<void> {

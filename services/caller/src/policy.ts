@@ -150,6 +150,7 @@ export class CallPolicy {
 
   /** Run one call under every policy. Resolves with the reply to send (never rejects). */
   async execute(request: ToolCallRequest, deadline: number, tool: ToolDescriptor | undefined, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
+    if (!this.backend.policy.enabled) return this.#bare(request, deadline, signal);
     const started = monotonicNow();
     const retry = this.backend.policy.retry;
     const safe = isSafeToRepeat(tool, this.backend.policy.tools[request.tool]);
@@ -245,6 +246,31 @@ export class CallPolicy {
       if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
       tried.add(endpoint);
       if (pause > 0) await sleep(pause);
+    }
+  }
+
+  /** With policies off (config `policies: false`): one attempt, the budget as the only timeout. */
+  async #bare(request: ToolCallRequest, deadline: number, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
+    const started = monotonicNow();
+    const endpoint = this.#pick(new Set());
+    if (!endpoint) return this.#noEndpoint();
+    const left = Math.floor(Math.min(deadline - started - REPLY_MARGIN_MS, this.backend.callTimeoutMs));
+    if (left <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called");
+    try {
+      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: left, maxTotalMs: left, signal });
+      return {
+        ok: true,
+        result: result as CallToolResult,
+        meta: {
+          backend: this.backend.name,
+          endpoint: endpoint.id,
+          attempts: 1,
+          cached: false,
+          durationMs: Math.round((monotonicNow() - started) * 1000) / 1000,
+        },
+      };
+    } catch (err) {
+      return backendFailure(err, endpoint.id, { timeoutMs: left, limitedBy: "budget" });
     }
   }
 }

@@ -46,7 +46,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
     respondJson(msg, reply, maxPayload());
     metrics.requests.inc({ worker: "router", backend, outcome: reply.error.code });
-    metrics.duration.observe({ worker: "router", backend }, (monotonicNow() - started) / 1000);
+    metrics.duration.observe({ worker: "router", backend, outcome: reply.error.code }, (monotonicNow() - started) / 1000);
     log.debug({ requestId, code: reply.error.code, msg: reply.error.message }, "answered with an error");
   };
 
@@ -83,7 +83,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     h.set(Headers.ForwardedBy, deps.workerId);
     nc.publish(subjects.backendCall(backend), msg.data, { reply: msg.reply, headers: h });
     metrics.requests.inc({ worker: "router", backend, outcome: "forwarded" });
-    metrics.duration.observe({ worker: "router", backend }, (monotonicNow() - started) / 1000);
+    metrics.duration.observe({ worker: "router", backend, outcome: "forwarded" }, (monotonicNow() - started) / 1000);
   }
 
   function handleList(msg: Msg): void {

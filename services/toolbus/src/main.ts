@@ -272,7 +272,9 @@ program
       for (const s of statuses) {
         process.stdout.write(`${s.backend}  (caller ${s.workerId})\n`);
         for (const e of s.endpoints) {
-          process.stdout.write(`  ${e.id.padEnd(40)} ${(e.live ? "live" : "down").padEnd(5)} breaker ${e.breaker.padEnd(9)} in flight ${e.inFlight}, queued ${e.queued}\n`);
+          process.stdout.write(
+            `  ${e.id.padEnd(40)} ${(e.live ? "live" : "down").padEnd(5)} breaker ${e.breaker.padEnd(9)} in flight ${e.inFlight}, queued ${e.queued}\n`,
+          );
         }
       }
     });
