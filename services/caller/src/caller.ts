@@ -22,6 +22,7 @@ import { InFlight, TOOLBUS_VERSION, addService, admitRequest, respondJson, type 
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint, LaunchedServer } from "./http.js";
 import type { BreakerState } from "@toolbus/policies";
+import { Cancellation } from "./cancellation.js";
 import { CallPolicy } from "./policy.js";
 import { StdioEndpoint } from "./stdio.js";
 
@@ -56,12 +57,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let index: ToolIndex | null = null;
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
-  /**
-   * One controller per call still out, aborted when a stop runs out of grace: those calls are cancelled
-   * at the backend and answered. Per call, not one shared signal: the SDK adds an abort listener to the
-   * signal of every request and never removes it, so a shared signal would collect one per call ever made.
-   */
-  const outstanding = new Set<AbortController>();
+  /** Aborted when a stop runs out of grace: the calls still out are cancelled at the backend and answered. */
+  const cancellation = new Cancellation();
 
   const events: EndpointEvents = {
     onLive: (endpoint) => void refreshTools(endpoint),
@@ -152,14 +149,13 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       const problem = checkToolCall(index, request);
       if (problem) return finish(msg, problem, started);
     }
-    const controller = new AbortController();
-    outstanding.add(controller);
+    const controller = cancellation.acquire();
     try {
       const reply = await policy.execute(request, admitted.deadline, index?.get(request.tool), controller.signal);
       if (!reply.ok) log.warn({ requestId: admitted.requestId, tool: request.tool, code: reply.error.code, err: reply.error.message }, "tool call failed");
       finish(msg, reply, started);
     } finally {
-      outstanding.delete(controller);
+      cancellation.release(controller);
     }
   }
 
@@ -254,7 +250,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         await service.stop();
         if (!(await inFlight.idle(graceMs))) {
           log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
-          for (const controller of outstanding) controller.abort();
+          cancellation.abortAll();
           // Let the cancelled calls send their answers before the connection drains.
           await inFlight.idle(1_000);
         }
