@@ -87,11 +87,18 @@ describe("breaker", () => {
       async () => (await outcome(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 2_000 }))).code === "CIRCUIT_OPEN",
       5_000,
     );
+    // Open: 100 calls answered at once, without trying the dead server.
+    const rejected = await Promise.all(Array.from({ length: 100 }, () => outcome(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 2_000 }))));
+    expect(new Set(rejected.map((r) => r.code))).toEqual(new Set(["CIRCUIT_OPEN"]));
+    expect(Math.max(...rejected.map((r) => r.ms))).toBeLessThan(300);
     http = await startFaultHttp(port);
     try {
       await new Promise((r) => setTimeout(r, 600));
+      // One probe (a new session, after the 404 for the old one), then the breaker is closed.
       expect((await outcome(client.callTool("web", "echo", { message: "back" }, { timeoutMs: 5_000 }))).code).toBe("ok");
       expect(caller(stack, "web").breakerStates()).toEqual({ [`web@${http.url}`]: "closed" });
+      const results = await Promise.all(Array.from({ length: 20 }, () => outcome(client.callTool("web", "echo", { message: "y" }, { timeoutMs: 5_000 }))));
+      expect(results.every((r) => r.code === "ok")).toBe(true);
     } finally {
       await http.stop();
     }
