@@ -7,7 +7,7 @@
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
  * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
 import { directHttp, directStdio, faultStdio, freePort, httpBackend, startFaultHttp } from "../helpers/mcp.js";
@@ -94,14 +94,26 @@ interface Row {
   transport: "stdio" | "http";
   sequential: Stats;
   concurrent: Stats;
+  /** CPU of the toolbus process per call at 64 in flight, µs. */
+  cpuMicrosPerCall?: number;
 }
 
-async function measure(name: string, transport: Row["transport"], call: Call): Promise<Row> {
+/** user + system CPU of a process so far, in µs (Linux /proc). */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** Measure a row; with `pid`, also that process's CPU per call at 64 in flight (steadier than calls/s on a shared machine). */
+async function measure(name: string, transport: Row["transport"], call: Call, pid?: number): Promise<Row> {
   await concurrent(call, WARMUP, 8);
   const seq = await sequential(call, SEQUENTIAL);
+  const cpuBefore = pid === undefined ? 0 : cpuMicros(pid);
   const conc = await concurrent(call, CONCURRENT_TOTAL, IN_FLIGHT);
+  const cpuMicrosPerCall = pid === undefined ? undefined : Math.round((cpuMicros(pid) - cpuBefore) / CONCURRENT_TOTAL);
   process.stderr.write(`  ${name}: p50 ${seq.p50} ms, ${conc.callsPerSec} calls/s at ${IN_FLIGHT} in flight\n`);
-  return { name, transport, sequential: seq, concurrent: conc };
+  return { name, transport, sequential: seq, concurrent: conc, cpuMicrosPerCall };
 }
 
 async function main(): Promise<void> {
@@ -155,7 +167,8 @@ async function main(): Promise<void> {
           ["caller", true],
         ] as const) {
           const name = `toolbus ${via} → ${backend}`;
-          if (name.includes(only)) rows.push(await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct })));
+          if (name.includes(only))
+            rows.push(await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct }), up.child.pid));
         }
       }
       if ("policies".includes(only) || only === "") {
@@ -215,6 +228,7 @@ async function main(): Promise<void> {
       "64× p50 ms": r.concurrent.p50,
       "64× p99 ms": r.concurrent.p99,
       "calls/s ÷ direct": Math.round((r.concurrent.callsPerSec / base.concurrent.callsPerSec) * 100) / 100,
+      "toolbus CPU µs/call": r.cpuMicrosPerCall ?? "–",
     };
   });
   console.table(table);
@@ -227,6 +241,8 @@ async function main(): Promise<void> {
         "on: seq p50 ms": mean(policiesOn, (r) => r.sequential.p50),
         "off: seq p50 ms": mean(policiesOff, (r) => r.sequential.p50),
         "on − off p50 ms": Math.round((mean(policiesOn, (r) => r.sequential.p50) - mean(policiesOff, (r) => r.sequential.p50)) * 1000) / 1000,
+        "on: toolbus CPU µs/call": mean(policiesOn, (r) => r.cpuMicrosPerCall ?? 0),
+        "off: toolbus CPU µs/call": mean(policiesOff, (r) => r.cpuMicrosPerCall ?? 0),
       }
     : undefined;
   if (policies) {

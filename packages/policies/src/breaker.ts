@@ -62,6 +62,10 @@ export class Breaker {
       resetTimeout: options.recoveryMs,
       // opossum counts a filtered error as a success: the backend answered, just not with a result.
       errorFilter: (err: unknown) => !isFault(err),
+      // Off: with them on, opossum keeps every call's latency for the whole window and sorts them all
+      // (hundreds of thousands at load) on every snapshot and every failure. We have our own estimator.
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
     });
     const move = (to: BreakerState, reason: () => string): void => {
       const from = this.#state;

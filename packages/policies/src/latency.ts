@@ -56,7 +56,25 @@ export class LatencyEstimator {
   }
 }
 
-function percentile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+/**
+ * The q-quantile (nearest rank) of `values`. A high quantile is one of the few largest values, so one
+ * pass keeping the k largest beats copying and sorting the window (this runs on the hot path).
+ */
+export function percentile(values: readonly number[], q: number): number {
+  const rank = Math.min(values.length, Math.max(1, Math.ceil(q * values.length)));
+  const k = values.length - rank + 1; // the answer is the k-th largest
+  const top: number[] = []; // the k largest so far, ascending
+  for (const v of values) {
+    if (top.length < k) {
+      let i = top.length;
+      top.push(v);
+      for (; i > 0 && top[i - 1]! > v; i--) top[i] = top[i - 1]!;
+      top[i] = v;
+    } else if (v > top[0]!) {
+      let i = 0;
+      for (; i + 1 < k && top[i + 1]! < v; i++) top[i] = top[i + 1]!;
+      top[i] = v;
+    }
+  }
+  return top[0]!;
 }

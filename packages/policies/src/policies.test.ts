@@ -155,3 +155,15 @@ describe("Breaker", () => {
     breaker.shutdown();
   });
 });
+
+describe("percentile", () => {
+  it("is the nearest-rank quantile, the same as sorting would give", async () => {
+    const { percentile } = await import("./latency.js");
+    const sorted = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(q * xs.length) - 1)];
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + Math.floor(Math.random() * 300);
+      const xs = Array.from({ length: n }, () => Math.round(Math.random() * 1000));
+      for (const q of [0.5, 0.9, 0.99, 1]) expect(percentile(xs, q)).toBe(sorted(xs, q));
+    }
+  });
+});

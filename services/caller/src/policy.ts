@@ -112,14 +112,14 @@ export class CallPolicy {
    * The least-loaded live endpoint whose breaker admits a call, preferring ones not tried yet for this
    * request; ties go round-robin so a pool shares sequential load too.
    */
-  #pick(tried: ReadonlySet<Endpoint>): Endpoint | undefined {
+  #pick(tried: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
     let best: Endpoint | undefined;
     let bestScore = Number.POSITIVE_INFINITY;
     const n = this.endpoints.length;
     for (let i = 0; i < n; i++) {
       const e = this.endpoints[(this.#rotation + i) % n]!;
       if (!e.live || this.breakers.get(e)!.rejecting) continue;
-      const score = e.inFlight + (tried.has(e) ? n * 1_000_000 : 0);
+      const score = e.inFlight + (tried?.has(e) ? n * 1_000_000 : 0);
       if (score < bestScore) {
         best = e;
         bestScore = score;
@@ -155,7 +155,8 @@ export class CallPolicy {
     const retry = this.backend.policy.retry;
     const safe = isSafeToRepeat(tool, this.backend.policy.tools[request.tool]);
     const key = request.tool;
-    const tried = new Set<Endpoint>();
+    // Endpoints this request failed on; made only when a retry needs it.
+    let tried: Set<Endpoint> | undefined;
     this.#budget.deposit();
     const withAttempts = (reply: ErrorReply, attempts: number): ErrorReply =>
       attempts > 1 ? { ...reply, error: { ...reply.error, details: { ...reply.error.details, attempts } } } : reply;
@@ -244,7 +245,7 @@ export class CallPolicy {
       if (!failover && !this.#budget.withdraw()) return withAttempts(reply, attempt);
       const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
       if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
-      tried.add(endpoint);
+      (tried ??= new Set()).add(endpoint);
       if (pause > 0) await sleep(pause);
     }
   }
@@ -252,7 +253,7 @@ export class CallPolicy {
   /** With policies off (config `policies: false`): one attempt, the budget as the only timeout. */
   async #bare(request: ToolCallRequest, deadline: number, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
     const started = monotonicNow();
-    const endpoint = this.#pick(new Set());
+    const endpoint = this.#pick(undefined);
     if (!endpoint) return this.#noEndpoint();
     const left = Math.floor(Math.min(deadline - started - REPLY_MARGIN_MS, this.backend.callTimeoutMs));
     if (left <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called");
