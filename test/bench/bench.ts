@@ -173,13 +173,16 @@ async function main(): Promise<void> {
       }
       if ("policies".includes(only) || only === "") {
         // On and off alternate twice, so a noisy neighbour does not favour either side.
-        for (let round = 0; round < 2; round++) {
+        for (let round = 0; round < 3; round++) {
           for (const [backend, label] of [
             ["stdio", "on"],
             ["stdio-bare", "off"],
           ] as const) {
-            const row = await measure(`policies ${label} (caller → stdio)`, "stdio", () =>
-              client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct: true }),
+            const row = await measure(
+              `policies ${label} (caller → stdio)`,
+              "stdio",
+              () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct: true }),
+              up.child.pid,
             );
             (label === "on" ? policiesOn : policiesOff).push(row);
           }
@@ -246,7 +249,7 @@ async function main(): Promise<void> {
       }
     : undefined;
   if (policies) {
-    console.log("\npolicies on vs off (caller → stdio, mean of 2 alternating rounds each):");
+    console.log("\npolicies on vs off (caller → stdio, mean of 3 alternating rounds each):");
     console.table([policies]);
     console.log("\nrejected calls, sequential, as the client sees them (NATS round trip included):");
     console.table(rejections.map((r) => ({ rejection: r.code, "client p50 ms": r.p50, "client p99 ms": r.p99, "caller p99 ≤ ms": r.callerP99AtMostMs })));
