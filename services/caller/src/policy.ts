@@ -158,8 +158,6 @@ export class CallPolicy {
     // Endpoints this request failed on; made only when a retry needs it.
     let tried: Set<Endpoint> | undefined;
     this.#budget.deposit();
-    const withAttempts = (reply: ErrorReply, attempts: number): ErrorReply =>
-      attempts > 1 ? { ...reply, error: { ...reply.error, details: { ...reply.error.details, attempts } } } : reply;
 
     for (let attempt = 1; ; attempt++) {
       // 1. Deadline.
@@ -174,9 +172,13 @@ export class CallPolicy {
         release = await this.bulkheads.get(endpoint)!.acquire(left);
       } catch (err) {
         if (!isBulkheadRejected(err)) throw err;
-        return err.reason === "full"
-          ? errorReply(ErrorCode.OVERLOADED, `endpoint ${endpoint.id} is at its limit: ${err.message}`, { details: { endpoint: endpoint.id } })
-          : errorReply(ErrorCode.DEADLINE_EXCEEDED, `waited for a free slot on ${endpoint.id} until the deadline`, { details: { endpoint: endpoint.id } });
+        const details = { endpoint: endpoint.id };
+        return withAttempts(
+          err.reason === "full"
+            ? errorReply(ErrorCode.OVERLOADED, `endpoint ${endpoint.id} is at its limit: ${err.message}`, { details })
+            : errorReply(ErrorCode.DEADLINE_EXCEEDED, `waited for a free slot on ${endpoint.id} until the deadline`, { details }),
+          attempt - 1,
+        );
       }
       let failure: AttemptError;
       let timeout: TimeoutContext;
@@ -211,17 +213,7 @@ export class CallPolicy {
           }
         });
         this.#latency.record(key, monotonicNow() - attemptStarted);
-        return {
-          ok: true,
-          result: result as CallToolResult,
-          meta: {
-            backend: this.backend.name,
-            endpoint: endpoint.id,
-            attempts: attempt,
-            cached: false,
-            durationMs: Math.round((monotonicNow() - started) * 1000) / 1000,
-          },
-        };
+        return this.#ok(result, endpoint, attempt, started);
       } catch (err) {
         failure = isBreakerOpen(err) ? new AttemptError(err, false, true) : err instanceof AttemptError ? err : new AttemptError(err, true, false);
       } finally {
@@ -250,6 +242,11 @@ export class CallPolicy {
     }
   }
 
+  #ok(result: unknown, endpoint: Endpoint, attempts: number, started: number): ToolCallOkReply {
+    const durationMs = Math.round((monotonicNow() - started) * 1000) / 1000;
+    return { ok: true, result: result as CallToolResult, meta: { backend: this.backend.name, endpoint: endpoint.id, attempts, cached: false, durationMs } };
+  }
+
   /** With policies off (config `policies: false`): one attempt, the budget as the only timeout. */
   async #bare(request: ToolCallRequest, deadline: number, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
     const started = monotonicNow();
@@ -259,21 +256,16 @@ export class CallPolicy {
     if (left <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called");
     try {
       const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: left, maxTotalMs: left, signal });
-      return {
-        ok: true,
-        result: result as CallToolResult,
-        meta: {
-          backend: this.backend.name,
-          endpoint: endpoint.id,
-          attempts: 1,
-          cached: false,
-          durationMs: Math.round((monotonicNow() - started) * 1000) / 1000,
-        },
-      };
+      return this.#ok(result, endpoint, 1, started);
     } catch (err) {
       return backendFailure(err, endpoint.id, { timeoutMs: left, limitedBy: "budget" });
     }
   }
+}
+
+/** Say how many attempts were made when there was more than one (`details.attempts`). */
+function withAttempts(reply: ErrorReply, attempts: number): ErrorReply {
+  return attempts > 1 ? { ...reply, error: { ...reply.error, details: { ...reply.error.details, attempts } } } : reply;
 }
 
 function isTimeout(err: unknown): boolean {
