@@ -3,7 +3,7 @@ import { ToolbusClient } from "@toolbus/client";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { faultStdio, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
-import { childPids, isAlive, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { childPids, isAlive, runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 
 describe("graceful stop of `toolbus up`", () => {
   let nats: TestNats;
@@ -71,5 +71,43 @@ describe("graceful stop of `toolbus up`", () => {
     expect(performance.now() - signalled).toBeLessThan(3_000);
     expect(await up.exited).toBe(0);
     expect(up.output()).toMatch(/grace period over; cancelling the calls still in flight/);
+  });
+
+  it("a call waiting for a rate-limit slot when the grace period ends is answered CANCELLED at once", async () => {
+    const config = writeConfig({
+      admin: { port: -1 },
+      heartbeat: 200,
+      shutdownGrace: "300ms",
+      backends: { fault: { ...faultStdio(1), rateLimit: { rate: 0.2, burst: 1 } } },
+    });
+    const up = runToolbus(["--config", config, "--nats", nats.url, "up"]);
+    await waitForBackends(client, ["fault"]);
+    await client.callTool("fault", "echo", { message: "takes the only token" }, { timeoutMs: 5_000 });
+    // The next token is 5 s away: this call waits on a timer inside the caller.
+    const waiting = client.callTool("fault", "echo", { message: "waits" }, { timeoutMs: 20_000 }).then(
+      () => "completed",
+      (err: { code?: string }) => err.code,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const signalled = performance.now();
+    up.kill("SIGTERM");
+    expect(await waiting).toBe("CANCELLED");
+    expect(performance.now() - signalled).toBeLessThan(2_000);
+    expect(await up.exited).toBe(0);
+  });
+
+  it("a second Ctrl-C exits at once, and still takes every backend process down", async () => {
+    const up = runToolbus(["--config", config(), "--nats", nats.url, "up"], { detached: true });
+    await waitForBackends(client, ["fault"]);
+    const children = await childPids(up.child.pid!);
+    expect(children.length).toBe(3);
+    // A call in flight keeps the first Ctrl-C waiting; the second one does not wait.
+    void client.callTool("fault", "sleep", { ms: 5_000 }, { timeoutMs: 10_000 }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(-up.child.pid!, "SIGINT");
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(-up.child.pid!, "SIGINT");
+    expect(await up.exited).toBe(1);
+    await waitFor("every backend process to exit", () => children.every((pid) => !isAlive(pid)), 5_000);
   });
 });

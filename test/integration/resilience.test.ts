@@ -251,6 +251,23 @@ describe("timeouts", () => {
   });
 });
 
+describe("adaptive timeout after a lasting slowdown", () => {
+  it("calls cut by the adaptive timeout count as samples, so the timeout rises and the slower backend is served again", async () => {
+    await using stack = await startStack({
+      backends: {
+        fault: { ...faultStdio(1), timeouts: { min: "20ms", multiplier: 4, minSamples: 50 }, retry: { maxRetries: 0 }, breaker: { volume: 100_000 } },
+      },
+    });
+    const { client } = stack;
+    for (let i = 0; i < 100; i++) await client.callTool("fault", "sleep", { ms: 5 }, { timeoutMs: 2_000 });
+    // The backend is now 100 ms slow for good: first cut at the old p99, then served.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 50; i++) outcomes.push((await outcome(client.callTool("fault", "sleep", { ms: 100 }, { timeoutMs: 2_000 }))).code);
+    expect(outcomes[0]).toBe("DEADLINE_EXCEEDED");
+    expect(outcomes.slice(-10)).toEqual(Array(10).fill("ok"));
+  });
+});
+
 describe("failover and restarts", () => {
   it("two HTTP endpoints, one stopped: every idempotent call succeeds via the other, and the dead endpoint's breaker is open", async () => {
     const [a, b] = await Promise.all([startFaultHttp(), startFaultHttp()]);

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
+import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "nats";
 import {
   CallerStatusSchema,
   ErrorCode,
@@ -25,6 +25,7 @@ interface Pending {
 interface Mux {
   prefix: string;
   pending: Map<string, Pending>;
+  subscription: Subscription;
 }
 
 /** How long past its budget the client still waits for the worker's own typed answer. */
@@ -152,6 +153,9 @@ export class ToolbusClient {
   /** Close: calls still waiting reject with CANCELLED; the NATS connection closes if this client opened it. */
   async close(): Promise<void> {
     for (const pending of [...(this.#replies?.pending.values() ?? [])]) pending.fail(ToolbusError.of(ErrorCode.CANCELLED, "the client was closed"));
+    // On a connection the client does not own, leave nothing behind.
+    if (!this.nc.isClosed()) this.#replies?.subscription.unsubscribe();
+    this.#replies = undefined;
     if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
   }
 
@@ -221,13 +225,13 @@ export class ToolbusClient {
     if (!this.#replies) {
       const prefix = `${createInbox()}.`;
       const pending = new Map<string, Pending>();
-      this.nc.subscribe(`${prefix}*`, {
+      const subscription = this.nc.subscribe(`${prefix}*`, {
         callback: (err, msg) => {
           if (err) return;
           pending.get(msg.subject.slice(prefix.length))?.answer(msg);
         },
       });
-      this.#replies = { prefix, pending };
+      this.#replies = { prefix, pending, subscription };
     }
     return this.#replies;
   }

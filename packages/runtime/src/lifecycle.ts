@@ -36,10 +36,13 @@ export class InFlight {
   /** Track a piece of work until it settles. */
   track(work: Promise<unknown>): void {
     this.#count++;
-    void work.finally(() => {
+    const done = (): void => {
       this.#count--;
       if (this.#count === 0) for (const wake of this.#waiters.splice(0)) wake();
-    });
+    };
+    // then(done, done), not finally(): a rejection of `work` is the owner's to handle, and must not
+    // resurface here as an unhandled rejection that takes the process down.
+    work.then(done, done);
   }
 
   /** Resolves true when nothing is in flight, or false when `timeoutMs` passes first. */

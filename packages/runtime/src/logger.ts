@@ -38,7 +38,10 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const base = { level: options.level ?? "info", name: options.name, redact: { paths: REDACT_PATHS, censor: "[redacted]" } };
   if (options.pretty) {
-    return pino({ ...base, transport: { target: "pino-pretty", options: { colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname", singleLine: true } } });
+    return pino({
+      ...base,
+      transport: { target: "pino-pretty", options: { colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname", singleLine: true } },
+    });
   }
   return options.destination ? pino(base, options.destination as pino.DestinationStream) : pino(base);
 }

@@ -57,6 +57,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let index: ToolIndex | null = null;
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
+  let stopping = false;
   /** Aborted when a stop runs out of grace: the calls still out are cancelled at the backend and answered. */
   const cancellation = new Cancellation();
 
@@ -159,6 +160,16 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     }
   }
 
+  /** A bug must not take the caller down, and the client must still hear something if it can. */
+  function failed(msg: Msg, err: unknown): void {
+    log.error({ err }, "caller handler failed");
+    try {
+      respondJson(msg, errorReply(ErrorCode.INTERNAL, `caller failure: ${err instanceof Error ? err.message : String(err)}`), maxPayload());
+    } catch {
+      // The connection is closed or draining: nobody can be told.
+    }
+  }
+
   /** The tool list from memory (no budget needed: nothing waits on the backend). */
   function handleTools(msg: Msg): void {
     const decoded = decodeToolsListRequest(msg.data, options.limits.maxRequestBytes);
@@ -198,6 +209,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   }
 
   function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
+    // Once it has said "down", a stopping caller must not come back (e.g. on a tools change).
+    if (stopping && status === "up") return;
     if (!nc.isClosed()) nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(heartbeatBody(status)));
   }
 
@@ -215,7 +228,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   service.addEndpoint("call", {
     subject: subjects.backendCall(backend.name),
     queue,
-    handler: (_err, msg) => inFlight.track(handleCall(msg)),
+    handler: (_err, msg) => inFlight.track(handleCall(msg).catch((err: unknown) => failed(msg, err))),
     metadata: { backend: backend.name },
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
@@ -242,6 +255,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
+        stopping = true;
         clearInterval(timer);
         discovery.unsubscribe();
         status.unsubscribe();

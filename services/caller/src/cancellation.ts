@@ -1,5 +1,14 @@
+import { setMaxListeners } from "node:events";
+
 /** How many calls share one AbortController. */
 const CALLS_PER_SIGNAL = 64;
+
+/** A controller whose signal may carry one listener per sharing call without Node warning of a leak. */
+function newController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(CALLS_PER_SIGNAL + 1, controller.signal);
+  return controller;
+}
 
 /**
  * The abort signals that let a stop cancel the calls still out when its grace period ends. A fresh
@@ -8,7 +17,7 @@ const CALLS_PER_SIGNAL = 64;
  * a controller, 64 at most: listeners stay few, and old controllers are dropped with their calls.
  */
 export class Cancellation {
-  #current = new AbortController();
+  #current = newController();
   #uses = 0;
   readonly #inFlight = new Map<AbortController, number>();
 
@@ -17,7 +26,7 @@ export class Cancellation {
     if (this.#uses >= CALLS_PER_SIGNAL) {
       // The old one stays only while calls that hold it are out.
       if (!this.#inFlight.get(this.#current)) this.#inFlight.delete(this.#current);
-      this.#current = new AbortController();
+      this.#current = newController();
       this.#uses = 0;
     }
     this.#uses++;

@@ -70,6 +70,8 @@ export abstract class ClientEndpoint implements Endpoint {
   #timer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
   protected readonly backoff = new Backoff();
+  /** How long a replaced connection stays open for the calls still out on it. */
+  protected retireAfterMs = 0;
 
   constructor(
     readonly id: string,
@@ -169,7 +171,10 @@ export abstract class ClientEndpoint implements Endpoint {
     if (client !== failed) return;
     this.#dropped(client);
     client.onclose = undefined;
-    await client.close().catch(() => undefined);
+    // Calls still out on the old connection finish there (each learns its own fate, e.g. its own 404)
+    // instead of failing with "connection closed" without knowing whether they ran.
+    const retire = setTimeout(() => void client.close().catch(() => undefined), this.retireAfterMs);
+    retire.unref();
     this.backoff.reset();
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -182,7 +187,7 @@ export abstract class ClientEndpoint implements Endpoint {
     this.#inFlight++;
     try {
       // The request timeout makes the SDK send notifications/cancelled when it fires.
-      return (await client.callTool({ name, arguments: args }, undefined, {
+      const result = (await client.callTool({ name, arguments: args }, undefined, {
         timeout: options.timeoutMs,
         // A backend that reports progress is working, not hung: its idle timer restarts, up to the deadline.
         onprogress: ignoreProgress,
@@ -190,10 +195,12 @@ export abstract class ClientEndpoint implements Endpoint {
         maxTotalTimeout: options.maxTotalMs,
         signal: options.signal,
       })) as McpCallToolResult;
+      // A connection that answers is healthy: the next outage starts its backoff afresh. (Not on a
+      // failure: a child that dies on every call must not be respawned at the fastest pace forever.)
+      this.backoff.reset();
+      return result;
     } finally {
       this.#inFlight--;
-      // A connection that answered is healthy: the next outage starts its backoff afresh.
-      this.backoff.reset();
     }
   }
 

@@ -36,6 +36,13 @@ export function backendFailure(err: unknown, endpoint: string, timeout: TimeoutC
     const code = status >= 500 || status === 404 || status === 429 ? ErrorCode.BACKEND_UNAVAILABLE : ErrorCode.BACKEND_ERROR;
     return errorReply(code, `backend HTTP error ${status}: ${err.message}`, { details: { endpoint, httpStatus: status } });
   }
+  if (err instanceof TypeError && /fetch failed|terminated/.test(err.message)) {
+    // undici: the connection failed or was cut during the call; the server may or may not have run it.
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    return errorReply(ErrorCode.BACKEND_UNAVAILABLE, `connection to ${endpoint} failed during the call: ${cause?.code ?? cause?.message ?? err.message}`, {
+      details: { endpoint },
+    });
+  }
   if (err instanceof Error && err.name === "ZodError") {
     return errorReply(ErrorCode.BACKEND_ERROR, `backend sent a result that is not a valid MCP CallToolResult: ${err.message.slice(0, 500)}`, {
       details: { endpoint },

@@ -8,6 +8,7 @@ import { ErrorCode as McpErrorCode, McpError, type CallToolResult as McpCallTool
 import type { LaunchConfig, McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent, fetch as undiciFetch } from "undici";
+import { signalGroup, trackChild } from "./children.js";
 import { ClientEndpoint, EndpointDownError, type CallOptions, type EndpointEvents } from "./endpoint.js";
 
 /** A fetch that keeps connections alive in `agent` and gives each request a fresh signal. */
@@ -22,12 +23,17 @@ function pooledFetch(agent: Agent): FetchLike {
     }) as unknown as Promise<Response>;
 }
 
-/** True for errors that mean nothing reached the server (refused, reset, DNS). */
-function isConnectionError(err: unknown): boolean {
-  return (
-    err instanceof TypeError &&
-    /fetch failed|ECONNREFUSED|ECONNRESET|other side closed|socket/i.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`)
-  );
+/** Connect-phase failures: the request cannot have reached the server. */
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"]);
+
+/**
+ * True only when nothing reached the server (refused, unresolvable, unreachable). A reset or a closed
+ * socket may come after the server got the request, so those are not "never reached": a call that is
+ * not safe to repeat must not be repeated because of them.
+ */
+function neverConnected(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: string } } | undefined)?.cause;
+  return err instanceof TypeError && cause !== undefined && NOT_CONNECTED.has(cause.code ?? "");
 }
 
 /**
@@ -37,7 +43,7 @@ function isConnectionError(err: unknown): boolean {
 export class HttpEndpoint extends ClientEndpoint {
   readonly #agent: Agent;
   readonly #fetch: FetchLike;
-  /** Sessions the server has forgotten; calls that were out on them are safe to send again. */
+  /** Sessions the server has forgotten (to log each once). */
   readonly #expired = new WeakSet<Client>();
 
   constructor(
@@ -48,6 +54,8 @@ export class HttpEndpoint extends ClientEndpoint {
     events: EndpointEvents,
   ) {
     super(id, log, config.connectTimeoutMs, events);
+    // A replaced session stays open until the calls out on it are done (each gets its own 404).
+    this.retireAfterMs = config.callTimeoutMs;
     this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
     this.#fetch = pooledFetch(this.#agent);
   }
@@ -61,26 +69,29 @@ export class HttpEndpoint extends ClientEndpoint {
 
   override async callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {
     const used = this.client;
+    const started = performance.now();
     try {
       return await super.callTool(name, args, options);
     } catch (err) {
-      // The server forgot our session (404), or we dropped that session because it did while this call
-      // was out: either way the call never ran there. Start a new session (one for all such calls) and
-      // send it once more.
-      const forgotten = err instanceof StreamableHTTPError && err.code === 404;
-      if (forgotten || (used !== undefined && this.#expired.has(used) && err instanceof McpError && err.code === McpErrorCode.ConnectionClosed)) {
-        if (forgotten && used && !this.#expired.has(used)) {
-          this.#expired.add(used);
-          this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
-        }
-        await this.reset(used);
-        if (!this.live) throw new EndpointDownError(this.id);
-        return super.callTool(name, args, options);
-      }
       // Nothing reached the server. The session may well survive a server restart on the same port, so
       // keep it: the breaker decides when to try again, and a forgotten session answers 404 then.
-      if (isConnectionError(err)) throw new EndpointDownError(this.id);
-      throw err;
+      if (neverConnected(err)) throw new EndpointDownError(this.id);
+      if (!(err instanceof StreamableHTTPError && err.code === 404)) throw err;
+      // The server answered 404 to this very request: it forgot our session, so the call did not run.
+      // Start a new session (one for all calls that hit this) and send it once more, within what is left.
+      if (used && !this.#expired.has(used)) {
+        this.#expired.add(used);
+        this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
+      }
+      const left = options.maxTotalMs - (performance.now() - started);
+      const reconnected = await Promise.race([
+        this.reset(used).then(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), Math.max(0, left)).unref()),
+      ]);
+      const still = options.maxTotalMs - (performance.now() - started);
+      if (!reconnected || still <= 0) throw new McpError(McpErrorCode.RequestTimeout, "the deadline passed while re-initializing the MCP session");
+      if (!this.live) throw new EndpointDownError(this.id);
+      return super.callTool(name, args, { ...options, timeoutMs: Math.min(options.timeoutMs, Math.floor(still)), maxTotalMs: Math.floor(still) });
     }
   }
 
@@ -112,6 +123,7 @@ export class LaunchedServer {
       detached: true,
     });
     this.#child = child;
+    trackChild(child);
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on("line", (line) => this.log.debug({ backend: this.backend, output: line }, "launched server output"));
     }
@@ -127,8 +139,8 @@ export class LaunchedServer {
     this.#child = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+    signalGroup(child, "SIGTERM");
+    const timer = setTimeout(() => signalGroup(child, "SIGKILL"), 3_000);
     await exited;
     clearTimeout(timer);
   }

@@ -60,7 +60,18 @@ export function isSafeToRepeat(tool: ToolDescriptor | undefined, override: { ide
   return readOnly || idempotent;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Wait `ms`, or less if `signal` aborts (a stop out of grace must not wait for a backoff). */
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
 
 export interface PolicyEvents {
   onBreaker(endpoint: Endpoint, transition: BreakerTransition): void;
@@ -157,9 +168,11 @@ export class CallPolicy {
     const key = request.tool;
     // Endpoints this request failed on; made only when a retry needs it.
     let tried: Set<Endpoint> | undefined;
+    let lastFailure: ErrorReply | undefined;
     this.#budget.deposit();
 
     for (let attempt = 1; ; attempt++) {
+      if (signal.aborted) return withAttempts(cancelled(), attempt - 1);
       // 1. Deadline.
       const left = deadline - monotonicNow() - REPLY_MARGIN_MS;
       if (left <= 0) return withAttempts(errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), attempt - 1);
@@ -187,16 +200,20 @@ export class CallPolicy {
         if (this.#rate) {
           const reservation = this.#rate.reserve(deadline - monotonicNow() - REPLY_MARGIN_MS);
           if (!reservation.ok) {
+            // On a retry, the fault that led to it is the better answer than "rate limited".
+            if (lastFailure) return withAttempts(lastFailure, attempt - 1);
             return errorReply(ErrorCode.RATE_LIMITED, `backend "${this.backend.name}" is limited to ${this.#rate.ratePerSec}/s; no slot before the deadline`, {
               retryAfterMs: reservation.retryAfterMs,
               details: { backend: this.backend.name },
             });
           }
-          if (reservation.waitMs > 0) await sleep(reservation.waitMs);
+          if (reservation.waitMs > 0) await sleep(reservation.waitMs, signal);
+          if (signal.aborted) return cancelled();
         }
         // 5. Timeout: adaptive, restarted by progress, never past the deadline.
         const remaining = deadline - monotonicNow() - REPLY_MARGIN_MS;
-        if (remaining <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed while waiting for a rate-limit slot");
+        if (remaining <= 0)
+          return withAttempts(lastFailure ?? errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed while waiting for a rate-limit slot"), attempt - 1);
         const adaptive = this.#latency.timeoutFor(key);
         timeout = adaptive < remaining ? { timeoutMs: adaptive, limitedBy: "adaptive" } : { timeoutMs: Math.floor(remaining), limitedBy: "budget" };
         const attemptStarted = monotonicNow();
@@ -205,6 +222,9 @@ export class CallPolicy {
           try {
             return await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, maxTotalMs: Math.floor(remaining), signal });
           } catch (err) {
+            // A call cut by the adaptive timeout took at least that long: count it, or a backend that
+            // slowed down for good would be cut at the old p99 forever.
+            if (timeout.limitedBy === "adaptive" && isTimeout(err)) this.#latency.record(key, timeout.timeoutMs);
             const neverReached = err instanceof EndpointDownError;
             // A client in a hurry is not a failing backend: a budget shorter than this tool usually
             // takes does not count against the breaker.
@@ -220,8 +240,7 @@ export class CallPolicy {
         release();
       }
 
-      if (signal.aborted)
-        return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
+      if (signal.aborted) return withAttempts(cancelled(), attempt);
       const reply = isBreakerOpen(failure.cause)
         ? errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for ${endpoint.id}`, {
             retryAfterMs: failure.cause.retryAfterMs,
@@ -238,7 +257,8 @@ export class CallPolicy {
       const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
       if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
       (tried ??= new Set()).add(endpoint);
-      if (pause > 0) await sleep(pause);
+      lastFailure = reply;
+      if (pause > 0) await sleep(pause, signal);
     }
   }
 
@@ -261,6 +281,10 @@ export class CallPolicy {
       return backendFailure(err, endpoint.id, { timeoutMs: left, limitedBy: "budget" });
     }
   }
+}
+
+function cancelled(): ErrorReply {
+  return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
 }
 
 /** Say how many attempts were made when there was more than one (`details.attempts`). */

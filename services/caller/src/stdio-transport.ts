@@ -4,6 +4,7 @@ import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { signalGroup, trackChild } from "./children.js";
 
 export interface ChildTransportOptions {
   command: string;
@@ -44,6 +45,7 @@ export class ChildProcessTransport implements Transport {
         windowsHide: true,
       });
       this.#child = child;
+      trackChild(child);
       child.once("error", (err) => {
         reject(err);
         this.onerror?.(err);
@@ -98,9 +100,9 @@ export class ChildProcessTransport implements Transport {
       Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
     child.stdin.end();
     if (await within(2_000)) return;
-    child.kill("SIGTERM");
+    signalGroup(child, "SIGTERM");
     if (await within(2_000)) return;
-    child.kill("SIGKILL");
+    signalGroup(child, "SIGKILL");
     await closed;
   }
 }

@@ -27,7 +27,14 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
  * callers it forwards to; then a caller per backend.
  */
 export async function allWorkers(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker[]> {
-  const workers: Worker[] = [await router(deps, config)];
-  for (const name of Object.keys(config.backends)) workers.push(await caller(deps, config, name));
+  const workers: Worker[] = [];
+  try {
+    workers.push(await router(deps, config));
+    for (const name of Object.keys(config.backends)) workers.push(await caller(deps, config, name));
+  } catch (err) {
+    // One failed to start: stop the ones that did, so no child process or subscription is left behind.
+    await Promise.allSettled(workers.map((w) => w.stop(0)));
+    throw err;
+  }
   return workers;
 }
