@@ -206,7 +206,8 @@ describe("bulkhead", () => {
   it("4 in flight per endpoint: the backend never sees more than 4; beyond the queue, OVERLOADED", async () => {
     await using stack = await startStack({ backends: { fault: { ...faultStdio(1), bulkhead: { maxConcurrent: 4, maxQueue: 4 } } } });
     const { client } = stack;
-    const results = await Promise.all(Array.from({ length: 20 }, () => outcome(client.callTool("fault", "sleep", { ms: 300 }, { timeoutMs: 5_000 }))));
+    // Each call holds its slot for 1 s, so all 20 arrive while the first 4 run and 4 wait.
+    const results = await Promise.all(Array.from({ length: 20 }, () => outcome(client.callTool("fault", "sleep", { ms: 1_000 }, { timeoutMs: 5_000 }))));
     const counts = results.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.code]: (acc[r.code] ?? 0) + 1 }), {});
     expect(counts).toEqual({ ok: 8, OVERLOADED: 12 });
     for (const r of results.filter((x) => x.code === "OVERLOADED")) expect(r.ms).toBeLessThan(200);
