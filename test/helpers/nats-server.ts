@@ -42,11 +42,18 @@ function launch(port: number, storeDir: string): Promise<{ child: ChildProcess; 
   });
 }
 
+/** Servers still running in this process; ended if the test process exits without stopping them. */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 export async function startNats(): Promise<TestNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
   const first = await launch(-1, storeDir);
   const port = first.port;
   let child = first.child;
+  running.add(child);
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once("exit", r));
@@ -58,10 +65,13 @@ export async function startNats(): Promise<TestNats> {
     port,
     stop,
     start: async () => {
+      running.delete(child);
       ({ child } = await launch(port, storeDir));
+      running.add(child);
     },
     [Symbol.asyncDispose]: async () => {
       await stop();
+      running.delete(child);
       rmSync(storeDir, { recursive: true, force: true });
     },
   };
