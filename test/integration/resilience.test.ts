@@ -185,7 +185,7 @@ describe("rate limit", () => {
     );
     const ok = results.filter((r) => r.code === "ok");
     const limited = results.filter((r) => r.code === "RATE_LIMITED");
-    expect(ok.length + limited.length).toBe(100);
+    expect(ok.length + limited.length, `outcomes: ${JSON.stringify(results.filter((r) => r.code !== "ok" && r.code !== "RATE_LIMITED"))}`).toBe(100);
     expect(ok.length).toBeGreaterThanOrEqual(20);
     expect(ok.length).toBeLessThanOrEqual(1 + 2 * 12);
     // Refused as soon as it is clear they cannot make it, with when to try again.

@@ -27,6 +27,11 @@ import { backendFailure, type TimeoutContext } from "./errors.js";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
 export const REPLY_MARGIN_MS = 3;
+/**
+ * The least time a call must have left after its rate-limit wait: more if the tool's p99 says so, and
+ * at least 5% of its budget (a call scheduled to start at the last moment would only time out).
+ */
+const RATE_LIMIT_CALL_ALLOWANCE_MS = 50;
 
 /** A failed attempt, with what the policies need to know about it. */
 class AttemptError extends Error {
@@ -198,7 +203,9 @@ export class CallPolicy {
       try {
         // 4. Rate limit: a wait that would pass the deadline is refused now, not after waiting.
         if (this.#rate) {
-          const reservation = this.#rate.reserve(deadline - monotonicNow() - REPLY_MARGIN_MS);
+          // Keep time for the call itself after the wait: a token that leaves none is useless.
+          const callAllowance = Math.max(this.#latency.p99(key) ?? 0, RATE_LIMIT_CALL_ALLOWANCE_MS, (deadline - started) * 0.05);
+          const reservation = this.#rate.reserve(deadline - monotonicNow() - REPLY_MARGIN_MS - callAllowance);
           if (!reservation.ok) {
             // On a retry, the fault that led to it is the better answer than "rate limited".
             if (lastFailure) return withAttempts(lastFailure, attempt - 1);
