@@ -140,12 +140,12 @@ export abstract class ClientEndpoint implements Endpoint {
     this.events.onLive(this);
   }
 
-  #dropped(client: Client): void {
+  #dropped(client: Client, why = "backend endpoint connection lost"): void {
     if (this.client !== client) return;
     this.client = undefined;
     this.#live = false;
     if (this.#closed) return;
-    this.log.warn({ endpoint: this.id }, "backend endpoint connection lost; reconnecting");
+    this.log.warn({ endpoint: this.id }, `${why}; reconnecting`);
     this.#scheduleReconnect();
   }
 
@@ -163,13 +163,13 @@ export abstract class ClientEndpoint implements Endpoint {
   /**
    * Drop the connection `failed` (the server stopped answering it, or forgot its session) and connect
    * afresh at once. Several calls that failed on the same connection share one reconnect: a connection
-   * that has already been replaced is left alone.
+   * that has already been replaced is left alone (and `why` is logged once).
    */
-  protected async reset(failed: Client | undefined): Promise<void> {
+  protected async reset(failed: Client | undefined, why: string): Promise<void> {
     const client = this.client;
     if (!client) return this.connect();
     if (client !== failed) return;
-    this.#dropped(client);
+    this.#dropped(client, why);
     client.onclose = undefined;
     // Calls still out on the old connection finish there (each learns its own fate, e.g. its own 404)
     // instead of failing with "connection closed" without knowing whether they ran.

@@ -3,7 +3,6 @@ import { createInterface } from "node:readline";
 import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { FetchLike, Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { ErrorCode as McpErrorCode, McpError, type CallToolResult as McpCallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { LaunchConfig, McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
@@ -43,8 +42,6 @@ function neverConnected(err: unknown): boolean {
 export class HttpEndpoint extends ClientEndpoint {
   readonly #agent: Agent;
   readonly #fetch: FetchLike;
-  /** Sessions the server has forgotten (to log each once). */
-  readonly #expired = new WeakSet<Client>();
 
   constructor(
     id: string,
@@ -79,13 +76,9 @@ export class HttpEndpoint extends ClientEndpoint {
       if (!(err instanceof StreamableHTTPError && err.code === 404)) throw err;
       // The server answered 404 to this very request: it forgot our session, so the call did not run.
       // Start a new session (one for all calls that hit this) and send it once more, within what is left.
-      if (used && !this.#expired.has(used)) {
-        this.#expired.add(used);
-        this.log.info({ endpoint: this.id }, "MCP session expired (404); re-initializing");
-      }
       const left = options.maxTotalMs - (performance.now() - started);
       const reconnected = await Promise.race([
-        this.reset(used).then(() => true),
+        this.reset(used, "MCP session expired (404)").then(() => true),
         new Promise<false>((r) => setTimeout(() => r(false), Math.max(0, left)).unref()),
       ]);
       const still = options.maxTotalMs - (performance.now() - started);
