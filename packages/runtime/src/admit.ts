@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Msg } from "nats";
+import type { Msg, NatsConnection } from "nats";
 import type { z } from "zod";
 import { Headers, decodeRequest, encodeJson, errorReply, ErrorCode, readBudget, type ErrorReply } from "@toolbus/protocol";
 
@@ -49,4 +49,21 @@ export function respondJson(msg: Msg, reply: unknown, maxPayload: number): boole
     );
   }
   return msg.respond(data);
+}
+
+/** The largest message the connected NATS server accepts (1 MiB until it has said). */
+export function maxPayloadOf(nc: NatsConnection): number {
+  return nc.info?.max_payload ?? 1024 * 1024;
+}
+
+/**
+ * A handler failed with a bug: answer INTERNAL so the client is not left waiting for its deadline.
+ * Never throws (the connection may be closed or draining, and then nobody can be told).
+ */
+export function answerInternal(msg: Msg, worker: string, err: unknown, maxPayload: number): void {
+  try {
+    respondJson(msg, errorReply(ErrorCode.INTERNAL, `${worker} failure: ${err instanceof Error ? err.message : String(err)}`), maxPayload);
+  } catch {
+    // nobody to tell
+  }
 }

@@ -11,5 +11,5 @@ export type { Service, ServiceMsg, ServiceOptions } from "./service.js";
 export { InFlight, newWorkerId, runWorkers, exitOnSignals } from "./lifecycle.js";
 export type { Worker, WorkerDeps, RunWorkersOptions, RunningProcess } from "./lifecycle.js";
 export { TOOLBUS_VERSION } from "./version.js";
-export { admitRequest, respondJson } from "./admit.js";
+export { admitRequest, answerInternal, maxPayloadOf, respondJson } from "./admit.js";
 export type { Admitted, AdmitLimits } from "./admit.js";

@@ -18,7 +18,7 @@ import {
   type ToolDescriptor,
   type ToolsListOkReply,
 } from "@toolbus/protocol";
-import { InFlight, TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { InFlight, TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint, LaunchedServer } from "./http.js";
 import type { BreakerState } from "@toolbus/policies";
@@ -120,7 +120,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     return refreshing;
   }
 
-  const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
+  const maxPayload = (): number => maxPayloadOf(nc);
   // Label lookups bound once: prom-client hashes label sets on every unbound call.
   const okCount = metrics.requests.labels("caller", backend.name, "ok");
   const okDuration = metrics.duration.labels("caller", backend.name, "ok");
@@ -163,11 +163,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   /** A bug must not take the caller down, and the client must still hear something if it can. */
   function failed(msg: Msg, err: unknown): void {
     log.error({ err }, "caller handler failed");
-    try {
-      respondJson(msg, errorReply(ErrorCode.INTERNAL, `caller failure: ${err instanceof Error ? err.message : String(err)}`), maxPayload());
-    } catch {
-      // The connection is closed or draining: nobody can be told.
-    }
+    answerInternal(msg, "caller", err, maxPayload());
   }
 
   /** The tool list from memory (no budget needed: nothing waits on the backend). */

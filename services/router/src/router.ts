@@ -14,7 +14,7 @@ import {
   type ErrorReply,
   type ToolsListOkReply,
 } from "@toolbus/protocol";
-import { TOOLBUS_VERSION, addService, admitRequest, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { Catalog } from "./catalog.js";
 
 /** How long a starting router collects answers from running callers before it serves. */
@@ -41,7 +41,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const catalog = new Catalog(nc, log, options.backends);
   const stopListening = catalog.listen();
   await catalog.discover(DISCOVERY_WAIT_MS);
-  const maxPayload = (): number => nc.info?.max_payload ?? 1024 * 1024;
+  const maxPayload = (): number => maxPayloadOf(nc);
 
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
     respondJson(msg, reply, maxPayload());
@@ -109,7 +109,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     } catch (err) {
       // A bug must not take the router down, and the client must still hear something.
       log.error({ err }, "router handler failed");
-      respondJson(msg, errorReply(ErrorCode.INTERNAL, `router failure: ${(err as Error).message}`), maxPayload());
+      answerInternal(msg, "router", err, maxPayload());
     }
   };
   service.addEndpoint("call", { subject: subjects.toolCall(), queue, handler: guard(handleCall) });
