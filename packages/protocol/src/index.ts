@@ -22,6 +22,7 @@ export {
   CallerHeartbeatSchema,
   BreakerEventSchema,
   CallerStatusSchema,
+  CancelRequestSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -41,6 +42,7 @@ export type {
   CallerHeartbeat,
   BreakerEvent,
   CallerStatus,
+  CancelRequest,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

@@ -143,3 +143,11 @@ export const CallerStatusSchema = z.object({
   ),
 });
 export type CallerStatus = z.infer<typeof CallerStatusSchema>;
+
+/** Published on `toolbus.v1.cancel.<backend>` when a client aborts a call it sent with `requestId`. */
+export const CancelRequestSchema = z.object({
+  requestId: z.string().min(1).max(256),
+  /** Why, for the logs (e.g. "aborted by the client"). */
+  reason: z.string().max(256).optional(),
+});
+export type CancelRequest = z.infer<typeof CancelRequestSchema>;

@@ -38,6 +38,11 @@ export const subjects = {
   callerStatus: (): string => `${SUBJECT_PREFIX}.status.callers`,
   /** A starting router asks here; every caller answers with its heartbeat at once. */
   callerDiscovery: (): string => `${SUBJECT_PREFIX}.discover.callers`,
+  /**
+   * A client gave up on a call (it aborted): every caller of the backend hears it (no queue group) and
+   * the one holding the call cancels it at the backend. Body: CancelRequest.
+   */
+  cancelCall: (backend: string): string => `${SUBJECT_PREFIX}.cancel.${backendToken(backend)}`,
   /** Breaker transitions of one backend. */
   breakerEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.breaker.${backendToken(backend)}`,
   /** Health changes of one backend. */
