@@ -14,9 +14,9 @@ export interface TestNats {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-function launch(port: number, storeDir: string): Promise<{ child: ChildProcess; port: number }> {
+function launch(port: number, storeDir: string, args: readonly string[]): Promise<{ child: ChildProcess; port: number }> {
   // -p -1 lets the server pick a free port; it says which on stderr.
-  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "ignore", "pipe"] });
   return new Promise((resolve, reject) => {
     let output = "";
     const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${output}`)), 10_000);
@@ -48,9 +48,15 @@ process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
-export async function startNats(): Promise<TestNats> {
+export interface StartNatsOptions {
+  /** More nats-server arguments, e.g. `["-c", configFile]` for a server with authorization. */
+  args?: readonly string[];
+}
+
+export async function startNats(options: StartNatsOptions = {}): Promise<TestNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
-  const first = await launch(-1, storeDir);
+  const args = options.args ?? [];
+  const first = await launch(-1, storeDir, args);
   const port = first.port;
   let child = first.child;
   running.add(child);
@@ -66,7 +72,7 @@ export async function startNats(): Promise<TestNats> {
     stop,
     start: async () => {
       running.delete(child);
-      ({ child } = await launch(port, storeDir));
+      ({ child } = await launch(port, storeDir, args));
       running.add(child);
     },
     [Symbol.asyncDispose]: async () => {

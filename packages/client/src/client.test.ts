@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection, type Subscription } from "nats";
+import { CancelRequestSchema, Headers, subjects, type CancelRequest } from "@toolbus/protocol";
 import { startNats, type TestNats } from "../../../test/helpers/nats-server.js";
 import { ErrorCode, ToolbusClient } from "./index.js";
 
@@ -56,5 +57,128 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
   it("rejects a non-positive timeout and a malformed backend name as BAD_REQUEST without sending", async () => {
     await expect(client.callTool("any", "echo", {}, { timeoutMs: 0 })).rejects.toMatchObject({ code: ErrorCode.BAD_REQUEST });
     await expect(client.callTool("Not.Valid", "echo", {}, { direct: true })).rejects.toMatchObject({ code: ErrorCode.BAD_REQUEST });
+  });
+
+  /** Collects the CancelRequests published for `backend`, with the time each arrived. */
+  async function cancelsOf(backend: string): Promise<{ received: { body: CancelRequest; at: number }[]; sub: Subscription }> {
+    const received: { body: CancelRequest; at: number }[] = [];
+    const sub = nc.subscribe(subjects.cancelCall(backend), {
+      callback: (_err, msg) => received.push({ body: CancelRequestSchema.parse(msg.json()), at: performance.now() }),
+    });
+    await nc.flush();
+    return { received, sub };
+  }
+
+  /** A responder on `subject` that never answers; resolves each request's Toolbus-Request-Id as it arrives. */
+  async function silentResponder(subject: string): Promise<{ next(): Promise<string>; sub: Subscription }> {
+    const waiting: ((id: string) => void)[] = [];
+    const arrived: string[] = [];
+    const sub = nc.subscribe(subject, {
+      callback: (_err, msg) => {
+        const id = msg.headers?.get(Headers.RequestId) ?? "";
+        const w = waiting.shift();
+        if (w) w(id);
+        else arrived.push(id);
+      },
+    });
+    await nc.flush();
+    return {
+      sub,
+      next: () => (arrived.length > 0 ? Promise.resolve(arrived.shift()!) : new Promise((r) => waiting.push(r))),
+    };
+  }
+
+  async function until(check: () => boolean, ms = 1_000): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!check() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  it("an aborted call through the router publishes a CancelRequest with the request id it sent, within 100 ms", async () => {
+    const cancels = await cancelsOf("slow");
+    const router = await silentResponder(subjects.toolCall());
+    const abort = new AbortController();
+    const call = client.callTool("slow", "sleep", {}, { timeoutMs: 5_000, signal: abort.signal });
+    const sentId = await router.next();
+    expect(sentId).not.toBe("");
+    const abortedAt = performance.now();
+    abort.abort();
+    await expect(call).rejects.toMatchObject({ code: ErrorCode.CANCELLED });
+    await until(() => cancels.received.length > 0);
+    expect(cancels.received.map((c) => c.body)).toEqual([{ requestId: sentId, reason: "aborted by the client" }]);
+    expect(cancels.received[0]!.at - abortedAt).toBeLessThan(100);
+    cancels.sub.unsubscribe();
+    router.sub.unsubscribe();
+  });
+
+  it("an aborted direct call publishes the cancel with the caller's own request id", async () => {
+    const cancels = await cancelsOf("slow");
+    const caller = await silentResponder(subjects.backendCall("slow"));
+    const abort = new AbortController();
+    const call = client.callTool("slow", "sleep", {}, { timeoutMs: 5_000, signal: abort.signal, direct: true, requestId: "my-request-1" });
+    expect(await caller.next()).toBe("my-request-1");
+    const abortedAt = performance.now();
+    abort.abort();
+    await expect(call).rejects.toMatchObject({ code: ErrorCode.CANCELLED });
+    await until(() => cancels.received.length > 0);
+    expect(cancels.received.map((c) => c.body)).toEqual([{ requestId: "my-request-1", reason: "aborted by the client" }]);
+    expect(cancels.received[0]!.at - abortedAt).toBeLessThan(100);
+    cancels.sub.unsubscribe();
+    caller.sub.unsubscribe();
+  });
+
+  it("a call that ends normally, times out or lists tools publishes no cancel", async () => {
+    const cancels = await cancelsOf("quiet");
+    const router = nc.subscribe(subjects.toolCall(), {
+      callback: (_err, msg) => msg.respond(JSON.stringify({ ok: true, result: { content: [] }, meta: {} })),
+    });
+    await nc.flush();
+    const abort = new AbortController();
+    await client.callTool("quiet", "echo", {}, { timeoutMs: 2_000, signal: abort.signal });
+    abort.abort();
+    router.unsubscribe();
+    const silent = await silentResponder(subjects.toolCall());
+    await expect(client.callTool("quiet", "echo", {}, { timeoutMs: 50 })).rejects.toMatchObject({ code: ErrorCode.DEADLINE_EXCEEDED });
+    await nc.flush();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(cancels.received).toEqual([]);
+    cancels.sub.unsubscribe();
+    silent.sub.unsubscribe();
+  });
+
+  it("close() with calls pending rejects them CANCELLED and publishes a cancel for each", async () => {
+    const cancels = await cancelsOf("slow");
+    const router = await silentResponder(subjects.toolCall());
+    const caller = await silentResponder(subjects.backendCall("slow"));
+    const own = await ToolbusClient.connect({ servers: nats.url });
+    const viaRouter = own.callTool("slow", "sleep", {}, { timeoutMs: 5_000 });
+    const direct = own.callTool("slow", "sleep", {}, { timeoutMs: 5_000, direct: true });
+    const ids = [await router.next(), await caller.next()];
+    const rejected = Promise.all([
+      expect(viaRouter).rejects.toMatchObject({ code: ErrorCode.CANCELLED }),
+      expect(direct).rejects.toMatchObject({ code: ErrorCode.CANCELLED }),
+    ]);
+    await own.close();
+    await rejected;
+    await until(() => cancels.received.length >= 2);
+    expect(cancels.received.map((c) => c.body.requestId).sort()).toEqual(ids.sort());
+    expect(cancels.received.every((c) => c.body.reason === "the client was closed")).toBe(true);
+    cancels.sub.unsubscribe();
+    router.sub.unsubscribe();
+    caller.sub.unsubscribe();
+  });
+
+  it("an abort after the connection closed still rejects CANCELLED and throws nothing", async () => {
+    const router = await silentResponder(subjects.toolCall());
+    const conn = await connect({ servers: nats.url });
+    const onConn = new ToolbusClient(conn);
+    const abort = new AbortController();
+    const call = onConn.callTool("slow", "sleep", {}, { timeoutMs: 5_000, signal: abort.signal });
+    await router.next();
+    await conn.close();
+    // A listener that throws would surface as an uncaught exception, which fails the run.
+    abort.abort();
+    await expect(call).rejects.toMatchObject({ code: ErrorCode.CANCELLED });
+    await onConn.close();
+    router.sub.unsubscribe();
   });
 });

@@ -6,20 +6,25 @@ import {
   Headers,
   decodeJson,
   encodeJson,
+  isBackendName,
   subjects,
   type BackendTools,
   type CallMeta,
+  type CancelRequest,
   type CallerStatus,
   type CallToolResult,
   type ToolCallReply,
   type ToolCallRequestInput,
   type ToolsListReply,
 } from "@toolbus/protocol";
+import { toolbusConnectionOptions } from "./connection.js";
 import { ToolbusError } from "./errors.js";
 
 interface Pending {
   answer(msg: Msg): void;
   fail(err: ToolbusError): void;
+  /** Tell the backend's callers the call is abandoned (a call to a backend only). */
+  cancel(reason: string): void;
 }
 
 interface Mux {
@@ -39,6 +44,8 @@ export interface ToolbusClientOptions {
   user?: string;
   pass?: string;
   token?: string;
+  /** Path of a NATS .creds file (user JWT and nkey seed); an unreadable one throws NatsCredsError. */
+  credsFile?: string;
   /** Budget for calls that do not set `timeoutMs`; default 30 s. */
   defaultTimeoutMs?: number;
 }
@@ -46,11 +53,14 @@ export interface ToolbusClientOptions {
 export interface CallOptions {
   /** The call's whole budget in ms: the answer (result or error) comes within it. */
   timeoutMs?: number;
-  /** Abort to stop waiting; the promise rejects with CANCELLED. */
+  /**
+   * Abort to stop waiting: the promise rejects with CANCELLED and the backend's callers are told
+   * (a CancelRequest on `toolbus.v1.cancel.<backend>`) so the backend call can stop too.
+   */
   signal?: AbortSignal;
   /** Send straight to the backend's callers (one hop) instead of through the router. */
   direct?: boolean;
-  /** Set to correlate with your own logs; a UUID otherwise. */
+  /** Set to correlate with your own logs (and to name the call in a cancel); a UUID otherwise. */
   requestId?: string;
   /** W3C trace context to pass through. */
   traceparent?: string;
@@ -87,18 +97,21 @@ export class ToolbusClient {
     this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
   }
 
-  /** Connect to NATS and return a client that closes the connection on `close()`. */
+  /**
+   * Connect to NATS (with the options every toolbus worker uses: reconnect forever, pings, no async
+   * traces) and return a client that closes the connection on `close()`.
+   */
   static async connect(options: ToolbusClientOptions = {}): Promise<ToolbusClient> {
-    const nc = await connect({
-      servers: options.servers ?? "nats://127.0.0.1:4222",
-      name: options.name ?? "toolbus-client",
-      user: options.user,
-      pass: options.pass,
-      token: options.token,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      noAsyncTraces: true,
-    });
+    const nc = await connect(
+      toolbusConnectionOptions({
+        servers: options.servers ?? "nats://127.0.0.1:4222",
+        name: options.name ?? "toolbus-client",
+        user: options.user,
+        pass: options.pass,
+        token: options.token,
+        credsFile: options.credsFile,
+      }),
+    );
     return new ToolbusClient(nc, { defaultTimeoutMs: options.defaultTimeoutMs, ownsConnection: true });
   }
 
@@ -114,11 +127,14 @@ export class ToolbusClient {
     } catch (err) {
       throw ToolbusError.of(ErrorCode.BAD_REQUEST, (err as Error).message);
     }
+    // Through the router a malformed name gets its answer from the router; there is nobody to cancel at.
+    const cancelSubject = isBackendName(backend) ? subjects.cancelCall(backend) : undefined;
     const reply = (await this.#request(
       subject,
       encodeJson(body),
       options,
       options.direct ? `no caller serves backend "${backend}"` : "no router is running",
+      cancelSubject,
     )) as ToolCallReply;
     if (reply.ok) return { result: reply.result, meta: reply.meta };
     throw new ToolbusError(reply.error);
@@ -150,9 +166,15 @@ export class ToolbusClient {
     return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
   }
 
-  /** Close: calls still waiting reject with CANCELLED; the NATS connection closes if this client opened it. */
+  /**
+   * Close: calls still waiting reject with CANCELLED and their backends are told (best effort); the
+   * NATS connection drains and closes if this client opened it.
+   */
   async close(): Promise<void> {
-    for (const pending of [...(this.#replies?.pending.values() ?? [])]) pending.fail(ToolbusError.of(ErrorCode.CANCELLED, "the client was closed"));
+    for (const pending of [...(this.#replies?.pending.values() ?? [])]) {
+      pending.cancel("the client was closed");
+      pending.fail(ToolbusError.of(ErrorCode.CANCELLED, "the client was closed"));
+    }
     // On a connection the client does not own, leave nothing behind.
     if (!this.nc.isClosed()) this.#replies?.subscription.unsubscribe();
     this.#replies = undefined;
@@ -164,7 +186,7 @@ export class ToolbusClient {
    * inbox, a token per request. (nats.js's request() builds an Error with a stack trace for every call,
    * a measurable share of a client's CPU, and cannot be cancelled by an AbortSignal.)
    */
-  #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string): Promise<unknown> {
+  #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string, cancelSubject?: string): Promise<unknown> {
     const timeoutMs = Math.floor(options.timeoutMs ?? this.#defaultTimeoutMs);
     if (!(timeoutMs > 0)) return Promise.reject(ToolbusError.of(ErrorCode.BAD_REQUEST, `timeoutMs must be a positive number of ms, got ${options.timeoutMs}`));
     const signal = options.signal;
@@ -172,7 +194,9 @@ export class ToolbusClient {
     if (this.nc.isClosed()) return Promise.reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, "the NATS connection is closed"));
     const h = natsHeaders();
     h.set(Headers.TimeoutMs, String(timeoutMs));
-    h.set(Headers.RequestId, options.requestId ?? randomUUID());
+    // The same id names the call in a CancelRequest, so it is fixed here rather than by a later hop.
+    const requestId = options.requestId ?? randomUUID();
+    h.set(Headers.RequestId, requestId);
     if (options.traceparent) h.set(Headers.TraceParent, options.traceparent);
 
     const mux = this.#mux();
@@ -183,8 +207,18 @@ export class ToolbusClient {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
       };
+      const cancel = (reason: string): void => {
+        if (cancelSubject === undefined) return;
+        const request: CancelRequest = { requestId, reason };
+        try {
+          this.nc.publish(cancelSubject, encodeJson(request));
+        } catch {
+          // Closed or draining connection: nobody can be told, and the caller's deadline ends the call anyway.
+        }
+      };
       const onAbort = (): void => {
         settle();
+        cancel("aborted by the client");
         // A late answer finds no pending entry and is dropped.
         reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled by the caller"));
       };
@@ -194,6 +228,7 @@ export class ToolbusClient {
       }, timeoutMs + ANSWER_GRACE_MS);
       signal?.addEventListener("abort", onAbort, { once: true });
       mux.pending.set(token, {
+        cancel,
         fail: (err) => {
           settle();
           reject(err);

@@ -88,6 +88,8 @@ export interface ToolbusConfig {
 /** Values given on the command line; they win over everything else. */
 export interface ConfigFlags {
   natsUrl?: string;
+  /** Path of a NATS .creds file (`--creds`). */
+  natsCreds?: string;
   profile?: string;
   adminPort?: number;
   logLevel?: string;
@@ -132,7 +134,7 @@ function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefin
   set(section(raw, "nats"), "user", env.TOOLBUS_NATS_USER);
   set(section(raw, "nats"), "pass", env.TOOLBUS_NATS_PASS);
   set(section(raw, "nats"), "token", env.TOOLBUS_NATS_TOKEN);
-  set(section(raw, "nats"), "credsFile", env.TOOLBUS_NATS_CREDS);
+  set(section(raw, "nats"), "credsFile", flags.natsCreds ?? env.TOOLBUS_NATS_CREDS);
   set(raw, "profile", flags.profile ?? env.TOOLBUS_PROFILE);
   const adminPort = flags.adminPort ?? (env.TOOLBUS_ADMIN_PORT !== undefined ? numberOrText(env.TOOLBUS_ADMIN_PORT) : undefined);
   set(section(raw, "admin"), "port", adminPort);

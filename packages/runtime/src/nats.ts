@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "nats";
+import { connect, type ConnectionOptions, type NatsConnection } from "nats";
+import { toolbusConnectionOptions } from "@toolbus/client";
 import type { ToolbusConfig } from "@toolbus/config";
 import type { Logger } from "./logger.js";
 
@@ -11,23 +11,12 @@ export interface NatsOptions {
   waitOnFirstConnect?: boolean;
 }
 
-/** Connection options shared by workers and the client: reconnect forever, no async stack traces. */
+/**
+ * The connection options of a worker: those of every toolbus connection (`toolbusConnectionOptions`
+ * of @toolbus/client), from the config's `nats` section. Throws NatsCredsError for an unreadable creds file.
+ */
 export function natsConnectionOptions(nats: ToolbusConfig["nats"], name: string): ConnectionOptions {
-  return {
-    servers: [...nats.servers],
-    name,
-    user: nats.user,
-    pass: nats.pass,
-    token: nats.token,
-    authenticator: nats.credsFile ? credsAuthenticator(readFileSync(nats.credsFile)) : undefined,
-    // A worker must survive any NATS outage: reconnect forever, quickly.
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 100,
-    pingInterval: 10_000,
-    // nats.js builds an Error per request() for async stack traces: a third of a client's CPU per call.
-    noAsyncTraces: true,
-  };
+  return toolbusConnectionOptions({ ...nats, name });
 }
 
 /** Connect a worker to NATS and log every disconnect and reconnect. */

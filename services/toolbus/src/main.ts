@@ -4,7 +4,7 @@
  */
 import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { ToolbusClient, isToolbusError } from "@toolbus/client";
+import { ToolbusClient, isNatsCredsError, isToolbusError } from "@toolbus/client";
 import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
@@ -14,6 +14,7 @@ import { WORKER_NAMES, allWorkers, caller, router, type WorkerName } from "./wor
 interface GlobalOptions {
   config?: string;
   nats?: string;
+  creds?: string;
   profile?: string;
   adminPort?: number;
   logLevel?: string;
@@ -32,6 +33,7 @@ program
   .version(TOOLBUS_VERSION)
   .option("-c, --config <file>", "config file (YAML or JSON); default $TOOLBUS_CONFIG or ./toolbus.yaml if present")
   .option("--nats <url>", "NATS server URL(s), comma-separated; default $TOOLBUS_NATS_URL or nats://127.0.0.1:4222")
+  .option("--creds <file>", "NATS credentials file (user JWT and nkey seed); default $TOOLBUS_NATS_CREDS")
   .addOption(new Option("--profile <profile>", "defaults profile").choices(["local", "cloud", "hybrid"]))
   .option("--admin-port <port>", "admin HTTP port (/healthz, /readyz, /metrics); 0 = any free port, -1 = off", parseInteger)
   .addOption(new Option("--log-level <level>", "log level").choices(["trace", "debug", "info", "warn", "error", "silent"]))
@@ -68,7 +70,7 @@ function globals(): GlobalOptions {
 function config(): ToolbusConfig {
   const opts = globals();
   const file = opts.config ?? process.env.TOOLBUS_CONFIG ?? (existsSync("toolbus.yaml") ? "toolbus.yaml" : undefined);
-  const flags: ConfigFlags = { natsUrl: opts.nats, profile: opts.profile, adminPort: opts.adminPort, logLevel: opts.logLevel };
+  const flags: ConfigFlags = { natsUrl: opts.nats, natsCreds: opts.creds, profile: opts.profile, adminPort: opts.adminPort, logLevel: opts.logLevel };
   try {
     return loadConfig({ file, env: process.env, flags });
   } catch (err) {
@@ -90,6 +92,11 @@ async function serve(name: string, cfg: ToolbusConfig, log: Logger, start: Param
   try {
     proc = await runWorkers({ name, config: cfg, logger: log, start });
   } catch (err) {
+    if (isNatsCredsError(err)) {
+      await ownNats?.stop();
+      process.stderr.write(`toolbus: ${err.message}\n`);
+      process.exit(ExitCode.USAGE);
+    }
     log.fatal({ err }, "could not start");
     await ownNats?.stop();
     process.exit(ExitCode.FAILED);
@@ -157,9 +164,15 @@ async function withClient<T>(cfg: ToolbusConfig, fn: (client: ToolbusClient) => 
       user: cfg.nats.user,
       pass: cfg.nats.pass,
       token: cfg.nats.token,
+      credsFile: cfg.nats.credsFile,
       name: "toolbus-cli",
     });
   } catch (err) {
+    // A creds file we cannot use is a configuration mistake, not an unreachable NATS.
+    if (isNatsCredsError(err)) {
+      process.stderr.write(`toolbus: ${err.message}\n`);
+      process.exit(ExitCode.USAGE);
+    }
     process.stderr.write(
       `toolbus: cannot reach NATS at ${cfg.nats.servers.join(", ")}: ${(err as Error).message}\nIs toolbus running? Start it with: toolbus up\n`,
     );
