@@ -65,10 +65,14 @@ export async function startEverythingHttp(port?: number): Promise<HttpServerProc
   return handle(child, p);
 }
 
-/** The fault server over streamable HTTP on a free port (or `port`). */
-export async function startFaultHttp(port?: number): Promise<HttpServerProcess> {
+/**
+ * The fault server over streamable HTTP on a free port (or `port`). `unknownSession: 400` makes it
+ * answer a session it does not know as the reference server does (400), not with the spec's 404.
+ */
+export async function startFaultHttp(port?: number, options: { unknownSession?: 400 | 404 } = {}): Promise<HttpServerProcess> {
   const p = port ?? (await freePort());
-  const child = spawn(process.execPath, [FAULT_SERVER, "--http", "--port", String(p)], { stdio: ["ignore", "pipe", "pipe"] });
+  const args = [FAULT_SERVER, "--http", "--port", String(p), ...(options.unknownSession === 400 ? ["--unknown-session-400"] : [])];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   await waitForOutput(child, /listening http/, "fault server (HTTP)");
   return handle(child, p);
 }

@@ -75,33 +75,33 @@ describe("breaker", () => {
     sub.unsubscribe();
   });
 
-  it("with the HTTP backend dead it opens; with the backend back on the same port, the probe closes it", async () => {
-    let http = await startFaultHttp();
-    await using stack = await startStack({ backends: { web: { ...httpBackend(http.url), breaker: { volume: 3, recovery: "500ms" } } } });
+  it("over HTTP, 5xx answers open it; after recovery one probe closes it", async () => {
+    await using http = await startFaultHttp();
+    await using stack = await startStack({
+      backends: { web: { ...httpBackend(http.url), breaker: { volume: 3, recovery: "500ms" }, retry: { maxRetries: 0 } } },
+    });
     const { client } = stack;
-    await client.callTool("web", "echo", { message: "up" }, { timeoutMs: 2_000 });
-    const port = http.port;
-    await http.stop();
-    await waitFor(
-      "the breaker to open",
-      async () => (await outcome(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 2_000 }))).code === "CIRCUIT_OPEN",
-      5_000,
-    );
-    // Open: 100 calls answered at once, without trying the dead server.
+    for (let i = 0; i < 3; i++)
+      expect((await outcome(client.callTool("web", "http-error", { status: 503, text: "busy" }, { timeoutMs: 2_000 }))).code).toBe("BACKEND_UNAVAILABLE");
     const rejected = await Promise.all(Array.from({ length: 100 }, () => outcome(client.callTool("web", "echo", { message: "x" }, { timeoutMs: 2_000 }))));
     expect(new Set(rejected.map((r) => r.code))).toEqual(new Set(["CIRCUIT_OPEN"]));
-    expect(Math.max(...rejected.map((r) => r.ms))).toBeLessThan(300);
-    http = await startFaultHttp(port);
-    try {
-      await new Promise((r) => setTimeout(r, 600));
-      // One probe (a new session, after the 404 for the old one), then the breaker is closed.
-      expect((await outcome(client.callTool("web", "echo", { message: "back" }, { timeoutMs: 5_000 }))).code).toBe("ok");
-      expect(caller(stack, "web").breakerStates()).toEqual({ [`web@${http.url}`]: "closed" });
-      const results = await Promise.all(Array.from({ length: 20 }, () => outcome(client.callTool("web", "echo", { message: "y" }, { timeoutMs: 5_000 }))));
-      expect(results.every((r) => r.code === "ok")).toBe(true);
-    } finally {
-      await http.stop();
-    }
+    await new Promise((r) => setTimeout(r, 600));
+    expect((await outcome(client.callTool("web", "echo", { message: "back" }, { timeoutMs: 5_000 }))).code).toBe("ok");
+    expect(caller(stack, "web").breakerStates()).toEqual({ "web#0": "closed" });
+  });
+
+  it("a half-open probe that ends in the caller's mistake does not close it", async () => {
+    await using stack = await startStack({ backends: { fault: { ...faultStdio(1), breaker: { volume: 3, recovery: "300ms" }, retry: { maxRetries: 0 } } } });
+    const { client } = stack;
+    for (let i = 0; i < 3; i++) await outcome(client.callTool("fault", "rpc-error", {}, { timeoutMs: 2_000 }));
+    expect(caller(stack, "fault").breakerStates()).toEqual({ "fault#0": "open" });
+    await new Promise((r) => setTimeout(r, 400));
+    // The probe: the backend refuses the arguments (JSON-RPC invalid params). That shows nothing about its health.
+    expect((await outcome(client.callTool("fault", "rpc-error", { code: -32602 }, { timeoutMs: 2_000 }))).code).toBe("BACKEND_ERROR");
+    expect(caller(stack, "fault").breakerStates()).toEqual({ "fault#0": "open" });
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await outcome(client.callTool("fault", "echo", { message: "fine" }, { timeoutMs: 2_000 }))).code).toBe("ok");
+    expect(caller(stack, "fault").breakerStates()).toEqual({ "fault#0": "closed" });
   });
 
   it("tool errors (isError) and invalid arguments never open it", async () => {
@@ -261,16 +261,19 @@ describe("adaptive timeout after a lasting slowdown", () => {
     });
     const { client } = stack;
     for (let i = 0; i < 100; i++) await client.callTool("fault", "sleep", { ms: 5 }, { timeoutMs: 2_000 });
-    // The backend is now 100 ms slow for good: first cut at the old p99, then served.
+    // The backend is now 400 ms slow for good (far beyond 4 × the p99 of 5 ms calls, even on a loaded
+    // machine): first cut at the old p99, then, as the cut calls raise it, served.
     const outcomes: string[] = [];
-    for (let i = 0; i < 50; i++) outcomes.push((await outcome(client.callTool("fault", "sleep", { ms: 100 }, { timeoutMs: 2_000 }))).code);
+    // (The p99 is recomputed every 16 samples, so each ×4 step of the timeout takes at most 16 cuts: two
+    // steps take it from any start below 100 ms past 400 ms.)
+    for (let i = 0; i < 40; i++) outcomes.push((await outcome(client.callTool("fault", "sleep", { ms: 400 }, { timeoutMs: 3_000 }))).code);
     expect(outcomes[0]).toBe("DEADLINE_EXCEEDED");
-    expect(outcomes.slice(-10)).toEqual(Array(10).fill("ok"));
+    expect(outcomes.slice(-4)).toEqual(Array(4).fill("ok"));
   });
 });
 
 describe("failover and restarts", () => {
-  it("two HTTP endpoints, one stopped: every idempotent call succeeds via the other, and the dead endpoint's breaker is open", async () => {
+  it("two HTTP endpoints, one stopped: every idempotent call succeeds via the other, and the dead endpoint is marked down", async () => {
     const [a, b] = await Promise.all([startFaultHttp(), startFaultHttp()]);
     try {
       await using stack = await startStack({ backends: { web: { kind: "mcp-http", urls: [a.url, b.url], breaker: { volume: 3 } } } });
@@ -281,7 +284,9 @@ describe("failover and restarts", () => {
         Array.from({ length: 50 }, (_, i) => outcome(client.callTool("web", "echo", { message: `${i}` }, { timeoutMs: 5_000 }))),
       );
       expect(results.map((r) => r.code)).toEqual(Array(50).fill("ok"));
-      expect(caller(stack, "web").breakerStates()).toEqual({ [`web@${a.url}`]: "open", [`web@${b.url}`]: "closed" });
+      // The dead one is marked down (the reconnect loop looks for it, not the calls); the live one's breaker is closed.
+      expect(caller(stack, "web").endpoints.map((e) => e.live)).toEqual([false, true]);
+      expect(caller(stack, "web").breakerStates()["web#1"]).toBe("closed");
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }

@@ -1,2 +1,2 @@
 export { createFaultServer, startHttpFaultServer, newState } from "./server.js";
-export type { FaultStats, FaultState, HttpFaultServer } from "./server.js";
+export type { FaultStats, FaultState, HttpFaultServer, UnknownSessionAnswer } from "./server.js";

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
@@ -102,8 +102,16 @@ function tools(state: FaultState, sendListChanged: () => void): Map<string, Faul
   );
   add(
     "sleep",
-    "Answers after `ms` ms (or a random time up to `maxMs`); sends progress every `progressEveryMs` when asked; honours cancellation",
-    schema({ ms: { type: "number", minimum: 0 }, maxMs: { type: "number", minimum: 0 }, progressEveryMs: { type: "number", minimum: 1 } }, ["ms"]),
+    "Answers after `ms` ms (or a random time up to `maxMs`); sends progress every `progressEveryMs` when asked (for the first `progressForMs` only, if set, then goes quiet); honours cancellation",
+    schema(
+      {
+        ms: { type: "number", minimum: 0 },
+        maxMs: { type: "number", minimum: 0 },
+        progressEveryMs: { type: "number", minimum: 1 },
+        progressForMs: { type: "number", minimum: 0 },
+      },
+      ["ms"],
+    ),
     READ_ONLY,
     async (args, extra) => {
       const min = num(args, "ms");
@@ -113,14 +121,27 @@ function tools(state: FaultState, sendListChanged: () => void): Map<string, Faul
         await delay(ms, extra.signal);
       } else {
         const started = Date.now();
+        const progressFor = args.progressForMs === undefined ? ms : num(args, "progressForMs");
         let step = 0;
-        while (Date.now() - started + every < ms) {
+        while (Date.now() - started + every < Math.min(ms, progressFor + 1)) {
           await delay(every, extra.signal);
           await extra.progress(++step);
         }
         await delay(Math.max(0, ms - (Date.now() - started)), extra.signal);
       }
       return text(`slept ${Math.round(ms)} ms`);
+    },
+  );
+  add("big", "Answers with a text of `bytes` bytes", schema({ bytes: { type: "number", minimum: 0 } }, ["bytes"]), READ_ONLY, async (args) =>
+    text("x".repeat(num(args, "bytes"))),
+  );
+  add(
+    "http-error",
+    "Over HTTP: answers the request itself with HTTP `status` and a body of `text`, or of `bytes` bytes (before any MCP handling)",
+    schema({ status: { type: "number" }, bytes: { type: "number", minimum: 0 }, text: { type: "string" } }, ["status"]),
+    undefined,
+    async () => {
+      throw new McpError(ErrorCode.InternalError, "http-error only works over HTTP");
     },
   );
   add("hang", "Never answers (until cancelled)", schema({}), READ_ONLY, (_args, extra) => delay(2 ** 31 - 1, extra.signal).then(() => text("unreachable")));
@@ -240,27 +261,64 @@ export interface HttpFaultServer {
 }
 
 /**
- * Serve the fault server over streamable HTTP at `/mcp` on 127.0.0.1. Sessions live in memory, so a
- * restarted server answers 404 to an old session id, as the MCP spec says it must.
+ * How the server answers a request with a session id it does not know (after a restart, say): the
+ * spec's 404, or the reference server-everything's 400 `No valid session ID provided`.
  */
-export async function startHttpFaultServer(options: { port?: number; state?: FaultState } = {}): Promise<HttpFaultServer> {
+export type UnknownSessionAnswer = 400 | 404;
+
+const UNKNOWN_SESSION: Record<UnknownSessionAnswer, { code: number; message: string }> = {
+  404: { code: -32001, message: "Session not found" },
+  400: { code: -32000, message: "Bad Request: No valid session ID provided" },
+};
+
+/** Read a request body (the fault server needs to look at a call before the MCP transport does). */
+function readBody(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      try {
+        resolve(chunks.length ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : undefined);
+      } catch {
+        resolve(undefined);
+      }
+    });
+  });
+}
+
+/**
+ * Serve the fault server over streamable HTTP at `/mcp` on 127.0.0.1. Sessions live in memory, so a
+ * restarted server does not know an old session id; it answers as `unknownSession` says (404 default).
+ */
+export async function startHttpFaultServer(
+  options: { port?: number; state?: FaultState; unknownSession?: UnknownSessionAnswer } = {},
+): Promise<HttpFaultServer> {
   const state = options.state ?? newState();
+  const { stats } = state;
+  const unknown = UNKNOWN_SESSION[options.unknownSession ?? 404];
   const sessions = new Map<string, StreamableHTTPServerTransport>();
   const http: HttpServer = createHttpServer(async (req, res) => {
     if (!req.url?.startsWith("/mcp")) {
       res.writeHead(404).end();
       return;
     }
+    const body = req.method === "POST" ? await readBody(req) : undefined;
+    const call = body as { method?: string; params?: { name?: string; arguments?: { status?: number; bytes?: number; text?: string } } } | undefined;
+    if (call?.method === "tools/call" && call.params?.name === "http-error") {
+      // An HTTP-level failure with any body of any size, as a proxy or a broken server sends.
+      const { status = 500, bytes = 100, text: body = "e".repeat(bytes) } = call.params.arguments ?? {};
+      stats.received++;
+      res.writeHead(status, { "content-type": "text/plain" }).end(body);
+      return;
+    }
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string") {
       const transport = sessions.get(sessionId);
       if (!transport) {
-        res
-          .writeHead(404, { "content-type": "application/json" })
-          .end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null }));
+        res.writeHead(options.unknownSession ?? 404, { "content-type": "application/json" }).end(JSON.stringify({ jsonrpc: "2.0", error: unknown, id: null }));
         return;
       }
-      await transport.handleRequest(req, res);
+      await transport.handleRequest(req, res, body);
       return;
     }
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
@@ -271,7 +329,7 @@ export async function startHttpFaultServer(options: { port?: number; state?: Fau
       if (transport.sessionId) sessions.delete(transport.sessionId);
     };
     await createFaultServer(state).connect(transport);
-    await transport.handleRequest(req, res);
+    await transport.handleRequest(req, res, body);
   });
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject);

@@ -61,7 +61,9 @@ export class Breaker {
       rollingCountBuckets: 10,
       resetTimeout: options.recoveryMs,
       // opossum counts a filtered error as a success: the backend answered, just not with a result.
-      errorFilter: (err: unknown) => !isFault(err),
+      // Not while half-open, though: a success there closes the breaker, and a probe that ended in the
+      // caller's mistake has not shown the backend healthy; it counts as a failed probe instead.
+      errorFilter: (err: unknown) => !isFault(err) && !this.#breaker.halfOpen,
       // Off: with them on, opossum keeps every call's latency for the whole window and sorts them all
       // (hundreds of thousands at load) on every snapshot and every failure. We have our own estimator.
       rollingPercentilesEnabled: false,

@@ -148,6 +148,22 @@ describe("Breaker", () => {
     breaker.shutdown();
   });
 
+  it("a probe that ends in the caller's mistake does not close it: it counts as a failed probe", async () => {
+    const transitions: BreakerTransition[] = [];
+    const breaker = make(transitions);
+    for (let i = 0; i < 3; i++) await breaker.run(() => Promise.reject(fault)).catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(breaker.state).toBe("half-open");
+    await expect(breaker.run(() => Promise.reject(notAFault))).rejects.toBe(notAFault);
+    expect(breaker.state).toBe("open");
+    expect(transitions.map((t) => `${t.from}→${t.to}`)).toEqual(["closed→open", "open→half-open", "half-open→open"]);
+    // The next probe that succeeds closes it.
+    await vi.advanceTimersByTimeAsync(5_000);
+    await expect(breaker.run(async () => "ok")).resolves.toBe("ok");
+    expect(breaker.state).toBe("closed");
+    breaker.shutdown();
+  });
+
   it("errors that are not backend faults never open it", async () => {
     const breaker = make([]);
     for (let i = 0; i < 20; i++) await expect(breaker.run(() => Promise.reject(notAFault))).rejects.toBe(notAFault);

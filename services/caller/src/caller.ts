@@ -2,8 +2,10 @@ import type { Msg } from "nats";
 import { ToolIndex, checkToolCall } from "@toolbus/catalog";
 import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import {
+  CancelRequestSchema,
   ErrorCode,
   ToolCallRequestSchema,
+  decodeRequest,
   decodeToolsListRequest,
   encodeJson,
   errorReply,
@@ -19,15 +21,21 @@ import {
   type ToolsListOkReply,
 } from "@toolbus/protocol";
 import { InFlight, TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
-import type { Endpoint, EndpointEvents } from "./endpoint.js";
-import { HttpEndpoint, LaunchedServer } from "./http.js";
 import type { BreakerState } from "@toolbus/policies";
-import { Cancellation } from "./cancellation.js";
-import { CallPolicy } from "./policy.js";
+import { CallRegistry } from "./cancellation.js";
+import type { Endpoint, EndpointEvents } from "./endpoint.js";
+import { HttpEndpoint } from "./http.js";
+import { LaunchedServer } from "./launched.js";
+import { CallPolicy, REPLY_MARGIN_MS } from "./policy.js";
 import { StdioEndpoint } from "./stdio.js";
 
 /** Timeout for a tools/list refresh. */
 const LIST_TOOLS_TIMEOUT_MS = 10_000;
+/**
+ * An HTTP backend's response may be this much larger than the NATS max payload (the JSON-RPC and SSE
+ * framing around a result that still fits a reply); anything larger could not be answered anyway.
+ */
+const RESPONSE_ENVELOPE_BYTES = 16 * 1024;
 
 export interface CallerOptions {
   backend: BackendConfig;
@@ -58,8 +66,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   let refreshing: Promise<void> | undefined;
   let refreshAgain = false;
   let stopping = false;
-  /** Aborted when a stop runs out of grace: the calls still out are cancelled at the backend and answered. */
-  const cancellation = new Cancellation();
+  /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */
+  const calls = new CallRegistry();
 
   const events: EndpointEvents = {
     onLive: (endpoint) => void refreshTools(endpoint),
@@ -73,7 +81,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const endpoints: Endpoint[] =
     backend.kind === "mcp-stdio"
       ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, log, events))
-      : backend.urls.map((url) => new HttpEndpoint(`${backend.name}@${url}`, backend, url, log, events));
+      : // Ids go into logs, events, replies and `toolbus status`: never the URL, which may hold a token.
+        backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES, log, events));
 
   const policy = new CallPolicy(backend, endpoints, {
     onBreaker: (endpoint, t) => {
@@ -150,13 +159,13 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       const problem = checkToolCall(index, request);
       if (problem) return finish(msg, problem, started);
     }
-    const controller = cancellation.acquire();
+    const controller = calls.start(admitted.requestId, admitted.deadline - monotonicNow() - REPLY_MARGIN_MS);
     try {
       const reply = await policy.execute(request, admitted.deadline, index?.get(request.tool), controller.signal);
       if (!reply.ok) log.warn({ requestId: admitted.requestId, tool: request.tool, code: reply.error.code, err: reply.error.message }, "tool call failed");
       finish(msg, reply, started);
     } finally {
-      cancellation.release(controller);
+      calls.end(controller);
     }
   }
 
@@ -230,6 +239,15 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   // Every caller (no queue group) answers a starting router, so it serves with a full catalog.
   const discovery = nc.subscribe(subjects.callerDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeatBody("up"))) });
+  // A client that gave up on a call: the caller holding it (if it is us) cancels it at the backend.
+  const cancels = nc.subscribe(subjects.cancelCall(backend.name), {
+    callback: (_err, msg) => {
+      const decoded = decodeRequest(msg.data, CancelRequestSchema, options.limits.maxRequestBytes);
+      if (!decoded.ok) return;
+      const { requestId, reason } = decoded.value;
+      if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
+    },
+  });
   // ... and `toolbus status`.
   const status = nc.subscribe(subjects.callerStatus(), { callback: (_err, msg) => void msg.respond(encodeJson(statusBody())) });
   // Announce only once the server has our subscriptions, so a router never forwards into the void.
@@ -255,12 +273,13 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         clearInterval(timer);
         discovery.unsubscribe();
         status.unsubscribe();
+        cancels.unsubscribe();
         heartbeat("down");
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();
         if (!(await inFlight.idle(graceMs))) {
           log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
-          cancellation.abortAll();
+          calls.abortAll("the caller stopped before the backend answered (grace period over)");
           // Let the cancelled calls send their answers before the connection drains.
           await inFlight.idle(1_000);
         }

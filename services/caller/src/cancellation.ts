@@ -1,52 +1,54 @@
-import { setMaxListeners } from "node:events";
+import { abortReason } from "./faults.js";
 
-/** How many calls share one AbortController. */
-const CALLS_PER_SIGNAL = 64;
-
-/** A controller whose signal may carry one listener per sharing call without Node warning of a leak. */
-function newController(): AbortController {
-  const controller = new AbortController();
-  setMaxListeners(CALLS_PER_SIGNAL + 1, controller.signal);
-  return controller;
+interface Held {
+  readonly requestId: string;
+  readonly timer: NodeJS.Timeout;
 }
 
 /**
- * The abort signals that let a stop cancel the calls still out when its grace period ends. A fresh
- * AbortController per call costs ~3 µs (a tenth of a call's CPU here), and one controller for every
- * call ever made collects a listener per call (the SDK never removes the one it adds), so calls share
- * a controller, 64 at most: listeners stay few, and old controllers are dropped with their calls.
+ * The calls a caller holds, each with its own AbortController. The controller aborts at the call's
+ * deadline, whatever progress notifications did to the MCP SDK's own timer; on a client's cancel
+ * (`toolbus.v1.cancel.<backend>`); and when a stop runs out of grace. Aborting makes the SDK send
+ * `notifications/cancelled` to the backend. A controller per call costs well under a microsecond
+ * (measured: the ~3 µs per call is the SDK's abort listener, paid with a shared signal too), and its
+ * listeners go with it, so nothing accumulates however many calls are made.
  */
-export class Cancellation {
-  #current = newController();
-  #uses = 0;
-  readonly #inFlight = new Map<AbortController, number>();
+export class CallRegistry {
+  readonly #calls = new Map<AbortController, Held>();
 
-  /** The controller for a call that starts now; give it back with `release` when the call ends. */
-  acquire(): AbortController {
-    if (this.#uses >= CALLS_PER_SIGNAL) {
-      // The old one stays only while calls that hold it are out.
-      if (!this.#inFlight.get(this.#current)) this.#inFlight.delete(this.#current);
-      this.#current = newController();
-      this.#uses = 0;
+  /** Hold a call that must end within `budgetMs`; give it back with `end` however it ends. */
+  start(requestId: string, budgetMs: number): AbortController {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(abortReason("deadline", "the request's deadline passed")), Math.max(0, budgetMs));
+    this.#calls.set(controller, { requestId, timer });
+    return controller;
+  }
+
+  end(controller: AbortController): void {
+    const held = this.#calls.get(controller);
+    if (!held) return;
+    clearTimeout(held.timer);
+    this.#calls.delete(controller);
+  }
+
+  /** Abort the calls with this request id (a client gave up on it). Returns how many there were. */
+  cancel(requestId: string, reason: string): number {
+    let n = 0;
+    for (const [controller, held] of this.#calls) {
+      if (held.requestId !== requestId) continue;
+      controller.abort(abortReason("client", reason));
+      n++;
     }
-    this.#uses++;
-    this.#inFlight.set(this.#current, (this.#inFlight.get(this.#current) ?? 0) + 1);
-    return this.#current;
+    return n;
   }
 
-  release(controller: AbortController): void {
-    const left = (this.#inFlight.get(controller) ?? 1) - 1;
-    if (left > 0 || controller === this.#current) this.#inFlight.set(controller, left);
-    else this.#inFlight.delete(controller);
+  /** Abort every call still out (a stop out of grace). */
+  abortAll(reason: string): void {
+    for (const controller of this.#calls.keys()) controller.abort(abortReason("stop", reason));
   }
 
-  /** Abort every call still out. */
-  abortAll(): void {
-    for (const [controller, calls] of this.#inFlight) if (calls > 0) controller.abort();
-  }
-
-  /** Controllers kept (for tests: it must stay small however many calls are made). */
+  /** Calls held (for tests: it must go back to zero however many calls were made). */
   get size(): number {
-    return this.#inFlight.size;
+    return this.#calls.size;
   }
 }

@@ -18,6 +18,17 @@ export function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/** Whether any process of the group led by `pgid` is still alive. */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, we just may not signal it.
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** Remember a started child until it exits, so an abnormal exit of this process still ends it. */
 export function trackChild(child: ChildProcess): void {
   const pid = child.pid;
@@ -27,7 +38,8 @@ export function trackChild(child: ChildProcess): void {
   if (hooked) return;
   hooked = true;
   // A graceful stop has already closed them; this covers a crash or a second Ctrl-C (process.exit).
-  // (A SIGKILLed toolbus cannot run this: stdio children still see their stdin close and exit.)
+  // (A SIGKILLed toolbus cannot run this: stdio children see their stdin close and exit, and a launched
+  // server's keeper sees its pipe close.)
   process.on("exit", () => {
     for (const p of live) {
       try {

@@ -2,6 +2,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ToolListChangedNotificationSchema, type CallToolResult as McpCallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "@toolbus/runtime";
+import { EndpointDownError } from "./faults.js";
 
 /** One way to reach a backend: a stdio child process or an HTTP server. */
 export interface Endpoint {
@@ -21,12 +22,18 @@ export interface Endpoint {
 }
 
 export interface CallOptions {
-  /** The MCP request timeout; when it fires the SDK sends notifications/cancelled. Progress notifications restart it ... */
+  /**
+   * The MCP request timeout (adaptive, or the budget left); when it fires the SDK sends
+   * notifications/cancelled. Progress notifications restart it ...
+   */
   timeoutMs: number;
   /** ... but never beyond this (the request's deadline). */
   maxTotalMs: number;
-  /** Aborting cancels the call at the backend the same way (used when a stop runs out of grace). */
-  signal?: AbortSignal;
+  /**
+   * The call's own signal: it aborts at the request's deadline whatever progress did, on a client's
+   * cancel, or when a stop runs out of grace. The SDK then tells the backend (notifications/cancelled).
+   */
+  signal: AbortSignal;
 }
 
 export interface EndpointEvents {
@@ -99,6 +106,10 @@ export abstract class ClientEndpoint implements Endpoint {
   protected abstract createTransport(): Transport;
   /** Called after a client connected; stdio pipes the child's stderr here. */
   protected afterConnect(_transport: Transport): void {}
+  /** An error the transport reported outside any request (e.g. on HTTP's GET stream). */
+  protected transportError(_client: Client, err: Error): void {
+    this.log.debug({ err: err.message, endpoint: this.id }, "MCP transport error");
+  }
 
   start(): void {
     void this.connect();
@@ -117,7 +128,7 @@ export abstract class ClientEndpoint implements Endpoint {
     const client = new Client({ name: "toolbus-caller", version: "0.1.0" }, { capabilities: {} });
     const transport = this.createTransport();
     client.onclose = () => this.#dropped(client);
-    client.onerror = (err) => this.log.debug({ err, endpoint: this.id }, "MCP transport error");
+    client.onerror = (err) => this.transportError(client, err);
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => this.events.onToolsChanged(this));
     try {
       await client.connect(transport, { timeout: this.connectTimeoutMs });
@@ -160,25 +171,38 @@ export abstract class ClientEndpoint implements Endpoint {
     this.#timer.unref();
   }
 
+  /** Close `client` once the calls still out on it had their time (each learns its own fate there). */
+  #retire(client: Client): void {
+    client.onclose = undefined;
+    const retire = setTimeout(() => void client.close().catch(() => undefined), this.retireAfterMs);
+    retire.unref();
+  }
+
   /**
-   * Drop the connection `failed` (the server stopped answering it, or forgot its session) and connect
-   * afresh at once. Several calls that failed on the same connection share one reconnect: a connection
-   * that has already been replaced is left alone (and `why` is logged once).
+   * Drop the connection `failed` (the server forgot its session) and connect afresh at once. Several
+   * calls that failed on the same connection share one reconnect: a connection that has already been
+   * replaced is left alone (and `why` is logged once).
    */
   protected async reset(failed: Client | undefined, why: string): Promise<void> {
     const client = this.client;
     if (!client) return this.connect();
     if (client !== failed) return;
     this.#dropped(client, why);
-    client.onclose = undefined;
-    // Calls still out on the old connection finish there (each learns its own fate, e.g. its own 404)
-    // instead of failing with "connection closed" without knowing whether they ran.
-    const retire = setTimeout(() => void client.close().catch(() => undefined), this.retireAfterMs);
-    retire.unref();
+    this.#retire(client);
     this.backoff.reset();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     return this.connect();
+  }
+
+  /**
+   * The server cannot be reached (refused, unresolvable, the SDK gave up on its stream): mark the
+   * endpoint down and let the reconnect loop, with backoff, find out when it is back.
+   */
+  protected markDown(failed: Client | undefined, why: string): void {
+    if (!failed || this.client !== failed) return;
+    this.#dropped(failed, why);
+    this.#retire(failed);
   }
 
   async callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {
@@ -228,13 +252,5 @@ export abstract class ClientEndpoint implements Endpoint {
       client.onclose = undefined;
       await client.close().catch(() => undefined);
     }
-  }
-}
-
-/** The endpoint has no live connection. */
-export class EndpointDownError extends Error {
-  override name = "EndpointDownError";
-  constructor(readonly endpoint: string) {
-    super(`endpoint ${endpoint} is not connected`);
   }
 }

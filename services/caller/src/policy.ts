@@ -1,5 +1,3 @@
-import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import type { BackendConfig } from "@toolbus/config";
 import {
   Breaker,
@@ -22,8 +20,8 @@ import {
   type ToolCallRequest,
   type ToolDescriptor,
 } from "@toolbus/protocol";
-import { EndpointDownError, type Endpoint } from "./endpoint.js";
-import { backendFailure, type TimeoutContext } from "./errors.js";
+import type { Endpoint } from "./endpoint.js";
+import { classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "./faults.js";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
 export const REPLY_MARGIN_MS = 3;
@@ -38,24 +36,12 @@ class AttemptError extends Error {
   override name = "AttemptError";
   constructor(
     override readonly cause: unknown,
-    /** A fault of the backend or the path to it: counts toward the breaker, may be retried. */
-    readonly fault: boolean,
-    /** The request never reached the backend, so repeating it cannot do harm. */
-    readonly neverReached: boolean,
+    readonly fault: Fault,
+    /** Counts toward the breaker and may be retried: a fault of the backend, not an impatient client's timeout or a cancel. */
+    readonly counts: boolean,
   ) {
     super(cause instanceof Error ? cause.message : String(cause));
   }
-}
-
-/** JSON-RPC errors that say the request was wrong, not that the backend is failing. */
-const CALLER_MISTAKES: ReadonlySet<number> = new Set([McpErrorCode.InvalidParams, McpErrorCode.MethodNotFound, McpErrorCode.InvalidRequest]);
-
-/** Does `err` (from an endpoint call) say the backend, or the way to it, is failing? */
-export function isBackendFault(err: unknown): boolean {
-  if (err instanceof McpError) return !CALLER_MISTAKES.has(err.code);
-  if (err instanceof StreamableHTTPError)
-    return err.code === undefined || err.code < 400 || err.code >= 500 || err.code === 404 || err.code === 408 || err.code === 429;
-  return true;
 }
 
 /** Whether repeating a call of `tool` cannot do harm: its annotations, unless config says otherwise. */
@@ -96,11 +82,16 @@ export class CallPolicy {
   readonly #budget: RetryBudget;
   #rotation = 0;
 
+  readonly #now: () => number;
+
   constructor(
     private readonly backend: BackendConfig,
     private readonly endpoints: readonly Endpoint[],
     events: PolicyEvents,
+    /** The monotonic clock in ms (a test's fake clock). */
+    now: () => number = monotonicNow,
   ) {
+    this.#now = now;
     const p = backend.policy;
     for (const endpoint of endpoints) {
       this.breakers.set(
@@ -108,7 +99,7 @@ export class CallPolicy {
         new Breaker(
           endpoint.id,
           p.breaker,
-          (err) => (err as AttemptError).fault === true,
+          (err) => (err as AttemptError).counts === true,
           (t) => events.onBreaker(endpoint, t),
         ),
       );
@@ -167,7 +158,8 @@ export class CallPolicy {
   /** Run one call under every policy. Resolves with the reply to send (never rejects). */
   async execute(request: ToolCallRequest, deadline: number, tool: ToolDescriptor | undefined, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
     if (!this.backend.policy.enabled) return this.#bare(request, deadline, signal);
-    const started = monotonicNow();
+    const now = this.#now;
+    const started = now();
     const retry = this.backend.policy.retry;
     const safe = isSafeToRepeat(tool, this.backend.policy.tools[request.tool]);
     const key = request.tool;
@@ -177,13 +169,14 @@ export class CallPolicy {
     this.#budget.deposit();
 
     for (let attempt = 1; ; attempt++) {
-      if (signal.aborted) return withAttempts(cancelled(), attempt - 1);
+      if (signal.aborted) return withAttempts(aborted(signal), attempt - 1);
       // 1. Deadline.
-      const left = deadline - monotonicNow() - REPLY_MARGIN_MS;
-      if (left <= 0) return withAttempts(errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), attempt - 1);
+      const left = deadline - now() - REPLY_MARGIN_MS;
+      if (left <= 0)
+        return withAttempts(lastFailure ?? errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called"), attempt - 1);
       // 2. Breaker: only endpoints whose breaker admits a call are candidates.
       const endpoint = this.#pick(tried);
-      if (!endpoint) return withAttempts(this.#noEndpoint(), attempt - 1);
+      if (!endpoint) return withAttempts(lastFailure ?? this.#noEndpoint(), attempt - 1);
       // 3. Bulkhead.
       let release: () => void;
       try {
@@ -199,13 +192,12 @@ export class CallPolicy {
         );
       }
       let failure: AttemptError;
-      let timeout: TimeoutContext;
       try {
         // 4. Rate limit: a wait that would pass the deadline is refused now, not after waiting.
         if (this.#rate) {
           // Keep time for the call itself after the wait: a token that leaves none is useless.
           const callAllowance = Math.max(this.#latency.p99(key) ?? 0, RATE_LIMIT_CALL_ALLOWANCE_MS, (deadline - started) * 0.05);
-          const reservation = this.#rate.reserve(deadline - monotonicNow() - REPLY_MARGIN_MS - callAllowance);
+          const reservation = this.#rate.reserve(deadline - now() - REPLY_MARGIN_MS - callAllowance);
           if (!reservation.ok) {
             // On a retry, the fault that led to it is the better answer than "rate limited".
             if (lastFailure) return withAttempts(lastFailure, attempt - 1);
@@ -215,54 +207,61 @@ export class CallPolicy {
             });
           }
           if (reservation.waitMs > 0) await sleep(reservation.waitMs, signal);
-          if (signal.aborted) return cancelled();
+          if (signal.aborted) return withAttempts(aborted(signal), attempt - 1);
         }
-        // 5. Timeout: adaptive, restarted by progress, never past the deadline.
-        const remaining = deadline - monotonicNow() - REPLY_MARGIN_MS;
+        // 5. Timeout: adaptive, restarted by progress, never past the deadline (the call's signal).
+        const remaining = deadline - now() - REPLY_MARGIN_MS;
         if (remaining <= 0)
           return withAttempts(lastFailure ?? errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed while waiting for a rate-limit slot"), attempt - 1);
         const adaptive = this.#latency.timeoutFor(key);
-        timeout = adaptive < remaining ? { timeoutMs: adaptive, limitedBy: "adaptive" } : { timeoutMs: Math.floor(remaining), limitedBy: "budget" };
-        const attemptStarted = monotonicNow();
+        const timeout: TimeoutContext =
+          adaptive < remaining ? { timeoutMs: adaptive, limitedBy: "adaptive" } : { timeoutMs: Math.floor(remaining), limitedBy: "budget" };
+        const attemptStarted = now();
         const p99 = this.#latency.p99(key);
         const result = await this.breakers.get(endpoint)!.run(async () => {
           try {
             return await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, maxTotalMs: Math.floor(remaining), signal });
           } catch (err) {
+            const fault = classify(err, { sessionSent: false, timeout });
+            const timedOut = fault.code === ErrorCode.DEADLINE_EXCEEDED;
             // A call cut by the adaptive timeout took at least that long: count it, or a backend that
             // slowed down for good would be cut at the old p99 forever.
-            if (timeout.limitedBy === "adaptive" && isTimeout(err)) this.#latency.record(key, timeout.timeoutMs);
-            const neverReached = err instanceof EndpointDownError;
+            if (timeout.limitedBy === "adaptive" && timedOut && !signal.aborted) this.#latency.record(key, timeout.timeoutMs);
             // A client in a hurry is not a failing backend: a budget shorter than this tool usually
-            // takes does not count against the breaker.
-            const impatient = timeout.limitedBy === "budget" && p99 !== undefined && timeout.timeoutMs < p99 && isTimeout(err);
-            throw new AttemptError(err, !signal.aborted && !impatient && isBackendFault(err), neverReached);
+            // takes does not count against the breaker. Nor does a call that a client or a stop cancelled.
+            const impatient = timedOut && timeout.limitedBy === "budget" && p99 !== undefined && timeout.timeoutMs < p99;
+            throw new AttemptError(err, fault, fault.fault && !impatient && !cancelledBy(signal));
           }
         });
-        this.#latency.record(key, monotonicNow() - attemptStarted);
+        this.#latency.record(key, now() - attemptStarted);
         return this.#ok(result, endpoint, attempt, started);
       } catch (err) {
-        failure = isBreakerOpen(err) ? new AttemptError(err, false, true) : err instanceof AttemptError ? err : new AttemptError(err, true, false);
+        failure =
+          err instanceof AttemptError
+            ? err
+            : isBreakerOpen(err)
+              ? new AttemptError(err, BREAKER_OPEN, false)
+              : new AttemptError(err, classify(err, { sessionSent: false }), true);
       } finally {
         release();
       }
 
-      if (signal.aborted) return withAttempts(cancelled(), attempt);
+      if (cancelledBy(signal)) return withAttempts(aborted(signal), attempt);
       const reply = isBreakerOpen(failure.cause)
         ? errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for ${endpoint.id}`, {
             retryAfterMs: failure.cause.retryAfterMs,
             details: { endpoint: endpoint.id },
           })
-        : backendFailure(failure.cause, endpoint.id, timeout!);
+        : faultReply(failure.fault, endpoint.id);
       // 6. Retry: faults only, and only what cannot do harm twice, within the budget and the deadline.
-      const mayRepeat = failure.neverReached || (failure.fault && safe);
+      const mayRepeat = !signal.aborted && (failure.fault.neverReached || (failure.counts && safe));
       if (!mayRepeat || attempt > retry.maxRetries) return withAttempts(reply, attempt);
       // Moving a call that never reached its endpoint to another one is failover, not a repeat: it
       // adds no load to the failing endpoint, so it does not spend the retry budget.
-      const failover = failure.neverReached && this.endpoints.some((e) => e !== endpoint && e.live && !this.breakers.get(e)!.rejecting);
+      const failover = failure.fault.neverReached && this.endpoints.some((e) => e !== endpoint && e.live && !this.breakers.get(e)!.rejecting);
       if (!failover && !this.#budget.withdraw()) return withAttempts(reply, attempt);
       const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
-      if (monotonicNow() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
+      if (now() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
       (tried ??= new Set()).add(endpoint);
       lastFailure = reply;
       if (pause > 0) await sleep(pause, signal);
@@ -270,13 +269,13 @@ export class CallPolicy {
   }
 
   #ok(result: unknown, endpoint: Endpoint, attempts: number, started: number): ToolCallOkReply {
-    const durationMs = Math.round((monotonicNow() - started) * 1000) / 1000;
+    const durationMs = Math.round((this.#now() - started) * 1000) / 1000;
     return { ok: true, result: result as CallToolResult, meta: { backend: this.backend.name, endpoint: endpoint.id, attempts, cached: false, durationMs } };
   }
 
   /** With policies off (config `policies: false`): one attempt, the budget as the only timeout. */
   async #bare(request: ToolCallRequest, deadline: number, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
-    const started = monotonicNow();
+    const started = this.#now();
     const endpoint = this.#pick(undefined);
     if (!endpoint) return this.#noEndpoint();
     const left = Math.floor(Math.min(deadline - started - REPLY_MARGIN_MS, this.backend.callTimeoutMs));
@@ -285,20 +284,36 @@ export class CallPolicy {
       const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: left, maxTotalMs: left, signal });
       return this.#ok(result, endpoint, 1, started);
     } catch (err) {
-      return backendFailure(err, endpoint.id, { timeoutMs: left, limitedBy: "budget" });
+      return faultReply(classify(err, { sessionSent: false, timeout: { timeoutMs: left, limitedBy: "budget" } }), endpoint.id);
     }
   }
 }
 
-function cancelled(): ErrorReply {
-  return errorReply(ErrorCode.CANCELLED, "the caller stopped before the backend answered (grace period over); the call was cancelled at the backend");
+/** What a breaker that refused the call means to the retry loop: nothing ran, another endpoint may take it. */
+const BREAKER_OPEN: Fault = {
+  code: ErrorCode.CIRCUIT_OPEN,
+  fault: false,
+  neverReached: true,
+  unreachable: false,
+  sessionLost: false,
+  retryable: true,
+  message: "circuit open",
+};
+
+/** Who aborted the call, when a client's cancel or a stop did (the deadline is not a cancel). */
+function cancelledBy(signal: AbortSignal): AbortKind | undefined {
+  if (!signal.aborted) return undefined;
+  const kind = (signal.reason as { data?: { abort?: AbortKind } } | undefined)?.data?.abort;
+  return kind === "deadline" ? undefined : (kind ?? "stop");
+}
+
+/** The answer for a call whose signal aborted: CANCELLED, or DEADLINE_EXCEEDED at the deadline. */
+function aborted(signal: AbortSignal): ErrorReply {
+  const fault = classify(signal.reason, { sessionSent: false });
+  return errorReply(fault.code === ErrorCode.DEADLINE_EXCEEDED ? fault.code : ErrorCode.CANCELLED, fault.message);
 }
 
 /** Say how many attempts were made when there was more than one (`details.attempts`). */
 function withAttempts(reply: ErrorReply, attempts: number): ErrorReply {
   return attempts > 1 ? { ...reply, error: { ...reply.error, details: { ...reply.error.details, attempts } } } : reply;
-}
-
-function isTimeout(err: unknown): boolean {
-  return err instanceof McpError && err.code === McpErrorCode.RequestTimeout;
 }

@@ -1,0 +1,261 @@
+import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
+import { ErrorCode, errorReply, type ErrorReply } from "@toolbus/protocol";
+
+/**
+ * The caller's fault taxonomy: the one place that decides what a failed backend request means. The
+ * policies (breaker, retry), the HTTP endpoint (session loss, liveness) and the reply all ask here,
+ * so a status code cannot mean one thing to the breaker and another to the retry loop.
+ */
+
+/** What the caller knew when the request failed. */
+export interface FaultContext {
+  /** The request carried an MCP session id: a 404 (or a 4xx naming the session) means the server forgot it. */
+  sessionSent: boolean;
+  /** The call's timer and what set it, for the message of a timeout. */
+  timeout?: TimeoutContext;
+}
+
+/** Why the call's timer was what it was: the request's budget, or the backend's (adaptive) timeout. */
+export interface TimeoutContext {
+  timeoutMs: number;
+  limitedBy: "budget" | "adaptive";
+}
+
+export interface Fault {
+  /** The wire code the client gets. */
+  code: ErrorCode;
+  /** The backend, or the way to it, is failing: counts toward the endpoint's breaker. */
+  fault: boolean;
+  /** The request cannot have run on the backend, so sending it again cannot do harm. */
+  neverReached: boolean;
+  /** Not even a connection was made: the endpoint is down (marked so until it reconnects). */
+  unreachable: boolean;
+  /** The server forgot our MCP session: start a new one and send the request once more. */
+  sessionLost: boolean;
+  /** The same request, sent again later, may succeed (the wire flag). */
+  retryable: boolean;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** Error text from a backend is cut to this many characters in replies and logs. */
+export const MAX_BACKEND_TEXT = 300;
+
+/** Cut `text` for a reply or a log line: a backend's error body can be megabytes. */
+export function clip(text: string, max = MAX_BACKEND_TEXT): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} characters)`;
+}
+
+/** JSON-RPC codes toolbus uses for what it did itself to a request (server-error range, -32000 to -32099). */
+export const ToolbusRpcCode = {
+  /** The backend's response was larger than toolbus accepts (`data.sizeBytes`, `data.limitBytes`). */
+  responseTooLarge: -32090,
+  /** Toolbus aborted the call: a client's cancel, or a stop out of grace (`data.abort`). */
+  aborted: -32091,
+} as const;
+
+/** Why toolbus aborted a call; carried as the abort reason so the outcome says so. */
+export type AbortKind = "client" | "stop" | "deadline";
+
+/**
+ * The reason to abort a call with. The MCP SDK rejects the request with the reason when it is an
+ * McpError (and sends notifications/cancelled to the backend), so the kind survives the trip.
+ */
+export function abortReason(kind: AbortKind, message: string): McpError {
+  return new McpError(kind === "deadline" ? McpErrorCode.RequestTimeout : ToolbusRpcCode.aborted, message, { abort: kind });
+}
+
+/** The same session failed twice: a fresh session was refused too. The tool never ran. */
+export class SessionRefusedError extends Error {
+  override name = "SessionRefusedError";
+  constructor(
+    readonly endpoint: string,
+    readonly status: number,
+    detail: string,
+  ) {
+    super(`${endpoint} refused a fresh MCP session too (HTTP ${status}): ${clip(detail)}`);
+  }
+}
+
+/** A backend's response passed the size cap (`maxResponseBytes`); the rest of it was never read. */
+export class ResponseTooLargeError extends Error {
+  override name = "ResponseTooLargeError";
+  constructor(
+    readonly seenBytes: number,
+    readonly limitBytes: number,
+  ) {
+    super(`the backend's response is over the limit of ${limitBytes} bytes (${seenBytes} bytes seen)`);
+  }
+}
+
+/** The endpoint has no live connection: nothing was sent. */
+export class EndpointDownError extends Error {
+  override name = "EndpointDownError";
+  constructor(readonly endpoint: string) {
+    super(`endpoint ${endpoint} is not connected`);
+  }
+}
+
+/** undici's codes for failures before a request was sent: it cannot have reached the server. */
+const CONNECT_PHASE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"]);
+
+/** JSON-RPC errors that say the request was wrong, not that the backend is failing. */
+const CALLER_MISTAKES: ReadonlySet<number> = new Set([McpErrorCode.InvalidParams, McpErrorCode.MethodNotFound, McpErrorCode.InvalidRequest]);
+
+/**
+ * Does a 4xx answer to a request that carried a session id say the session is gone? The spec says
+ * 404; the reference server says 400 `{"code":-32000,"message":"Bad Request: No valid session ID
+ * provided"}`; others say 401/410 with a body naming the session, or JSON-RPC -32001 "Session not found".
+ */
+function namesLostSession(status: number, body: string): boolean {
+  if (status === 404) return true;
+  if (status < 400 || status >= 500) return false;
+  return /session/i.test(body) || /"code"\s*:\s*-3200[01]\b/.test(body);
+}
+
+type Decision = Omit<Fault, "message" | "details" | "retryable"> & { retryable?: boolean };
+
+const decide = (code: ErrorCode, d: Partial<Omit<Decision, "code">>): Decision => ({
+  code,
+  fault: d.fault ?? false,
+  neverReached: d.neverReached ?? false,
+  unreachable: d.unreachable ?? false,
+  sessionLost: d.sessionLost ?? false,
+  ...(d.retryable !== undefined ? { retryable: d.retryable } : {}),
+});
+
+/** The undici error under a fetch TypeError ("fetch failed", "terminated"), if any. */
+function networkCause(err: unknown): { code?: string; message?: string } | undefined {
+  if (!(err instanceof TypeError)) return undefined;
+  if (!/fetch failed|terminated/.test(err.message)) return undefined;
+  return ((err as { cause?: { code?: string; message?: string } }).cause ?? {}) as { code?: string; message?: string };
+}
+
+/** Classify a failed backend request. Never throws; an error it does not know is INTERNAL. */
+export function classify(err: unknown, ctx: FaultContext): Fault {
+  const { decision, message, details } = decideFor(err, ctx);
+  return {
+    ...decision,
+    retryable: decision.retryable ?? isRetryable(decision.code),
+    message,
+    ...(details ? { details } : {}),
+  };
+}
+
+const isRetryable = (code: ErrorCode): boolean => errorReply(code, "").error.retryable;
+
+function decideFor(err: unknown, ctx: FaultContext): { decision: Decision; message: string; details?: Record<string, unknown> } {
+  if (err instanceof EndpointDownError) {
+    return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true, neverReached: true }), message: "the endpoint is not connected" };
+  }
+  if (err instanceof SessionRefusedError) {
+    // A server that refuses even a brand-new session is failing; the tool never ran.
+    return {
+      decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true, neverReached: true }),
+      message: err.message,
+      details: { httpStatus: err.status },
+    };
+  }
+  if (err instanceof ResponseTooLargeError) {
+    return {
+      decision: decide(ErrorCode.PAYLOAD_TOO_LARGE, {}),
+      message: err.message,
+      details: { sizeBytes: err.seenBytes, limitBytes: err.limitBytes },
+    };
+  }
+  if (err instanceof McpError) {
+    const data = err.data as { abort?: AbortKind; sizeBytes?: number; limitBytes?: number } | undefined;
+    if (data?.abort === "client" || data?.abort === "stop") {
+      return { decision: decide(ErrorCode.CANCELLED, {}), message: err.message.replace(/^MCP error -?\d+: /, "") };
+    }
+    if (err.code === McpErrorCode.RequestTimeout) {
+      const t = ctx.timeout;
+      const why = data?.abort === "deadline" || t?.limitedBy !== "adaptive" ? "the request's deadline" : "the adaptive timeout for this tool";
+      return {
+        decision: decide(ErrorCode.DEADLINE_EXCEEDED, { fault: true }),
+        message: `backend did not answer ${t ? `within ${t.timeoutMs} ms ` : ""}(${why}); the call was cancelled at the backend`,
+        ...(t ? { details: { timeoutMs: t.timeoutMs, limitedBy: data?.abort === "deadline" ? "budget" : t.limitedBy } } : {}),
+      };
+    }
+    if (err.code === ToolbusRpcCode.responseTooLarge) {
+      // The tool ran and answered; its answer is too big to carry. Not the backend failing.
+      return {
+        decision: decide(ErrorCode.PAYLOAD_TOO_LARGE, {}),
+        message: err.message.replace(/^MCP error -?\d+: /, ""),
+        details: { sizeBytes: data?.sizeBytes, limitBytes: data?.limitBytes },
+      };
+    }
+    if (err.code === McpErrorCode.ConnectionClosed) {
+      return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true }), message: "backend connection closed during the call" };
+    }
+    return {
+      decision: decide(ErrorCode.BACKEND_ERROR, { fault: !CALLER_MISTAKES.has(err.code) }),
+      message: `backend answered with JSON-RPC error ${err.code}: ${clip(err.message.replace(/^MCP error -?\d+: /, ""))}`,
+      details: { jsonRpcCode: err.code, ...(err.data !== undefined ? { data: clipData(err.data) } : {}) },
+    };
+  }
+  if (err instanceof StreamableHTTPError) {
+    const status = err.code ?? -1;
+    const body = err.message;
+    const details = { httpStatus: status };
+    const text = `backend HTTP error ${status}: ${clip(body)}`;
+    if (ctx.sessionSent && namesLostSession(status, body)) {
+      // The server forgot the session before reading the request: the call did not run.
+      return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { neverReached: true, sessionLost: true }), message: `MCP session lost: ${text}`, details };
+    }
+    if (status === 429) return { decision: decide(ErrorCode.RATE_LIMITED, { fault: true, neverReached: true }), message: text, details };
+    if (status === 408 || status === 404) {
+      // 408: the server gave up waiting for the request; 404 without a session: nothing serves that URL.
+      return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true, neverReached: true }), message: text, details };
+    }
+    if (status >= 500) return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true }), message: text, details };
+    if (status >= 400) {
+      // 400 without a session, 401, 403, 405, 413, 415: the request (or the config's headers) is wrong.
+      return { decision: decide(ErrorCode.BACKEND_ERROR, { retryable: false }), message: text, details };
+    }
+    // -1 (unexpected content type) or a 1xx/3xx: the server does not speak streamable HTTP properly.
+    return { decision: decide(ErrorCode.BACKEND_ERROR, { fault: true }), message: text, details };
+  }
+  const cause = networkCause(err);
+  if (cause) {
+    const what = cause.code ?? cause.message ?? "unknown";
+    if (CONNECT_PHASE.has(cause.code ?? "")) {
+      return {
+        decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true, neverReached: true, unreachable: true }),
+        message: `cannot connect to the backend: ${what}`,
+      };
+    }
+    // A reset or a cut stream may come after the server ran the call: not "never reached".
+    return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true }), message: `connection to the backend failed during the call: ${what}` };
+  }
+  if (err instanceof Error && err.name === "ZodError") {
+    return {
+      decision: decide(ErrorCode.BACKEND_ERROR, { fault: true }),
+      message: `backend sent a result that is not a valid MCP CallToolResult: ${clip(err.message)}`,
+    };
+  }
+  if (err instanceof Error && err.message === "Not connected") {
+    // The SDK's answer when the connection closed between our check and the send.
+    return { decision: decide(ErrorCode.BACKEND_UNAVAILABLE, { fault: true, neverReached: true }), message: "the endpoint is not connected" };
+  }
+  return {
+    decision: decide(ErrorCode.INTERNAL, { fault: true }),
+    message: `unexpected failure: ${clip(err instanceof Error ? err.message : String(err))}`,
+  };
+}
+
+/** A backend's error data goes on the wire only while it is small. */
+function clipData(data: unknown): unknown {
+  const json = JSON.stringify(data);
+  return json === undefined || json.length <= MAX_BACKEND_TEXT ? data : clip(json);
+}
+
+/** The reply for a fault, naming the endpoint (an id without secrets) it happened on. */
+export function faultReply(fault: Fault, endpoint: string, retryAfterMs?: number): ErrorReply {
+  return errorReply(fault.code, `${fault.message} (${endpoint})`, {
+    retryable: fault.retryable,
+    retryAfterMs,
+    details: { endpoint, ...fault.details },
+  });
+}
