@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { DEFAULT_MAX_BUDGET_MS } from "@toolbus/protocol";
 import { parse as parseYaml } from "yaml";
+import { formatDuration } from "./duration.js";
 import { PROFILE_DEFAULTS, type Profile, type ProfileDefaults } from "./profiles.js";
 import { ConfigFileSchema } from "./schema.js";
 
@@ -151,6 +152,25 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** One side of a `low <= high` pair of durations: its name, the value set in the file (if any), and the value in effect. */
+interface Side {
+  readonly name: string;
+  readonly set: number | undefined;
+  readonly ms: number;
+}
+
+/**
+ * `low <= high` on the values in effect, so a field set in the file can conflict with a default; the
+ * problem goes on a field that was set, and says where the other value came from.
+ */
+function orderProblem(prefix: string, low: Side, high: Side, defaultFrom: string): string | undefined {
+  if (low.ms <= high.ms) return undefined;
+  const origin = (side: Side): string => formatDuration(side.ms) + (side.set === undefined ? `, ${defaultFrom}` : "");
+  return high.set !== undefined
+    ? `${prefix}${high.name}: must be at least ${low.name} (${origin(low)})`
+    : `${prefix}${low.name}: must be at most ${high.name} (${origin(high)})`;
+}
+
 /**
  * Validate and compile raw configuration (already merged with env and flags). Relative paths are
  * resolved against `baseDir`, the directory of the config file.
@@ -163,12 +183,34 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
   }
   const file = parsed.data;
   const defaults = PROFILE_DEFAULTS[file.profile];
+  const profileDefault = `the ${file.profile} profile's default`;
+  const problems: string[] = [];
+  const maxBudgetMs = file.limits.maxBudget ?? DEFAULT_MAX_BUDGET_MS;
+  const defaultBudgetMs = file.limits.defaultBudget ?? defaults.defaultBudgetMs;
+  // A default budget above the max would make every router refuse `toolbus call` without --timeout.
+  const budget = orderProblem(
+    "limits.",
+    { name: "defaultBudget", set: file.limits.defaultBudget, ms: defaultBudgetMs },
+    { name: "maxBudget", set: file.limits.maxBudget, ms: maxBudgetMs },
+    file.limits.defaultBudget === undefined ? profileDefault : "the default",
+  );
+  if (budget) problems.push(budget);
   const at = (p: string | undefined): string => (p === undefined ? options.baseDir : isAbsolute(p) ? p : resolve(options.baseDir, p));
   // A command with a path in it is relative to the config file; a bare name is looked up on PATH.
   const command = (c: string): string => (c.includes("/") && !isAbsolute(c) ? resolve(options.baseDir, c) : c);
 
   const backends: Record<string, BackendConfig> = {};
   for (const [name, b] of Object.entries(file.backends)) {
+    const initialBackoffMs = b.retry.initialBackoff ?? defaults.retry.initialBackoffMs;
+    const maxBackoffMs = b.retry.maxBackoff ?? defaults.retry.maxBackoffMs;
+    // A cap below the first backoff silently overrides it: one of the two is not what was meant.
+    const backoff = orderProblem(
+      `backends.${name}.retry.`,
+      { name: "initialBackoff", set: b.retry.initialBackoff, ms: initialBackoffMs },
+      { name: "maxBackoff", set: b.retry.maxBackoff, ms: maxBackoffMs },
+      profileDefault,
+    );
+    if (backoff) problems.push(backoff);
     const policy: PolicyConfig = {
       enabled: b.policies,
       breaker: {
@@ -179,8 +221,8 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
       },
       retry: {
         maxRetries: b.retry.maxRetries ?? defaults.retry.maxRetries,
-        initialBackoffMs: b.retry.initialBackoff ?? defaults.retry.initialBackoffMs,
-        maxBackoffMs: b.retry.maxBackoff ?? defaults.retry.maxBackoffMs,
+        initialBackoffMs,
+        maxBackoffMs,
         budgetRatio: b.retry.budgetRatio ?? defaults.retry.budgetRatio,
         budgetReserve: b.retry.budgetReserve ?? defaults.retry.budgetReserve,
       },
@@ -216,14 +258,15 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }
+  if (problems.length > 0) throw new ConfigError(problems, options.source);
   return deepFreeze({
     source: options.source,
     profile: file.profile,
     nats: file.nats,
     limits: {
       maxRequestBytes: file.limits.maxRequestBytes,
-      maxBudgetMs: file.limits.maxBudget ?? DEFAULT_MAX_BUDGET_MS,
-      defaultBudgetMs: file.limits.defaultBudget ?? defaults.defaultBudgetMs,
+      maxBudgetMs,
+      defaultBudgetMs,
     },
     admin: file.admin,
     log: file.log,

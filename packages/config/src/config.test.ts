@@ -1,13 +1,34 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
-import { ConfigError, PROFILE_DEFAULTS, loadConfig, parseDuration } from "./index.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { formatDuration } from "./duration.js";
+import { ConfigError, PROFILE_DEFAULTS, compileConfig, loadConfig, parseDuration, type Profile } from "./index.js";
+
+const tempDirs: string[] = [];
+afterAll(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
 
 function file(text: string, name = "toolbus.yaml"): string {
-  const path = join(mkdtempSync(join(tmpdir(), "toolbus-config-")), name);
+  const dir = mkdtempSync(join(tmpdir(), "toolbus-config-"));
+  tempDirs.push(dir);
+  const path = join(dir, name);
   writeFileSync(path, text);
   return path;
+}
+
+const compile = (raw: Record<string, unknown>) => compileConfig(raw, { baseDir: "/", source: "(test)" });
+
+/** The problems compiling `raw` reports (none if it compiles). */
+function problemsOf(raw: Record<string, unknown>): readonly string[] {
+  try {
+    compile(raw);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
 }
 
 describe("loadConfig", () => {
@@ -95,6 +116,155 @@ describe("parseDuration", () => {
     [42, 42],
   ])("%j → %d ms", (input, ms) => expect(parseDuration(input)).toBe(ms));
   it.each(["5 seconds", "-1s", "s", ""])("rejects %j", (input) => expect(parseDuration(input)).toBeUndefined());
+});
+
+describe("formatDuration", () => {
+  it.each([
+    [0, "0ms"],
+    [10, "10ms"],
+    [1_500, "1500ms"],
+    [1_000, "1s"],
+    [120_000, "2m"],
+    [86_400_000, "24h"],
+  ])("%d ms → %s, which parses back", (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+    expect(parseDuration(text)).toBe(ms);
+  });
+});
+
+describe("floors and ceilings", () => {
+  const stdio = (extra: Record<string, unknown>) => ({ backends: { x: { kind: "mcp-stdio", command: "x", ...extra } } });
+  const http = (extra: Record<string, unknown>) => ({ backends: { x: { kind: "mcp-http", url: "http://127.0.0.1:1/mcp", ...extra } } });
+
+  it.each<[string, Record<string, unknown>, string]>([
+    ["heartbeat 0 (a busy loop)", { heartbeat: 0 }, "heartbeat: must be at least 100ms"],
+    ["heartbeat over an hour", { heartbeat: "2h" }, "heartbeat: must be at most 1h"],
+    ["shutdownGrace over an hour", { shutdownGrace: "61m" }, "shutdownGrace: must be at most 1h"],
+    ["call timeout 0 (every call times out)", stdio({ timeouts: { call: 0 } }), "backends.x.timeouts.call: must be at least 10ms"],
+    ["call timeout over a day", stdio({ timeouts: { call: "25h" } }), "backends.x.timeouts.call: must be at most 24h"],
+    ["connect timeout under 100ms", stdio({ timeouts: { connect: "99ms" } }), "backends.x.timeouts.connect: must be at least 100ms"],
+    ["adaptive minimum 0", stdio({ timeouts: { min: 0 } }), "backends.x.timeouts.min: must be at least 1ms"],
+    ["adaptive minimum above the call timeout", stdio({ timeouts: { min: "2s", call: "1s" } }), "backends.x.timeouts.min: must be at most call (1s)"],
+    ["minSamples beyond the samples kept", stdio({ timeouts: { minSamples: 257 } }), "backends.x.timeouts.minSamples: must be at most 256"],
+    ["breaker window under 100ms", stdio({ breaker: { window: 99 } }), "backends.x.breaker.window: must be at least 100ms"],
+    ["breaker recovery 0", stdio({ breaker: { recovery: 0 } }), "backends.x.breaker.recovery: must be at least 10ms"],
+    ["fractional breaker volume", stdio({ breaker: { volume: 1.5 } }), "backends.x.breaker.volume: must be a whole number"],
+    ["backoff over ten minutes", stdio({ retry: { initialBackoff: "11m" } }), "backends.x.retry.initialBackoff: must be at most 10m"],
+    [
+      "maxBackoff below initialBackoff",
+      stdio({ retry: { initialBackoff: 200, maxBackoff: 100 } }),
+      "backends.x.retry.maxBackoff: must be at least initialBackoff (200ms)",
+    ],
+    [
+      "maxBackoff below the profile's initialBackoff",
+      stdio({ retry: { maxBackoff: "10ms" } }),
+      "backends.x.retry.maxBackoff: must be at least initialBackoff (50ms, the local profile's default)",
+    ],
+    [
+      "initialBackoff above the profile's maxBackoff",
+      { profile: "cloud", ...stdio({ retry: { initialBackoff: "6s" } }) },
+      "backends.x.retry.initialBackoff: must be at most maxBackoff (5s, the cloud profile's default)",
+    ],
+    ["rate 0", stdio({ rateLimit: { rate: 0 } }), "backends.x.rateLimit.rate: must be more than 0 (calls per second; leave rateLimit out for no limit)"],
+    ["burst 0", stdio({ rateLimit: { rate: 1, burst: 0 } }), "backends.x.rateLimit.burst: must be at least 1"],
+    ["bulkhead of 0", stdio({ bulkhead: { maxConcurrent: 0 } }), "backends.x.bulkhead.maxConcurrent: must be at least 1"],
+    ["negative queue", stdio({ bulkhead: { maxQueue: -1 } }), "backends.x.bulkhead.maxQueue: must be at least 0"],
+    ["pool of 0", stdio({ pool: 0 }), "backends.x.pool: must be at least 1"],
+    ["pool over 64", stdio({ pool: 65 }), "backends.x.pool: must be at most 64"],
+    ["no connections", http({ connections: 0 }), "backends.x.connections: must be at least 1"],
+    ["max budget 0", { limits: { maxBudget: 0 } }, "limits.maxBudget: must be at least 10ms"],
+    ["default budget 0", { limits: { defaultBudget: 0 } }, "limits.defaultBudget: must be at least 10ms"],
+    ["default budget above the max", { limits: { defaultBudget: "20m" } }, "limits.defaultBudget: must be at most maxBudget (15m, the default)"],
+    [
+      "max budget below the profile's default budget",
+      { limits: { maxBudget: "10s" } },
+      "limits.maxBudget: must be at least defaultBudget (30s, the local profile's default)",
+    ],
+    ["tiny request limit", { limits: { maxRequestBytes: 1023 } }, "limits.maxRequestBytes: must be at least 1024 bytes"],
+  ])("refuses %s, naming the path and the bound", (_what, raw, problem) => {
+    expect(problemsOf(raw)).toEqual([problem]);
+  });
+
+  it("lists every problem at once, each by path", () => {
+    expect(() => compile({ heartbeat: 0, ...stdio({ timeouts: { call: 0 } }) })).toThrow(
+      /heartbeat: must be at least 100ms\n.*backends\.x\.timeouts\.call: must be at least 10ms/,
+    );
+  });
+
+  it("accepts every value at its floor", () => {
+    const config = compile({
+      heartbeat: 100,
+      shutdownGrace: 0,
+      limits: { maxRequestBytes: 1024, maxBudget: 10, defaultBudget: 10 },
+      ...stdio({
+        pool: 1,
+        timeouts: { connect: 100, call: 10, min: 1, multiplier: 1, minSamples: 1 },
+        breaker: { volume: 1, errorPercentage: 1, window: 100, recovery: 10 },
+        retry: { maxRetries: 0, initialBackoff: 0, maxBackoff: 0, budgetRatio: 0, budgetReserve: 0 },
+        rateLimit: { rate: 0.001, burst: 1 },
+        bulkhead: { maxConcurrent: 1, maxQueue: 0 },
+      }),
+    });
+    expect(config).toMatchObject({ heartbeatMs: 100, shutdownGraceMs: 0, limits: { maxRequestBytes: 1024, maxBudgetMs: 10, defaultBudgetMs: 10 } });
+    expect(config.backends.x).toMatchObject({
+      pool: 1,
+      connectTimeoutMs: 100,
+      callTimeoutMs: 10,
+      policy: {
+        adaptive: { minMs: 1, multiplier: 1, minSamples: 1 },
+        breaker: { volumeThreshold: 1, errorPercentage: 1, windowMs: 100, recoveryMs: 10 },
+        retry: { maxRetries: 0, initialBackoffMs: 0, maxBackoffMs: 0, budgetRatio: 0, budgetReserve: 0 },
+        rateLimit: { ratePerSec: 0.001, burst: 1 },
+        bulkhead: { maxConcurrent: 1, maxQueue: 0 },
+      },
+    });
+    expect(problemsOf(http({ connections: 1 }))).toEqual([]);
+  });
+
+  it("accepts every value at its ceiling", () => {
+    const config = compile({
+      heartbeat: "1h",
+      shutdownGrace: "1h",
+      limits: { maxRequestBytes: 64 * 1024 * 1024, maxBudget: "24h", defaultBudget: "24h" },
+      ...stdio({
+        pool: 64,
+        timeouts: { connect: "10m", call: "24h", min: "24h", multiplier: 100, minSamples: 256 },
+        breaker: { errorPercentage: 100, window: "24h", recovery: "24h" },
+        retry: { maxRetries: 10, initialBackoff: "10m", maxBackoff: "10m", budgetRatio: 1 },
+      }),
+    });
+    expect(config).toMatchObject({ heartbeatMs: 3_600_000, shutdownGraceMs: 3_600_000, limits: { maxBudgetMs: 86_400_000 } });
+    expect(config.backends.x).toMatchObject({ pool: 64, connectTimeoutMs: 600_000, callTimeoutMs: 86_400_000 });
+    expect(problemsOf(http({ connections: 1024 }))).toEqual([]);
+  });
+
+  it.each(Object.keys(PROFILE_DEFAULTS) as Profile[])("the %s profile's defaults are within bounds when written out", (profile) => {
+    const d = PROFILE_DEFAULTS[profile];
+    const raw = {
+      profile,
+      heartbeat: d.heartbeatMs,
+      limits: { defaultBudget: d.defaultBudgetMs },
+      ...stdio({
+        timeouts: {
+          connect: d.connectTimeoutMs,
+          call: d.callTimeoutMs,
+          min: d.adaptive.minMs,
+          multiplier: d.adaptive.multiplier,
+          minSamples: d.adaptive.minSamples,
+        },
+        breaker: { volume: d.breaker.volumeThreshold, errorPercentage: d.breaker.errorPercentage, window: d.breaker.windowMs, recovery: d.breaker.recoveryMs },
+        retry: {
+          maxRetries: d.retry.maxRetries,
+          initialBackoff: d.retry.initialBackoffMs,
+          maxBackoff: d.retry.maxBackoffMs,
+          budgetRatio: d.retry.budgetRatio,
+          budgetReserve: d.retry.budgetReserve,
+        },
+        bulkhead: d.bulkhead,
+      }),
+    };
+    expect(problemsOf(raw)).toEqual([]);
+  });
 });
 
 describe("policies", () => {

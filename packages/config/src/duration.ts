@@ -11,6 +11,15 @@ export function parseDuration(input: string | number): number | undefined {
   return Math.round(value);
 }
 
+/** ms as the largest unit that divides it evenly ("100ms", "1s", "2m", "24h"): readable, and parseDuration reads it back. */
+export function formatDuration(ms: number): string {
+  for (const unit of ["h", "m", "s"] as const) {
+    const size = UNITS_MS[unit]!;
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 /** A duration field: "5s" or a number of ms, compiled to ms. */
 export const DurationSchema = z.union([z.number(), z.string()]).transform((input, ctx) => {
   const ms = parseDuration(input);
@@ -20,3 +29,17 @@ export const DurationSchema = z.union([z.number(), z.string()]).transform((input
   }
   return ms;
 });
+
+/** Inclusive bounds of a duration field, in ms. */
+export interface DurationBounds {
+  readonly min: number;
+  readonly max: number;
+}
+
+/** A duration field that must lie within `bounds`; the message names the bound it crossed ("must be at least 100ms"). */
+export function duration(bounds: DurationBounds) {
+  return DurationSchema.superRefine((ms, ctx) => {
+    if (ms < bounds.min) ctx.addIssue({ code: "custom", message: `must be at least ${formatDuration(bounds.min)}` });
+    else if (ms > bounds.max) ctx.addIssue({ code: "custom", message: `must be at most ${formatDuration(bounds.max)}` });
+  });
+}

@@ -2,6 +2,9 @@
 export const Profile = { local: "local", cloud: "cloud", hybrid: "hybrid" } as const;
 export type Profile = (typeof Profile)[keyof typeof Profile];
 
+/** Latency samples kept per tool for the adaptive timeout, in every profile (so `minSamples` can be checked against it). */
+export const ADAPTIVE_WINDOW = 256;
+
 export interface ProfileDefaults {
   /** Time to spawn/connect and initialize an MCP session. */
   connectTimeoutMs: number;
@@ -35,7 +38,7 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     breaker: { volumeThreshold: 3, errorPercentage: 50, windowMs: 30_000, recoveryMs: 5_000 },
     retry: { maxRetries: 2, initialBackoffMs: 50, maxBackoffMs: 1_000, budgetRatio: 0.2, budgetReserve: 5 },
     bulkhead: { maxConcurrent: 64, maxQueue: 256 },
-    adaptive: { minMs: 250, multiplier: 4, minSamples: 50, window: 256 },
+    adaptive: { minMs: 250, multiplier: 4, minSamples: 50, window: ADAPTIVE_WINDOW },
   },
   cloud: {
     connectTimeoutMs: 15_000,
@@ -45,7 +48,7 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     breaker: { volumeThreshold: 10, errorPercentage: 50, windowMs: 60_000, recoveryMs: 30_000 },
     retry: { maxRetries: 3, initialBackoffMs: 200, maxBackoffMs: 5_000, budgetRatio: 0.2, budgetReserve: 10 },
     bulkhead: { maxConcurrent: 32, maxQueue: 128 },
-    adaptive: { minMs: 2_000, multiplier: 5, minSamples: 50, window: 256 },
+    adaptive: { minMs: 2_000, multiplier: 5, minSamples: 50, window: ADAPTIVE_WINDOW },
   },
   hybrid: {
     connectTimeoutMs: 10_000,
@@ -55,6 +58,6 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     breaker: { volumeThreshold: 5, errorPercentage: 50, windowMs: 30_000, recoveryMs: 10_000 },
     retry: { maxRetries: 2, initialBackoffMs: 100, maxBackoffMs: 2_000, budgetRatio: 0.2, budgetReserve: 5 },
     bulkhead: { maxConcurrent: 48, maxQueue: 192 },
-    adaptive: { minMs: 1_000, multiplier: 4, minSamples: 50, window: 256 },
+    adaptive: { minMs: 1_000, multiplier: 4, minSamples: 50, window: ADAPTIVE_WINDOW },
   },
 } satisfies Record<Profile, ProfileDefaults>);

@@ -1,18 +1,45 @@
 import { BackendNameSchema } from "@toolbus/protocol";
 import { z } from "zod";
-import { DurationSchema } from "./duration.js";
+import { duration, formatDuration } from "./duration.js";
+import { ADAPTIVE_WINDOW } from "./profiles.js";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+// The ceiling of most durations. Past ~24.8 days Node's timers overflow and fire after 1 ms (the very
+// busy loop the floors prevent); well before that, a day-long wait is a typo for something shorter.
+const DAY = 24 * HOUR;
+
+/** A number field within inclusive bounds; the message names the bound it crossed ("must be at least 1"). */
+function bounded(bounds: { min: number; max?: number; whole?: boolean; unit?: string }) {
+  const unit = bounds.unit ? ` ${bounds.unit}` : "";
+  let schema = z.number();
+  if (bounds.whole !== false) schema = schema.int({ error: "must be a whole number" });
+  schema = schema.min(bounds.min, { error: `must be at least ${bounds.min}${unit}` });
+  return bounds.max === undefined ? schema : schema.max(bounds.max, { error: `must be at most ${bounds.max}${unit}` });
+}
 
 const TimeoutsSchema = z
   .object({
-    connect: DurationSchema.optional(),
-    /** The longest one call may take (and the timeout until the adaptive one has enough samples). */
-    call: DurationSchema.optional(),
+    // Spawning a process or opening a session and an MCP initialize never finish in under 100 ms; a
+    // backend that needs 10 minutes to come up is broken, and start-up would wait for it.
+    connect: duration({ min: 100, max: 10 * MINUTE }).optional(),
+    /**
+     * The longest one call may take (and the timeout until the adaptive one has enough samples).
+     * At least 10 ms: 0 timed every call out, and even a local stdio tool takes a few ms through NATS and back.
+     */
+    call: duration({ min: 10, max: DAY }).optional(),
     /** The adaptive timeout never goes below this. */
-    min: DurationSchema.optional(),
-    multiplier: z.number().min(1).max(100).optional(),
-    minSamples: z.number().int().min(1).max(10_000).optional(),
+    min: duration({ min: 1, max: DAY }).optional(),
+    multiplier: bounded({ min: 1, max: 100, whole: false }).optional(),
+    // The estimator keeps ADAPTIVE_WINDOW samples per tool; asking for more would never turn it on.
+    minSamples: bounded({ min: 1, max: ADAPTIVE_WINDOW }).optional(),
   })
-  .strict();
+  .strict()
+  // Only when both are set here: a profile's `min` above a shorter `call` is clamped to `call`, as documented.
+  .superRefine((t, ctx) => {
+    if (t.min !== undefined && t.call !== undefined && t.min > t.call)
+      ctx.addIssue({ code: "custom", path: ["min"], message: `must be at most call (${formatDuration(t.call)})` });
+  });
 
 /** Resilience policies; each field overrides the profile's default for this backend. */
 const PolicySchema = {
@@ -20,30 +47,39 @@ const PolicySchema = {
   policies: z.boolean().default(true),
   breaker: z
     .object({
-      volume: z.number().int().min(1).optional(),
-      errorPercentage: z.number().min(1).max(100).optional(),
-      window: DurationSchema.optional(),
-      recovery: DurationSchema.optional(),
+      volume: bounded({ min: 1 }).optional(),
+      errorPercentage: bounded({ min: 1, max: 100, whole: false }).optional(),
+      // opossum rotates window/10 buckets on a timer: under 100 ms it fires more often than every 10 ms
+      // (every 1 ms below 10 ms), and 0 silently becomes opossum's own 10 s default.
+      window: duration({ min: 100, max: DAY }).optional(),
+      // 0 would let a probe through at once, so an open breaker would never shed load.
+      recovery: duration({ min: 10, max: DAY }).optional(),
     })
     .strict()
     .default({}),
   retry: z
     .object({
-      maxRetries: z.number().int().min(0).max(10).optional(),
-      initialBackoff: DurationSchema.optional(),
-      maxBackoff: DurationSchema.optional(),
-      budgetRatio: z.number().min(0).max(1).optional(),
-      budgetReserve: z.number().int().min(0).optional(),
+      maxRetries: bounded({ min: 0, max: 10 }).optional(),
+      // 0 is allowed (retry at once). A backoff never waits past the call's deadline, so one over ten
+      // minutes is a typo for something shorter. maxBackoff >= initialBackoff is checked in compile.
+      initialBackoff: duration({ min: 0, max: 10 * MINUTE }).optional(),
+      maxBackoff: duration({ min: 0, max: 10 * MINUTE }).optional(),
+      budgetRatio: bounded({ min: 0, max: 1, whole: false }).optional(),
+      budgetReserve: bounded({ min: 0 }).optional(),
     })
     .strict()
     .default({}),
   /** Off unless set: calls per second to this backend, across its endpoints. */
   rateLimit: z
-    .object({ rate: z.number().positive(), burst: z.number().int().min(1).default(1) })
+    .object({
+      // Fractions are fine (0.2 = one call every 5 s); 0 would refuse every call.
+      rate: z.number().gt(0, { error: "must be more than 0 (calls per second; leave rateLimit out for no limit)" }),
+      burst: bounded({ min: 1 }).default(1),
+    })
     .strict()
     .optional(),
   bulkhead: z
-    .object({ maxConcurrent: z.number().int().min(1).optional(), maxQueue: z.number().int().min(0).optional() })
+    .object({ maxConcurrent: bounded({ min: 1 }).optional(), maxQueue: bounded({ min: 0 }).optional() })
     .strict()
     .default({}),
   /** Per tool: override what its annotations say about repeating it safely. */
@@ -70,7 +106,7 @@ const McpStdioBackendSchema = z
     env: EnvMapSchema.default({}),
     cwd: z.string().optional(),
     /** Child processes kept running; calls go to the least busy live one. */
-    pool: z.number().int().min(1).max(64).default(1),
+    pool: bounded({ min: 1, max: 64 }).default(1),
     timeouts: TimeoutsSchema.default({}),
     ...PolicySchema,
   })
@@ -86,7 +122,7 @@ const McpHttpBackendSchema = z
     urls: z.array(HttpUrlSchema).min(1).optional(),
     headers: z.record(z.string(), z.string()).default({}),
     /** Keep-alive connections held open to the server. */
-    connections: z.number().int().min(1).max(1024).default(16),
+    connections: bounded({ min: 1, max: 1024 }).default(16),
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
     ...PolicySchema,
@@ -117,21 +153,18 @@ export const ConfigFileSchema = z
       .default({ servers: ["nats://127.0.0.1:4222"] }),
     limits: z
       .object({
-        maxRequestBytes: z
-          .number()
-          .int()
-          .min(1024)
-          .max(64 * 1024 * 1024)
-          .default(512 * 1024),
-        maxBudget: DurationSchema.optional(),
-        defaultBudget: DurationSchema.optional(),
+        maxRequestBytes: bounded({ min: 1024, max: 64 * 1024 * 1024, unit: "bytes" }).default(512 * 1024),
+        // The same floor as timeouts.call: a smaller budget times out before any tool answers.
+        // defaultBudget <= maxBudget is checked in compile, against the profile's default too.
+        maxBudget: duration({ min: 10, max: DAY }).optional(),
+        defaultBudget: duration({ min: 10, max: DAY }).optional(),
       })
       .strict()
       .default({ maxRequestBytes: 512 * 1024 }),
     admin: z
       .object({
         /** 0 picks a free port; -1 turns the admin server off. */
-        port: z.number().int().min(-1).max(65535).default(9464),
+        port: bounded({ min: -1, max: 65535 }).default(9464),
         host: z.string().default("127.0.0.1"),
       })
       .strict()
@@ -140,8 +173,11 @@ export const ConfigFileSchema = z
       .object({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info") })
       .strict()
       .default({ level: "info" }),
-    heartbeat: DurationSchema.optional(),
-    shutdownGrace: DurationSchema.optional(),
+    // 0 was a busy loop; under 100 ms every caller floods the bus with heartbeats. Routers drop a
+    // caller after three silent intervals, so more than an hour would keep a dead one listed for hours.
+    heartbeat: duration({ min: 100, max: HOUR }).optional(),
+    // 0 stops at once without waiting for calls in flight; no orchestrator waits an hour for a pod.
+    shutdownGrace: duration({ min: 0, max: HOUR }).optional(),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),
   })
   .strict();
