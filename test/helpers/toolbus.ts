@@ -4,9 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
 import { compileConfig, type ToolbusConfig } from "@toolbus/config";
-import { createLogger, runWorkers, newWorkerId, type RunningProcess, type Worker, type WorkerDeps } from "@toolbus/runtime";
-import { startCaller } from "@toolbus/caller";
-import { startRouter } from "@toolbus/router";
+import { allWorkers } from "@toolbus/cli";
+import { createLogger, runWorkers, type RunningProcess } from "@toolbus/runtime";
 import { startNats, type TestNats } from "./nats-server.js";
 import { TOOLBUS_BIN, ROOT } from "./paths.js";
 
@@ -26,22 +25,20 @@ export function writeConfig(raw: Record<string, unknown>): string {
   return file;
 }
 
+export interface StartOptions {
+  /** Every log line (all levels) goes here, e.g. to check what is never logged. */
+  logs?: NodeJS.WritableStream;
+}
+
 /** Router and a caller per backend in this process, as `toolbus up` runs them. */
-export async function startInProcess(config: ToolbusConfig): Promise<RunningProcess & AsyncDisposable> {
-  const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+export async function startInProcess(config: ToolbusConfig, options: StartOptions = {}): Promise<RunningProcess & AsyncDisposable> {
+  const logger = options.logs ? createLogger({ level: "trace", destination: options.logs }) : createLogger({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const proc = await runWorkers({
     name: "toolbus-test",
     config,
     logger,
-    start: async (deps: Omit<WorkerDeps, "workerId">): Promise<Worker[]> => {
-      const workers: Worker[] = [
-        await startRouter({ ...deps, workerId: newWorkerId("router") }, { backends: Object.keys(config.backends), limits: config.limits }),
-      ];
-      for (const backend of Object.values(config.backends)) {
-        workers.push(await startCaller({ ...deps, workerId: newWorkerId("caller") }, { backend, limits: config.limits, heartbeatMs: config.heartbeatMs }));
-      }
-      return workers;
-    },
+    // The same composition as `toolbus up`, partial-start cleanup included.
+    start: (deps) => allWorkers(deps, config),
   });
   return Object.assign(proc, { [Symbol.asyncDispose]: () => proc.stop() });
 }
@@ -146,10 +143,10 @@ export interface Stack extends AsyncDisposable {
 }
 
 /** Start a Stack with config `raw` (see testConfig) and wait until every configured backend is live. */
-export async function startStack(raw: Record<string, unknown>): Promise<Stack> {
+export async function startStack(raw: Record<string, unknown>, options: StartOptions = {}): Promise<Stack> {
   const nats = await startNats();
   const config = testConfig(nats.url, raw);
-  const toolbus = await startInProcess(config);
+  const toolbus = await startInProcess(config, options);
   const client = await ToolbusClient.connect({ servers: nats.url });
   await waitForBackends(client, Object.keys(config.backends));
   return {

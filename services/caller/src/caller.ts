@@ -78,11 +78,12 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   };
 
   const launched = backend.kind === "mcp-http" && backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
+  const maxResponseBytes = maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES;
+  // Ids go into logs, events, replies and `toolbus status`: never a URL, which may hold a token.
   const endpoints: Endpoint[] =
     backend.kind === "mcp-stdio"
-      ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, log, events))
-      : // Ids go into logs, events, replies and `toolbus status`: never the URL, which may hold a token.
-        backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES, log, events));
+      ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, maxResponseBytes, log, events))
+      : backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
 
   const policy = new CallPolicy(backend, endpoints, {
     onBreaker: (endpoint, t) => {

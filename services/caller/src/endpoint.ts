@@ -76,6 +76,8 @@ export abstract class ClientEndpoint implements Endpoint {
   #reconnectAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
+  /** Replaced connections still open for the calls out on them, with the timer that closes them. */
+  readonly #retired = new Map<Client, NodeJS.Timeout>();
   protected readonly backoff = new Backoff();
   /** How long a replaced connection stays open for the calls still out on it. */
   protected retireAfterMs = 0;
@@ -174,8 +176,12 @@ export abstract class ClientEndpoint implements Endpoint {
   /** Close `client` once the calls still out on it had their time (each learns its own fate there). */
   #retire(client: Client): void {
     client.onclose = undefined;
-    const retire = setTimeout(() => void client.close().catch(() => undefined), this.retireAfterMs);
-    retire.unref();
+    const timer = setTimeout(() => {
+      this.#retired.delete(client);
+      void client.close().catch(() => undefined);
+    }, this.retireAfterMs);
+    timer.unref();
+    this.#retired.set(client, timer);
   }
 
   /**
@@ -244,6 +250,13 @@ export abstract class ClientEndpoint implements Endpoint {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    // A stop has waited for the calls already: what is still open on a replaced connection goes now
+    // (an HTTP one holds its event stream open, and the connection pool waits for it to end).
+    for (const [client, timer] of this.#retired) {
+      clearTimeout(timer);
+      void client.close().catch(() => undefined);
+    }
+    this.#retired.clear();
     await this.#connecting;
     const client = this.client;
     this.client = undefined;

@@ -20,11 +20,14 @@ const GAVE_UP = /Maximum reconnection attempts/;
  */
 export class HttpEndpoint extends ClientEndpoint {
   readonly #agent: Agent;
+  /** The URL without its userinfo, which goes into an Authorization header instead. */
+  readonly #url: URL;
+  readonly #headers: Record<string, string>;
 
   constructor(
     id: string,
-    private readonly config: McpHttpBackendConfig,
-    private readonly url: string,
+    config: McpHttpBackendConfig,
+    url: string,
     /** The most bytes one response may have (about the NATS max payload: a larger result cannot be sent on). */
     private readonly maxResponseBytes: number,
     log: Logger,
@@ -34,10 +37,11 @@ export class HttpEndpoint extends ClientEndpoint {
     // A replaced session stays open until the calls out on it are done (each learns its own fate).
     this.retireAfterMs = config.callTimeoutMs;
     this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
+    ({ url: this.#url, headers: this.#headers } = withoutUserinfo(url, config.headers));
   }
 
   protected createTransport(): Transport {
-    const transport: StreamableHTTPClientTransport = new StreamableHTTPClientTransport(new URL(this.url), {
+    const transport: StreamableHTTPClientTransport = new StreamableHTTPClientTransport(this.#url, {
       fetch: guardedFetch({
         agent: this.#agent,
         maxResponseBytes: this.maxResponseBytes,
@@ -64,7 +68,7 @@ export class HttpEndpoint extends ClientEndpoint {
           }
         },
       }),
-      requestInit: { headers: { ...this.config.headers } },
+      requestInit: { headers: this.#headers },
     });
     return transport;
   }
@@ -132,4 +136,22 @@ export class HttpEndpoint extends ClientEndpoint {
     await super.close();
     await this.#agent.close().catch(() => undefined);
   }
+}
+
+/**
+ * `http://user:secret@host/mcp` is how people write basic auth, but fetch refuses a URL with
+ * credentials in it: they go into an Authorization header (unless the config sets one).
+ */
+function withoutUserinfo(raw: string, headers: Readonly<Record<string, string>>): { url: URL; headers: Record<string, string> } {
+  const url = new URL(raw);
+  const out = { ...headers };
+  if (url.username || url.password) {
+    if (!Object.keys(out).some((k) => k.toLowerCase() === "authorization")) {
+      const pair = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+      out.Authorization = `Basic ${Buffer.from(pair).toString("base64")}`;
+    }
+    url.username = "";
+    url.password = "";
+  }
+  return { url, headers: out };
 }

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createInterface } from "node:readline";
 import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
+import { deserializeMessage, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { signalGroup, trackChild } from "./children.js";
+import { ToolbusRpcCode } from "./faults.js";
 
 export interface ChildTransportOptions {
   command: string;
@@ -13,6 +14,8 @@ export interface ChildTransportOptions {
   cwd: string;
   /** Each line the child writes to stderr. */
   onStderr: (line: string) => void;
+  /** The longest message (line) read from the child; a longer one is skipped, its request answered. */
+  maxLineBytes: number;
 }
 
 /**
@@ -26,7 +29,6 @@ export class ChildProcessTransport implements Transport {
   onerror?: (error: Error) => void;
   onmessage?: (message: JSONRPCMessage) => void;
   #child: ChildProcessWithoutNullStreams | undefined;
-  readonly #buffer = new ReadBuffer();
 
   constructor(private readonly options: ChildTransportOptions) {}
 
@@ -56,25 +58,25 @@ export class ChildProcessTransport implements Transport {
         this.onclose?.();
       });
       child.stdin.on("error", (err) => this.onerror?.(err));
+      const lines = new LineReader(this.options.maxLineBytes);
       child.stdout.on("data", (chunk: Buffer) => {
-        try {
-          this.#buffer.append(chunk);
-        } catch (err) {
-          // Over the buffer limit without a newline: the child is not speaking MCP; give up on it.
-          this.onerror?.(err as Error);
-          void this.close();
-          return;
-        }
-        for (;;) {
-          let message: JSONRPCMessage | null;
+        for (const line of lines.push(chunk)) {
+          if (line.tooLarge) {
+            // A result we cannot carry: answer its request now, as the server would have, and keep the
+            // child (it is not misbehaving, only verbose).
+            if (line.id !== undefined) this.onmessage?.(tooLargeAnswer(line.id, line.bytes, this.options.maxLineBytes));
+            else this.onerror?.(new Error(`skipped a ${line.bytes}-byte line from the server (over ${this.options.maxLineBytes} bytes) naming no request`));
+            continue;
+          }
+          if (line.text.trim() === "") continue;
+          let message: JSONRPCMessage;
           try {
-            message = this.#buffer.readMessage();
+            message = deserializeMessage(line.text);
           } catch (err) {
             // A line that is not a JSON-RPC message is reported and skipped; the next may be fine.
             this.onerror?.(err as Error);
             continue;
           }
-          if (message === null) break;
           this.onmessage?.(message);
         }
       });
@@ -104,5 +106,78 @@ export class ChildProcessTransport implements Transport {
     if (await within(2_000)) return;
     signalGroup(child, "SIGKILL");
     await closed;
+  }
+}
+
+type Line = { tooLarge: false; text: string } | { tooLarge: true; bytes: number; id: string | number | undefined };
+
+/** The JSON-RPC id of a message from its first or last bytes (the rest of it was not kept). */
+function idOf(head: string, tail: string): string | number | undefined {
+  const match =
+    /^\s*\{(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")/.exec(head) ?? /"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*\}\s*$/.exec(tail);
+  if (!match) return undefined;
+  return match[1]!.startsWith('"') ? (JSON.parse(match[1]!) as string) : Number(match[1]);
+}
+
+function tooLargeAnswer(id: string | number, bytes: number, limit: number): JSONRPCMessage {
+  return {
+    jsonrpc: "2.0",
+    id,
+    error: {
+      code: ToolbusRpcCode.responseTooLarge,
+      message: `the backend's result is over the limit of ${limit} bytes (${bytes} bytes, discarded)`,
+      data: { sizeBytes: bytes, limitBytes: limit },
+    },
+  };
+}
+
+/**
+ * Splits stdout into lines (one JSON-RPC message each). A line longer than `max` is not kept: only its
+ * first and last bytes, enough to find the request it answers.
+ */
+class LineReader {
+  #chunks: Buffer[] = [];
+  #size = 0;
+  /** In a line already over the limit: its size so far, its head and its tail. */
+  #over: { bytes: number; head: string; tail: Buffer } | undefined;
+
+  constructor(private readonly max: number) {}
+
+  *push(chunk: Buffer): Generator<Line> {
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      yield this.#end(chunk.subarray(start, nl));
+      start = nl + 1;
+    }
+    if (start < chunk.length) this.#add(chunk.subarray(start));
+  }
+
+  #add(part: Buffer): void {
+    if (this.#over) {
+      this.#over.bytes += part.length;
+      this.#over.tail = Buffer.concat([this.#over.tail, part]).subarray(-256);
+      return;
+    }
+    this.#chunks.push(part);
+    this.#size += part.length;
+    if (this.#size > this.max) {
+      const all = Buffer.concat(this.#chunks);
+      this.#over = { bytes: all.length, head: all.toString("utf8", 0, 256), tail: all.subarray(-256) };
+      this.#chunks = [];
+      this.#size = 0;
+    }
+  }
+
+  #end(last: Buffer): Line {
+    this.#add(last);
+    const over = this.#over;
+    if (over) {
+      this.#over = undefined;
+      return { tooLarge: true, bytes: over.bytes, id: idOf(over.head, over.tail.toString("utf8")) };
+    }
+    const text = Buffer.concat(this.#chunks).toString("utf8").replace(/\r$/, "");
+    this.#chunks = [];
+    this.#size = 0;
+    return { tooLarge: false, text };
   }
 }

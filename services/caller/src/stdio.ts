@@ -14,6 +14,8 @@ export class StdioEndpoint extends ClientEndpoint {
   constructor(
     id: string,
     private readonly config: McpStdioBackendConfig,
+    /** The longest message read from the child (about the NATS max payload: a larger result cannot be sent on). */
+    private readonly maxResponseBytes: number,
     log: Logger,
     events: EndpointEvents,
   ) {
@@ -32,6 +34,7 @@ export class StdioEndpoint extends ClientEndpoint {
       env: this.config.env,
       cwd: this.config.cwd,
       onStderr: (line) => this.log.debug({ endpoint: this.id, stderr: line }, "backend stderr"),
+      maxLineBytes: this.maxResponseBytes,
     });
   }
 
