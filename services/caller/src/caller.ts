@@ -1,11 +1,10 @@
 import type { Msg } from "nats";
-import { ToolIndex, checkToolCall } from "@toolbus/catalog";
+import { checkToolCall } from "@toolbus/catalog";
 import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
+import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
-  CancelRequestSchema,
   ErrorCode,
   ToolCallRequestSchema,
-  decodeRequest,
   decodeToolsListRequest,
   encodeJson,
   errorReply,
@@ -13,24 +12,32 @@ import {
   queueGroups,
   subjects,
   type BreakerEvent,
-  type CallerHeartbeat,
-  type CallerStatus,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
   type ToolsListOkReply,
 } from "@toolbus/protocol";
-import { InFlight, TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
-import type { BreakerState } from "@toolbus/policies";
+import {
+  InFlight,
+  TOOLBUS_VERSION,
+  addService,
+  admitRequest,
+  answerInternal,
+  maxPayloadOf,
+  respondJson,
+  type Logger,
+  type Worker,
+  type WorkerDeps,
+} from "@toolbus/runtime";
 import { CallRegistry } from "./cancellation.js";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint } from "./http.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy, REPLY_MARGIN_MS } from "./policy.js";
+import { Presence } from "./presence.js";
 import { StdioEndpoint } from "./stdio.js";
+import { ToolList } from "./tool-list.js";
 
-/** Timeout for a tools/list refresh. */
-const LIST_TOOLS_TIMEOUT_MS = 10_000;
 /**
  * An HTTP backend's response may be this much larger than the NATS max payload (the JSON-RPC and SSE
  * framing around a result that still fits a reply); anything larger could not be answered anyway.
@@ -58,25 +65,20 @@ export interface CallerWorker extends Worker {
  * call to the client's reply subject itself.
  */
 export async function startCaller(deps: WorkerDeps, options: CallerOptions): Promise<CallerWorker> {
-  const { nc, metrics } = deps;
+  const { nc } = deps;
   const backend = options.backend;
   const log = deps.logger.child({ worker: "caller", backend: backend.name, workerId: deps.workerId });
   const inFlight = new InFlight();
-  let index: ToolIndex | null = null;
-  let refreshing: Promise<void> | undefined;
-  let refreshAgain = false;
-  let stopping = false;
   /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */
   const calls = new CallRegistry();
 
   const events: EndpointEvents = {
-    onLive: (endpoint) => void refreshTools(endpoint),
+    onLive: (endpoint) => void tools.refresh(endpoint),
     onToolsChanged: (endpoint) => {
       log.info({ endpoint: endpoint.id }, "backend tool list changed; refreshing");
-      void refreshTools(endpoint);
+      void tools.refresh(endpoint);
     },
   };
-
   const launched = backend.kind === "mcp-http" && backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
   const maxResponseBytes = maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES;
   // Ids go into logs, events, replies and `toolbus status`: never a URL, which may hold a token.
@@ -84,68 +86,41 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     backend.kind === "mcp-stdio"
       ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, maxResponseBytes, log, events))
       : backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
+  const tools = new ToolList(endpoints, log, () => presence.announce());
+  const policy = new CallPolicy(backend, endpoints, { onBreaker: (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t) });
 
-  const policy = new CallPolicy(backend, endpoints, {
-    onBreaker: (endpoint, t) => {
-      const event: BreakerEvent = {
-        backend: backend.name,
-        endpoint: endpoint.id,
-        from: t.from,
-        to: t.to,
-        reason: t.reason,
-        workerId: deps.workerId,
-        time: new Date().toISOString(),
-      };
-      (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
-      if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
+  const presence = new Presence(nc, {
+    backend: backend.name,
+    heartbeatMs: options.heartbeatMs,
+    maxRequestBytes: options.limits.maxRequestBytes,
+    heartbeat: (status) => ({
+      backend: backend.name,
+      workerId: deps.workerId,
+      status,
+      toolsVersion: tools.index?.version ?? null,
+      endpointsLive: endpoints.filter((e) => e.live).length,
+      endpointsTotal: endpoints.length,
+      intervalMs: options.heartbeatMs,
+    }),
+    status: () => ({
+      backend: backend.name,
+      workerId: deps.workerId,
+      toolsVersion: tools.index?.version ?? null,
+      endpoints: endpoints.map((e) => ({
+        id: e.id,
+        live: e.live,
+        inFlight: e.inFlight,
+        queued: policy.bulkheads.get(e)!.queued,
+        breaker: policy.breakers.get(e)!.state,
+      })),
+    }),
+    onCancel: ({ requestId, reason }) => {
+      if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
     },
   });
 
-  /** Fetch the tool list (one refresh at a time; a change during a refresh triggers one more). */
-  function refreshTools(endpoint: Endpoint): Promise<void> {
-    if (refreshing) {
-      refreshAgain = true;
-      return refreshing;
-    }
-    refreshing = (async () => {
-      try {
-        const tools = (await endpoint.listTools(LIST_TOOLS_TIMEOUT_MS)) as ToolDescriptor[];
-        const next = new ToolIndex(tools);
-        if (next.version !== index?.version) {
-          index = next;
-          log.info({ tools: tools.length, toolsVersion: next.version }, "backend tools loaded");
-          heartbeat();
-        }
-      } catch (err) {
-        log.warn({ endpoint: endpoint.id, err: (err as Error).message }, "could not list backend tools");
-      } finally {
-        refreshing = undefined;
-        if (refreshAgain) {
-          refreshAgain = false;
-          const live = endpoints.find((e) => e.live);
-          if (live) void refreshTools(live);
-        }
-      }
-    })();
-    return refreshing;
-  }
-
   const maxPayload = (): number => maxPayloadOf(nc);
-  // Label lookups bound once: prom-client hashes label sets on every unbound call.
-  const okCount = metrics.requests.labels("caller", backend.name, "ok");
-  const okDuration = metrics.duration.labels("caller", backend.name, "ok");
-  const finish = (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number): void => {
-    respondJson(msg, reply, maxPayload());
-    const seconds = (monotonicNow() - started) / 1000;
-    if (reply.ok) {
-      okCount.inc();
-      okDuration.observe(seconds);
-    } else {
-      const labels = { worker: "caller", backend: backend.name, outcome: reply.error.code };
-      metrics.requests.inc(labels);
-      metrics.duration.observe(labels, seconds);
-    }
-  };
+  const finish = replyAndCount(deps, backend.name, maxPayload);
 
   async function handleCall(msg: Msg): Promise<void> {
     const started = monotonicNow();
@@ -156,6 +131,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       return finish(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}", the body names "${request.backend}"`), started);
     }
     // Until the tool list is known (backend down since start) calls go on unchecked: the backend checks.
+    const index = tools.index;
     if (index) {
       const problem = checkToolCall(index, request);
       if (problem) return finish(msg, problem, started);
@@ -183,41 +159,9 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     if (decoded.value.backend !== undefined && decoded.value.backend !== backend.name) {
       return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}"`), maxPayload());
     }
-    const reply: ToolsListOkReply = { ok: true, backends: [{ name: backend.name, liveCallers: 1, tools: index ? [...index.tools] : null }] };
+    const list = tools.index;
+    const reply: ToolsListOkReply = { ok: true, backends: [{ name: backend.name, liveCallers: 1, tools: list ? [...list.tools] : null }] };
     respondJson(msg, reply, maxPayload());
-  }
-
-  function heartbeatBody(status: CallerHeartbeat["status"]): CallerHeartbeat {
-    return {
-      backend: backend.name,
-      workerId: deps.workerId,
-      status,
-      toolsVersion: index?.version ?? null,
-      endpointsLive: endpoints.filter((e) => e.live).length,
-      endpointsTotal: endpoints.length,
-      intervalMs: options.heartbeatMs,
-    };
-  }
-
-  function statusBody(): CallerStatus {
-    return {
-      backend: backend.name,
-      workerId: deps.workerId,
-      toolsVersion: index?.version ?? null,
-      endpoints: endpoints.map((e) => ({
-        id: e.id,
-        live: e.live,
-        inFlight: e.inFlight,
-        queued: policy.bulkheads.get(e)!.queued,
-        breaker: policy.breakers.get(e)!.state,
-      })),
-    };
-  }
-
-  function heartbeat(status: CallerHeartbeat["status"] = "up"): void {
-    // Once it has said "down", a stopping caller must not come back (e.g. on a tools change).
-    if (stopping && status === "up") return;
-    if (!nc.isClosed()) nc.publish(subjects.callerHeartbeat(backend.name), encodeJson(heartbeatBody(status)));
   }
 
   launched?.start();
@@ -238,24 +182,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     metadata: { backend: backend.name },
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
-  // Every caller (no queue group) answers a starting router, so it serves with a full catalog.
-  const discovery = nc.subscribe(subjects.callerDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeatBody("up"))) });
-  // A client that gave up on a call: the caller holding it (if it is us) cancels it at the backend.
-  const cancels = nc.subscribe(subjects.cancelCall(backend.name), {
-    callback: (_err, msg) => {
-      const decoded = decodeRequest(msg.data, CancelRequestSchema, options.limits.maxRequestBytes);
-      if (!decoded.ok) return;
-      const { requestId, reason } = decoded.value;
-      if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
-    },
-  });
-  // ... and `toolbus status`.
-  const status = nc.subscribe(subjects.callerStatus(), { callback: (_err, msg) => void msg.respond(encodeJson(statusBody())) });
-  // Announce only once the server has our subscriptions, so a router never forwards into the void.
-  await nc.flush();
-  heartbeat();
-  const timer = setInterval(() => heartbeat(), options.heartbeatMs);
-  timer.unref();
+  await presence.start();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
 
   let stopped: Promise<void> | undefined;
@@ -265,17 +192,12 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     name: `caller:${backend.name}`,
     backend: backend.name,
     endpoints,
-    tools: () => index?.tools ?? null,
+    tools: () => tools.index?.tools ?? null,
     breakerStates: () => Object.fromEntries([...policy.breakers].map(([e, b]) => [e.id, b.state])),
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
-        stopping = true;
-        clearInterval(timer);
-        discovery.unsubscribe();
-        status.unsubscribe();
-        cancels.unsubscribe();
-        heartbeat("down");
+        presence.stop();
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();
         if (!(await inFlight.idle(graceMs))) {
@@ -293,5 +215,40 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       return stopped;
     },
     stopped: stoppedPromise,
+  };
+}
+
+/** Log a breaker transition and publish it on `toolbus.v1.evt.breaker.<backend>`. */
+function breakerEvent(deps: WorkerDeps, log: Logger, backend: string, endpoint: Endpoint, t: BreakerTransition): void {
+  const event: BreakerEvent = {
+    backend,
+    endpoint: endpoint.id,
+    from: t.from,
+    to: t.to,
+    reason: t.reason,
+    workerId: deps.workerId,
+    time: new Date().toISOString(),
+  };
+  (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
+  if (!deps.nc.isClosed()) deps.nc.publish(subjects.breakerEvents(backend), encodeJson(event));
+}
+
+/** Send a reply and count it in the metrics, by outcome. */
+function replyAndCount(deps: WorkerDeps, backend: string, maxPayload: () => number): (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number) => void {
+  const { metrics } = deps;
+  // Label lookups bound once: prom-client hashes label sets on every unbound call.
+  const okCount = metrics.requests.labels("caller", backend, "ok");
+  const okDuration = metrics.duration.labels("caller", backend, "ok");
+  return (msg, reply, started) => {
+    respondJson(msg, reply, maxPayload());
+    const seconds = (monotonicNow() - started) / 1000;
+    if (reply.ok) {
+      okCount.inc();
+      okDuration.observe(seconds);
+    } else {
+      const labels = { worker: "caller", backend, outcome: reply.error.code };
+      metrics.requests.inc(labels);
+      metrics.duration.observe(labels, seconds);
+    }
   };
 }

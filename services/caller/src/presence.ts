@@ -1,0 +1,70 @@
+import type { NatsConnection, Subscription } from "nats";
+import { CancelRequestSchema, decodeRequest, encodeJson, subjects, type CallerHeartbeat, type CallerStatus, type CancelRequest } from "@toolbus/protocol";
+
+export interface PresenceOptions {
+  backend: string;
+  heartbeatMs: number;
+  maxRequestBytes: number;
+  /** What this caller says of itself: in heartbeats and to a discovering router ... */
+  heartbeat(status: CallerHeartbeat["status"]): CallerHeartbeat;
+  /** ... and to `toolbus status`. */
+  status(): CallerStatus;
+  /** A client gave up on a call (maybe one of ours). */
+  onCancel(request: CancelRequest): void;
+}
+
+/**
+ * How a caller makes itself known, apart from serving calls: a heartbeat every `heartbeatMs` (the
+ * router forwards only to backends with a live caller), an answer to every starting router's
+ * discovery and to `toolbus status`, and an ear for clients' cancels. None of these use a queue
+ * group: every replica answers, and the one holding a cancelled call acts on it.
+ */
+export class Presence {
+  readonly #subscriptions: Subscription[];
+  #timer: NodeJS.Timeout | undefined;
+  #down = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly options: PresenceOptions,
+  ) {
+    const answer = (body: () => unknown) => (_err: unknown, msg: { respond(data: Uint8Array): boolean }) => void msg.respond(encodeJson(body()));
+    this.#subscriptions = [
+      nc.subscribe(subjects.callerDiscovery(), { callback: answer(() => options.heartbeat("up")) }),
+      nc.subscribe(subjects.callerStatus(), { callback: answer(() => options.status()) }),
+      nc.subscribe(subjects.cancelCall(options.backend), {
+        callback: (_err, msg) => {
+          const decoded = decodeRequest(msg.data, CancelRequestSchema, options.maxRequestBytes);
+          if (decoded.ok) options.onCancel(decoded.value);
+        },
+      }),
+    ];
+  }
+
+  /** Start the heartbeat, once the server has our subscriptions (so a router never forwards into the void). */
+  async start(): Promise<void> {
+    await this.nc.flush();
+    this.announce();
+    this.#timer = setInterval(() => this.announce(), this.options.heartbeatMs);
+    this.#timer.unref();
+  }
+
+  /** Send a heartbeat now (e.g. the tool list changed). */
+  announce(): void {
+    // Once it has said "down", a stopping caller must not come back (e.g. on a tools change).
+    if (this.#down) return;
+    this.#publish("up");
+  }
+
+  /** Say "down" and go quiet. */
+  stop(): void {
+    clearInterval(this.#timer);
+    for (const sub of this.#subscriptions) sub.unsubscribe();
+    this.#down = true;
+    this.#publish("down");
+  }
+
+  #publish(status: CallerHeartbeat["status"]): void {
+    if (!this.nc.isClosed()) this.nc.publish(subjects.callerHeartbeat(this.options.backend), encodeJson(this.options.heartbeat(status)));
+  }
+}
