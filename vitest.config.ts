@@ -3,16 +3,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
-// Tests import workspace packages from their TypeScript sources (no build needed for unit tests);
+// Tests import workspace packages (each named `@toolbus/<its folder>`) from their TypeScript sources (no build needed for unit tests);
 // end-to-end tests run the built `toolbus` command, which `npm test` builds first.
 const root = dirname(fileURLToPath(import.meta.url));
 const alias = Object.fromEntries(
-  ["packages", "services"].flatMap((dir) =>
-    readdirSync(join(root, dir)).map((name) => {
-      const pkg = name === "toolbus" ? "cli" : name;
-      return [`@toolbus/${pkg}`, join(root, dir, name, "src/index.ts")];
-    }),
-  ),
+  ["packages", "services"].flatMap((dir) => readdirSync(join(root, dir)).map((name) => [`@toolbus/${name}`, join(root, dir, name, "src/index.ts")])),
 );
 
 export default defineConfig({

@@ -9,7 +9,7 @@ import { natsOperatorSetup, type NatsOperatorSetup } from "../helpers/nats-creds
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { testConfig, toolbusCommand } from "../helpers/toolbus.js";
 
-// The toolbus command's exit codes (services/toolbus/src/exit-codes.ts).
+// The toolbus command's exit codes (services/cli/src/exit-codes.ts).
 const USAGE = 2;
 const NO_NATS = 5;
 

@@ -1,5 +1,5 @@
 import type { Msg } from "nats";
-import { checkToolCall } from "@toolbus/catalog";
+import { checkToolCall } from "@toolbus/tool-index";
 import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {

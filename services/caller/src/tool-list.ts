@@ -1,4 +1,4 @@
-import { ToolIndex } from "@toolbus/catalog";
+import { ToolIndex } from "@toolbus/tool-index";
 import type { ToolDescriptor } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
 import type { Endpoint } from "./endpoint.js";

@@ -1,3 +1,3 @@
 export { startRouter } from "./router.js";
 export type { RouterOptions, RouterWorker } from "./router.js";
-export { Catalog } from "./catalog.js";
+export { LiveBackends } from "./live-backends.js";

@@ -1,5 +1,5 @@
 import type { Msg } from "nats";
-import { checkToolCall, unknownBackend } from "@toolbus/catalog";
+import { checkToolCall, unknownBackend } from "@toolbus/tool-index";
 import type { ToolbusConfig } from "@toolbus/config";
 import {
   ErrorCode,
@@ -15,7 +15,7 @@ import {
   type ToolsListOkReply,
 } from "@toolbus/protocol";
 import { TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
-import { Catalog } from "./catalog.js";
+import { LiveBackends } from "./live-backends.js";
 
 /** How long a starting router collects answers from running callers before it serves. */
 const DISCOVERY_WAIT_MS = 250;
@@ -27,7 +27,7 @@ export interface RouterOptions {
 }
 
 export interface RouterWorker extends Worker {
-  readonly catalog: Catalog;
+  readonly liveBackends: LiveBackends;
 }
 
 /**
@@ -38,9 +38,9 @@ export interface RouterWorker extends Worker {
 export async function startRouter(deps: WorkerDeps, options: RouterOptions): Promise<RouterWorker> {
   const { nc, metrics } = deps;
   const log = deps.logger.child({ worker: "router", workerId: deps.workerId });
-  const catalog = new Catalog(nc, log, options.backends);
-  const stopListening = catalog.listen();
-  await catalog.discover(DISCOVERY_WAIT_MS);
+  const liveBackends = new LiveBackends(nc, log, options.backends);
+  const stopListening = liveBackends.listen();
+  await liveBackends.discover(DISCOVERY_WAIT_MS);
   const maxPayload = (): number => maxPayloadOf(nc);
 
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
@@ -56,8 +56,8 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     if (!admitted.ok) return answer(msg, admitted.reply, "-", started, admitted.requestId);
     const { body: request, requestId, deadline } = admitted;
     const backend = request.backend;
-    if (!catalog.has(backend)) return answer(msg, unknownBackend(backend, catalog.names), "-", started, requestId);
-    if (catalog.liveCallers(backend) === 0) {
+    if (!liveBackends.has(backend)) return answer(msg, unknownBackend(backend, liveBackends.names), "-", started, requestId);
+    if (liveBackends.liveCallers(backend) === 0) {
       const reply = errorReply(
         ErrorCode.BACKEND_UNAVAILABLE,
         `backend "${backend}" has no live caller (start one with: toolbus worker caller --backend ${backend})`,
@@ -68,7 +68,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
       return answer(msg, reply, backend, started, requestId);
     }
     // A backend whose tools are not known yet is not an "unknown tool": its caller decides.
-    const index = catalog.index(backend);
+    const index = liveBackends.index(backend);
     if (index) {
       const problem = checkToolCall(index, request);
       if (problem) return answer(msg, problem, backend, started, requestId);
@@ -90,9 +90,9 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     const decoded = decodeToolsListRequest(msg.data, options.limits.maxRequestBytes);
     if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
     const requested = decoded.value.backend;
-    if (requested !== undefined && !catalog.has(requested)) return void respondJson(msg, unknownBackend(requested, catalog.names), maxPayload());
-    const names = requested !== undefined ? [requested] : catalog.names;
-    const reply: ToolsListOkReply = { ok: true, backends: names.map((n) => catalog.describe(n)) };
+    if (requested !== undefined && !liveBackends.has(requested)) return void respondJson(msg, unknownBackend(requested, liveBackends.names), maxPayload());
+    const names = requested !== undefined ? [requested] : liveBackends.names;
+    const reply: ToolsListOkReply = { ok: true, backends: names.map((n) => liveBackends.describe(n)) };
     respondJson(msg, reply, maxPayload());
   }
 
@@ -122,7 +122,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const stopped = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: "router",
-    catalog,
+    liveBackends,
     notReady: () => [],
     // Forwarding is synchronous, so once the endpoints are drained nothing is left in flight here.
     stop: () => {

@@ -1,5 +1,5 @@
 import { RequestStrategy, type Msg, type NatsConnection } from "nats";
-import { ToolIndex } from "@toolbus/catalog";
+import { ToolIndex } from "@toolbus/tool-index";
 import { CallerHeartbeatSchema, ToolsListOkReplySchema, decodeJson, encodeJson, subjects, type BackendTools, type CallerHeartbeat } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
 
@@ -25,7 +25,7 @@ interface BackendEntry {
  * What the router knows: the configured backends, which of them have a live caller (from heartbeats),
  * and each one's tools (fetched from a caller whenever a heartbeat shows a new tools version).
  */
-export class Catalog {
+export class LiveBackends {
   readonly #backends = new Map<string, BackendEntry>();
 
   constructor(
