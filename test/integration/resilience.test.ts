@@ -125,7 +125,8 @@ describe("breaker", () => {
     const hung = await outcome(client.callTool("fault", "hang", {}, { timeoutMs: 800 }));
     expect(hung.code).toBe("DEADLINE_EXCEEDED");
     expect(hung.ms).toBeGreaterThan(700);
-    expect(hung.ms).toBeLessThan(900);
+    // Answered at its 800 ms deadline, with room for a loaded machine (the exact cut is in policy.test.ts).
+    expect(hung.ms).toBeLessThan(1_300);
     expect(caller(stack, "fault").breakerStates()).toEqual({ "fault#0": "open" });
   });
 });
@@ -194,11 +195,12 @@ describe("rate limit", () => {
       expect(r.retryAfterMs).toBeGreaterThan(1_500);
     }
     for (const r of results) expect(r.ms).toBeLessThan(2_000 + 100);
-    // Spread at ≈12/s: the n-th completes no earlier than (n-1)/12 s.
+    // Spread at ≈12/s: the n-th completes no earlier than (n-1)/12 s. ±40 ms is what a loaded 2-core
+    // machine keeps; unlimited they would all land within a few ms (the exact spacing is in policy.test.ts).
     completedAt.sort((a, b) => a - b);
     const span = completedAt.at(-1)! - completedAt[0]!;
-    expect(span / (ok.length - 1)).toBeGreaterThan(1000 / 12 - 15);
-    expect(span / (ok.length - 1)).toBeLessThan(1000 / 12 + 25);
+    expect(span / (ok.length - 1)).toBeGreaterThan(1000 / 12 - 40);
+    expect(span / (ok.length - 1)).toBeLessThan(1000 / 12 + 40);
   });
 });
 
@@ -210,7 +212,8 @@ describe("bulkhead", () => {
     const results = await Promise.all(Array.from({ length: 20 }, () => outcome(client.callTool("fault", "sleep", { ms: 1_000 }, { timeoutMs: 5_000 }))));
     const counts = results.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.code]: (acc[r.code] ?? 0) + 1 }), {});
     expect(counts).toEqual({ ok: 8, OVERLOADED: 12 });
-    for (const r of results.filter((x) => x.code === "OVERLOADED")) expect(r.ms).toBeLessThan(200);
+    // At once, not after waiting for a slot (≥ 1 s here).
+    for (const r of results.filter((x) => x.code === "OVERLOADED")) expect(r.ms).toBeLessThan(500);
     expect((await stats(client, "fault")).maxInFlight).toBe(4);
   });
 });
@@ -248,7 +251,8 @@ describe("timeouts", () => {
     const slow = await outcome(client.callTool("fault", "sleep", { ms: 400 }, { timeoutMs: 10_000 }));
     expect(slow.code).toBe("DEADLINE_EXCEEDED");
     expect((slow.error as Error).message).toMatch(/adaptive timeout/);
-    expect(slow.ms).toBeLessThan(300);
+    // Far below the 10 s budget, with room for a loaded machine (the exact cut is in policy.test.ts).
+    expect(slow.ms).toBeLessThan(1_000);
   });
 });
 

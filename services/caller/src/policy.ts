@@ -83,6 +83,7 @@ export class CallPolicy {
   #rotation = 0;
 
   readonly #now: () => number;
+  readonly #random: () => number;
 
   constructor(
     private readonly backend: BackendConfig,
@@ -90,8 +91,11 @@ export class CallPolicy {
     events: PolicyEvents,
     /** The monotonic clock in ms (a test's fake clock). */
     now: () => number = monotonicNow,
+    /** The backoff's jitter in [0, 1): a test fixes it to check the exact spacing of retries. */
+    random: () => number = Math.random,
   ) {
     this.#now = now;
+    this.#random = random;
     const p = backend.policy;
     for (const endpoint of endpoints) {
       this.breakers.set(
@@ -105,7 +109,8 @@ export class CallPolicy {
       );
       this.bulkheads.set(endpoint, new Bulkhead(p.bulkhead.maxConcurrent, p.bulkhead.maxQueue));
     }
-    this.#rate = p.rateLimit && new TokenBucket(p.rateLimit.ratePerSec, p.rateLimit.burst);
+    // On the same clock as the deadlines it is checked against (the bucket's own default is performance.now).
+    this.#rate = p.rateLimit && new TokenBucket(p.rateLimit.ratePerSec, p.rateLimit.burst, now);
     this.#latency = new LatencyEstimator({ ...p.adaptive, maxMs: backend.callTimeoutMs, defaultMs: backend.callTimeoutMs });
     this.#budget = new RetryBudget({ ratio: p.retry.budgetRatio, reserve: p.retry.budgetReserve });
   }
@@ -260,7 +265,7 @@ export class CallPolicy {
       // adds no load to the failing endpoint, so it does not spend the retry budget.
       const failover = failure.fault.neverReached && this.endpoints.some((e) => e !== endpoint && e.live && !this.breakers.get(e)!.rejecting);
       if (!failover && !this.#budget.withdraw()) return withAttempts(reply, attempt);
-      const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
+      const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs, this.#random);
       if (now() + pause >= deadline - REPLY_MARGIN_MS) return withAttempts(reply, attempt);
       (tried ??= new Set()).add(endpoint);
       lastFailure = reply;
