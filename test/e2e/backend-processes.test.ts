@@ -47,7 +47,7 @@ describe("backend processes toolbus starts", () => {
       const echo = async (): Promise<string> => {
         try {
           const { result } = await client.callTool("everything", "echo", { message: "hi" }, { timeoutMs: 3_000 });
-          return (result.content[0] as { text: string }).text;
+          return (result.content[0] as unknown as { text: string }).text;
         } catch (err) {
           if (isToolbusError(err)) return err.code;
           throw err;
