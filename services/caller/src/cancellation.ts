@@ -1,4 +1,8 @@
+import { setMaxListeners } from "node:events";
 import { abortReason } from "./faults.js";
+
+/** Attempts (at most 11) and session re-sends, with room to spare, before Node warns of a leak. */
+const LISTENERS_PER_CALL = 64;
 
 interface Held {
   readonly requestId: string;
@@ -19,6 +23,8 @@ export class CallRegistry {
   /** Hold a call that must end within `budgetMs`; give it back with `end` however it ends. */
   start(requestId: string, budgetMs: number): AbortController {
     const controller = new AbortController();
+    // The SDK adds a listener per attempt (and per re-send after a lost session); retries are bounded.
+    setMaxListeners(LISTENERS_PER_CALL, controller.signal);
     const timer = setTimeout(() => controller.abort(abortReason("deadline", "the request's deadline passed")), Math.max(0, budgetMs));
     this.#calls.set(controller, { requestId, timer });
     return controller;

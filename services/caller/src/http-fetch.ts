@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { Response, fetch as undiciFetch, type Agent } from "undici";
 import { MAX_BACKEND_TEXT, ResponseTooLargeError } from "./faults.js";
@@ -33,7 +34,10 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
     const onAbort = (): void => controller.abort(outer?.reason);
     if (outer) {
       if (outer.aborted) controller.abort(outer.reason);
-      else outer.addEventListener("abort", onAbort, { once: true });
+      else {
+        sized(outer);
+        outer.addEventListener("abort", onAbort, { once: true });
+      }
     }
     const unlink = (): void => outer?.removeEventListener("abort", onAbort);
     let response: Response;
@@ -71,6 +75,18 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
     });
     return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers }) as unknown as globalThis.Response;
   };
+}
+
+/**
+ * The SDK's signal carries one listener per request in flight (each removed when its response ends,
+ * which the soak test checks), so Node's default warning at 11 would fire on any busy endpoint.
+ */
+const SIZED = new WeakSet<AbortSignal>();
+const LISTENERS_PER_SIGNAL = 4_096;
+function sized(signal: AbortSignal): void {
+  if (SIZED.has(signal)) return;
+  SIZED.add(signal);
+  setMaxListeners(LISTENERS_PER_SIGNAL, signal);
 }
 
 function hasSession(headers: unknown): boolean {
