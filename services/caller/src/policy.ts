@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { BackendConfig } from "@toolbus/config";
 import {
   Breaker,
@@ -175,6 +176,9 @@ export class CallPolicy {
 
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) return withAttempts(aborted(signal), attempt - 1);
+      // The SDK adds a listener to the call's signal per attempt (two with a session re-send) and never
+      // removes it; past a few attempts Node would warn of a leak that is not one. Rare, so set late.
+      if (attempt === 4) setMaxListeners(64, signal);
       // 1. Deadline.
       const left = deadline - now() - REPLY_MARGIN_MS;
       if (left <= 0)

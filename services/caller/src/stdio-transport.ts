@@ -60,25 +60,25 @@ export class ChildProcessTransport implements Transport {
       child.stdin.on("error", (err) => this.onerror?.(err));
       const lines = new LineReader(this.options.maxLineBytes);
       child.stdout.on("data", (chunk: Buffer) => {
-        for (const line of lines.push(chunk)) {
+        lines.push(chunk, (line) => {
           if (line.tooLarge) {
             // A result we cannot carry: answer its request now, as the server would have, and keep the
             // child (it is not misbehaving, only verbose).
             if (line.id !== undefined) this.onmessage?.(tooLargeAnswer(line.id, line.bytes, this.options.maxLineBytes));
             else this.onerror?.(new Error(`skipped a ${line.bytes}-byte line from the server (over ${this.options.maxLineBytes} bytes) naming no request`));
-            continue;
+            return;
           }
-          if (line.text.trim() === "") continue;
+          if (line.text === "") return;
           let message: JSONRPCMessage;
           try {
             message = deserializeMessage(line.text);
           } catch (err) {
             // A line that is not a JSON-RPC message is reported and skipped; the next may be fine.
             this.onerror?.(err as Error);
-            continue;
+            return;
           }
           this.onmessage?.(message);
-        }
+        });
       });
       createInterface({ input: child.stderr }).on("line", this.options.onStderr);
     });
@@ -109,7 +109,7 @@ export class ChildProcessTransport implements Transport {
   }
 }
 
-type Line = { tooLarge: false; text: string } | { tooLarge: true; bytes: number; id: string | number | undefined };
+export type Line = { tooLarge: false; text: string } | { tooLarge: true; bytes: number; id: string | number | undefined };
 
 /** The JSON-RPC id of a message from its first or last bytes (the rest of it was not kept). */
 function idOf(head: string, tail: string): string | number | undefined {
@@ -135,7 +135,7 @@ function tooLargeAnswer(id: string | number, bytes: number, limit: number): JSON
  * Splits stdout into lines (one JSON-RPC message each). A line longer than `max` is not kept: only its
  * first and last bytes, enough to find the request it answers.
  */
-class LineReader {
+export class LineReader {
   #chunks: Buffer[] = [];
   #size = 0;
   /** In a line already over the limit: its size so far, its head and its tail. */
@@ -143,10 +143,13 @@ class LineReader {
 
   constructor(private readonly max: number) {}
 
-  *push(chunk: Buffer): Generator<Line> {
+  /** Feed a chunk of stdout; `onLine` gets each line it completes. */
+  push(chunk: Buffer, onLine: (line: Line) => void): void {
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
-      yield this.#end(chunk.subarray(start, nl));
+      // The common case, a whole line within one chunk: decoded in place, nothing copied.
+      if (this.#size === 0 && !this.#over && nl - start <= this.max) onLine({ tooLarge: false, text: chunk.toString("utf8", start, nl).replace(/\r$/, "") });
+      else onLine(this.#end(chunk.subarray(start, nl)));
       start = nl + 1;
     }
     if (start < chunk.length) this.#add(chunk.subarray(start));
