@@ -18,14 +18,10 @@ describe("LineReader", () => {
   });
 
   it("skips a line over the limit, keeping only what names its request, and reads on", () => {
-    const big = "x".repeat(5_000);
+    const line = `{"result":{"text":"${"x".repeat(5_000)}"},"jsonrpc":"2.0","id":42}`;
     const reader = new LineReader(1_000);
-    const lines = feed(
-      reader,
-      `{"result":{"text":"${big.slice(0, 2_000)}`,
-      `${big.slice(2_000)}"},"jsonrpc":"2.0","id":42}\n{"jsonrpc":"2.0","id":43,"result":{}}\n`,
-    );
-    expect(lines[0]).toEqual({ tooLarge: true, bytes: 5_000 + 47, id: 42 });
+    const lines = feed(reader, line.slice(0, 2_000), `${line.slice(2_000)}\n{"jsonrpc":"2.0","id":43,"result":{}}\n`);
+    expect(lines[0]).toEqual({ tooLarge: true, bytes: line.length, id: 42 });
     expect(lines[1]).toEqual({ tooLarge: false, text: '{"jsonrpc":"2.0","id":43,"result":{}}' });
     // The id at the head (as most servers write it), a string id too.
     const head = feed(new LineReader(100), `{"jsonrpc":"2.0","id":"req-7","result":"${"y".repeat(500)}"}\n`);
