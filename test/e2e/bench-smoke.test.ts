@@ -1,13 +1,14 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { ROOT } from "../helpers/paths.js";
+import { removeTempDirs, tempDir } from "../helpers/toolbus.js";
 
 describe("npm run bench", () => {
+  afterAll(removeTempDirs);
   it("runs every row (smoke size) and writes the figures as JSON", async () => {
-    const out = mkdtempSync(join(tmpdir(), "toolbus-bench-"));
+    const out = tempDir("toolbus-bench-");
     const { code, output } = await new Promise<{ code: number; output: string }>((resolve) => {
       const child = spawn(process.execPath, ["--import", "tsx", "test/bench/bench.ts", "--smoke", "--out", out], {
         cwd: ROOT,

@@ -3,7 +3,7 @@ import { ToolbusClient } from "@toolbus/client";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { faultStdio, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
-import { childPids, isAlive, runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { childPids, isAlive, removeTempDirs, runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 
 describe("graceful stop of `toolbus up`", () => {
   let nats: TestNats;
@@ -19,6 +19,7 @@ describe("graceful stop of `toolbus up`", () => {
     await client?.close();
     await unrelated?.stop();
     await nats?.[Symbol.asyncDispose]();
+    removeTempDirs();
   });
 
   const config = () =>

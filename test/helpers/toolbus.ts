@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
@@ -17,9 +17,28 @@ export function testConfig(natsUrl: string, raw: Record<string, unknown>): Toolb
   );
 }
 
-/** Write a config file for the `toolbus` command and return its path. */
+/**
+ * Temp dirs made by this process's tests and benches. A test file removes them in `afterAll`
+ * (`removeTempDirs`): vitest ends its workers without running exit handlers. A plain script (the
+ * bench) has them removed when it exits.
+ */
+const tempDirs = new Set<string>();
+export function removeTempDirs(): void {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+process.once("exit", removeTempDirs);
+
+/** A temp dir that is removed when this process exits. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Write a config file for the `toolbus` command and return its path (its dir goes when the process exits). */
 export function writeConfig(raw: Record<string, unknown>): string {
-  const dir = mkdtempSync(join(tmpdir(), "toolbus-test-config-"));
+  const dir = tempDir("toolbus-test-config-");
   const file = join(dir, "toolbus.json");
   writeFileSync(file, JSON.stringify(raw, null, 2));
   return file;

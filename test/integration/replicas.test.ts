@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolbusClient, isToolbusError } from "@toolbus/client";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { faultStdio } from "../helpers/mcp.js";
-import { childPids, isAlive, runToolbus, waitFor, waitForBackends, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
+import { childPids, isAlive, removeTempDirs, runToolbus, waitFor, waitForBackends, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
 
 interface EndpointStats {
   name: string;
@@ -38,6 +38,7 @@ describe("two routers and two callers of one backend", () => {
     for (const p of procs) p.kill("SIGKILL");
     await Promise.all(procs.map((p) => p.exited));
     await nats?.[Symbol.asyncDispose]();
+    removeTempDirs();
   });
 
   /** Requests served by each instance of a service, from the NATS services API. */
