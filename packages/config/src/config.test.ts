@@ -171,7 +171,7 @@ describe("floors and ceilings", () => {
     ["negative queue", stdio({ bulkhead: { maxQueue: -1 } }), "backends.x.bulkhead.maxQueue: must be at least 0"],
     ["pool of 0", stdio({ pool: 0 }), "backends.x.pool: must be at least 1"],
     ["pool over 64", stdio({ pool: 65 }), "backends.x.pool: must be at most 64"],
-    ["no connections", http({ connections: 0 }), "backends.x.connections: must be at least 1"],
+    ["one connection (the server's event stream holds it)", http({ connections: 1 }), "backends.x.connections: must be at least 2"],
     ["max budget 0", { limits: { maxBudget: 0 } }, "limits.maxBudget: must be at least 10ms"],
     ["default budget 0", { limits: { defaultBudget: 0 } }, "limits.defaultBudget: must be at least 10ms"],
     ["default budget above the max", { limits: { defaultBudget: "20m" } }, "limits.defaultBudget: must be at most maxBudget (15m, the default)"],
@@ -218,7 +218,7 @@ describe("floors and ceilings", () => {
         bulkhead: { maxConcurrent: 1, maxQueue: 0 },
       },
     });
-    expect(problemsOf(http({ connections: 1 }))).toEqual([]);
+    expect(problemsOf(http({ connections: 2 }))).toEqual([]);
   });
 
   it("accepts every value at its ceiling", () => {

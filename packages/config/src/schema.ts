@@ -121,8 +121,8 @@ const McpHttpBackendSchema = z
     url: HttpUrlSchema.optional(),
     urls: z.array(HttpUrlSchema).min(1).optional(),
     headers: z.record(z.string(), z.string()).default({}),
-    /** Keep-alive connections held open to the server. */
-    connections: bounded({ min: 1, max: 1024 }).default(16),
+    /** Keep-alive connections held open to the server; the server's event stream holds one for good. */
+    connections: bounded({ min: 2, max: 1024 }).default(16),
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
     ...PolicySchema,

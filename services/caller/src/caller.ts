@@ -206,6 +206,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
           // Let the cancelled calls send their answers before the connection drains.
           await inFlight.idle(1_000);
         }
+        presence.stopCancels();
         policy.close();
         await Promise.allSettled(endpoints.map((e) => e.close()));
         await launched?.stop();

@@ -31,6 +31,16 @@ describe("CallRegistry", () => {
     expect([a.signal.aborted, b.signal.aborted, a2.signal.aborted]).toEqual([true, false, true]);
     expect(classify(a.signal.reason, { sessionSent: false }).code).toBe("CANCELLED");
     expect(calls.cancel("nobody", "x")).toBe(0);
+    // A cancel that arrives before its call (it took a shorter way) still cancels it, for a while.
+    const now = Date.now();
+    expect(calls.cancel("early", "aborted by the client", now)).toBe(0);
+    const early = calls.start("early", 10_000);
+    expect(early.signal.aborted).toBe(true);
+    expect(classify(early.signal.reason, { sessionSent: false }).code).toBe("CANCELLED");
+    calls.end(early);
+    const again = calls.start("early", 10_000);
+    expect(again.signal.aborted).toBe(false); // once only
+    calls.end(again);
     calls.abortAll("stopping");
     expect(b.signal.aborted).toBe(true);
     for (const c of [a, b, a2]) calls.end(c);

@@ -59,6 +59,10 @@ export class Backoff {
     // ±20% jitter so a fleet of callers does not reconnect in lockstep.
     return Math.round(ms * (0.8 + Math.random() * 0.4));
   }
+  /** No failure since the last success (or since it was made). */
+  get idle(): boolean {
+    return this.#attempt === 0;
+  }
   reset(): void {
     this.#attempt = 0;
   }
@@ -176,6 +180,7 @@ export abstract class ClientEndpoint implements Endpoint {
   /** Close `client` once the calls still out on it had their time (each learns its own fate there). */
   #retire(client: Client): void {
     client.onclose = undefined;
+    if (this.#closed) return void client.close().catch(() => undefined);
     const timer = setTimeout(() => {
       this.#retired.delete(client);
       void client.close().catch(() => undefined);
@@ -191,13 +196,22 @@ export abstract class ClientEndpoint implements Endpoint {
    */
   protected async reset(failed: Client | undefined, why: string): Promise<void> {
     const client = this.client;
-    if (!client) return this.connect();
-    if (client !== failed) return;
+    // Replaced already (join the reconnect under way, if any), down (the reconnect loop and its
+    // backoff decide), or closing: nothing to do here.
+    if (this.#closed || client !== failed) return this.#connecting;
+    if (!client) return;
+    // The first loss after a success reconnects at once; a session lost again before any call succeeded
+    // on it waits for the backoff, so a server that keeps refusing sessions is not hammered.
+    const fresh = this.backoff.idle;
     this.#dropped(client, why);
     this.#retire(client);
-    this.backoff.reset();
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (fresh) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      return this.connect();
+    }
+    const wait = Math.max(0, (this.#reconnectAt ?? Date.now()) - Date.now());
+    await new Promise((r) => setTimeout(r, wait).unref());
     return this.connect();
   }
 
@@ -206,7 +220,7 @@ export abstract class ClientEndpoint implements Endpoint {
    * endpoint down and let the reconnect loop, with backoff, find out when it is back.
    */
   protected markDown(failed: Client | undefined, why: string): void {
-    if (!failed || this.client !== failed) return;
+    if (this.#closed || !failed || this.client !== failed) return;
     this.#dropped(failed, why);
     this.#retire(failed);
   }
@@ -247,9 +261,13 @@ export abstract class ClientEndpoint implements Endpoint {
     return tools;
   }
 
+  /** Called as a close begins, while the connection is still up (HTTP ends its session politely). */
+  protected async beforeClose(): Promise<void> {}
+
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    await this.beforeClose();
     // A stop has waited for the calls already: what is still open on a replaced connection goes now
     // (an HTTP one holds its event stream open, and the connection pool waits for it to end).
     for (const [client, timer] of this.#retired) {

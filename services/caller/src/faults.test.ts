@@ -5,6 +5,7 @@ import {
   EndpointDownError,
   ResponseTooLargeError,
   SessionRefusedError,
+  TOOLBUS_MARK,
   ToolbusRpcCode,
   abortReason,
   classify,
@@ -39,6 +40,22 @@ describe("the fault taxonomy", () => {
     ["410 with a session, body naming it", http(410, "session expired"), true, row("BACKEND_UNAVAILABLE", false, true, true, true)],
     ["401 with a session, body naming it", http(401, "unknown session"), true, row("BACKEND_UNAVAILABLE", false, true, true, true)],
     ["400 with a session, body about something else", http(400, "invalid JSON"), true, row("BACKEND_ERROR", false, false, false, false)],
+    // The reference server answers nearly every 4xx with JSON-RPC -32000: none of these is session loss.
+    ...(
+      [
+        [400, "Bad Request: Unsupported protocol version"],
+        [405, "Method not allowed."],
+        [406, "Not Acceptable: Client must accept both application/json and text/event-stream"],
+        [409, "Conflict: Only one SSE stream is allowed per session"],
+        [413, "Payload too large"],
+        [415, "Unsupported Media Type: Content-Type must be application/json"],
+      ] as const
+    ).map(([status, message]): Row => [
+      `${status} with a session, JSON-RPC -32000 "${message}"`,
+      http(status, JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message }, id: null })),
+      true,
+      row("BACKEND_ERROR", false, false, false, false),
+    ]),
     // The same answers without a session id are not session loss.
     ["400 without a session", http(400, REFERENCE_400), false, row("BACKEND_ERROR", false, false, false, false)],
     ["404 without a session (nothing at that URL)", http(404, "Not Found"), false, row("BACKEND_UNAVAILABLE", true, true, false, true)],
@@ -75,11 +92,23 @@ describe("the fault taxonomy", () => {
     ["JSON-RPC -32000 is not session loss", new McpError(-32000, "x"), true, row("BACKEND_UNAVAILABLE", true, false, false, true)],
     [
       "a response over the size cap",
-      new McpError(ToolbusRpcCode.responseTooLarge, "too large", { sizeBytes: 2e7, limitBytes: 1e6 }),
+      new McpError(ToolbusRpcCode.responseTooLarge, "too large", { sizeBytes: 2e7, limitBytes: 1e6, mark: TOOLBUS_MARK }),
       true,
       row("PAYLOAD_TOO_LARGE", false, false, false, false),
     ],
     ["a response body over the size cap", new ResponseTooLargeError(2e7, 1e6), true, row("PAYLOAD_TOO_LARGE", false, false, false, false)],
+    [
+      "a backend's own JSON-RPC error with toolbus's size code (not marked) is the backend's error",
+      new McpError(ToolbusRpcCode.responseTooLarge, "mine", { sizeBytes: 1 }),
+      false,
+      row("BACKEND_ERROR", true, false, false, false),
+    ],
+    [
+      "a backend's own JSON-RPC error claiming an abort is not a cancel",
+      new McpError(ToolbusRpcCode.aborted, "x", { abort: "client" }),
+      false,
+      row("BACKEND_ERROR", true, false, false, false),
+    ],
     // Everything else.
     ["a result that is not a CallToolResult", Object.assign(new Error("bad"), { name: "ZodError" }), false, row("BACKEND_ERROR", true, false, false, false)],
     ["the SDK's Not connected", new Error("Not connected"), false, row("BACKEND_UNAVAILABLE", true, true, false, true)],

@@ -1,6 +1,7 @@
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
-import { ErrorCode, errorReply, type ErrorReply } from "@toolbus/protocol";
+import { randomUUID } from "node:crypto";
+import { ErrorCode, errorReply, isRetryableCode, type ErrorReply } from "@toolbus/protocol";
 
 /**
  * The caller's fault taxonomy: the one place that decides what a failed backend request means. The
@@ -59,11 +60,28 @@ export const ToolbusRpcCode = {
 export type AbortKind = "client" | "stop" | "deadline";
 
 /**
+ * Marks the JSON-RPC errors toolbus makes up itself (an oversized answer), so a backend that happens
+ * to answer with the same code is not taken for them.
+ */
+export const TOOLBUS_MARK = randomUUID();
+
+/** A call toolbus aborted: the MCP SDK rejects the request with the abort reason itself. */
+export class CallAbortedError extends McpError {
+  override name = "CallAbortedError";
+  constructor(
+    readonly kind: AbortKind,
+    message: string,
+  ) {
+    super(kind === "deadline" ? McpErrorCode.RequestTimeout : ToolbusRpcCode.aborted, message, { abort: kind });
+  }
+}
+
+/**
  * The reason to abort a call with. The MCP SDK rejects the request with the reason when it is an
  * McpError (and sends notifications/cancelled to the backend), so the kind survives the trip.
  */
-export function abortReason(kind: AbortKind, message: string): McpError {
-  return new McpError(kind === "deadline" ? McpErrorCode.RequestTimeout : ToolbusRpcCode.aborted, message, { abort: kind });
+export function abortReason(kind: AbortKind, message: string): CallAbortedError {
+  return new CallAbortedError(kind, message);
 }
 
 /** The same session failed twice: a fresh session was refused too. The tool never ran. */
@@ -103,15 +121,21 @@ const CONNECT_PHASE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTU
 /** JSON-RPC errors that say the request was wrong, not that the backend is failing. */
 const CALLER_MISTAKES: ReadonlySet<number> = new Set([McpErrorCode.InvalidParams, McpErrorCode.MethodNotFound, McpErrorCode.InvalidRequest]);
 
+/** A body that says the session is gone, in the words servers use. */
+const LOST_SESSION_TEXT =
+  /(no valid|invalid|unknown|expired|missing|bad) session|session( id)? (not found|is invalid|invalid|expired|unknown|terminated|does not exist)/i;
+
 /**
  * Does a 4xx answer to a request that carried a session id say the session is gone? The spec says
  * 404; the reference server says 400 `{"code":-32000,"message":"Bad Request: No valid session ID
- * provided"}`; others say 401/410 with a body naming the session, or JSON-RPC -32001 "Session not found".
+ * provided"}`; others say 401 or 410 with a body naming the lost session, or JSON-RPC -32001 "Session
+ * not found". Not 405/406/409/413/415, nor a bare -32000: the reference server uses that code for
+ * nearly every 4xx it sends (method not allowed, a second event stream, a body too large, ...).
  */
 function namesLostSession(status: number, body: string): boolean {
   if (status === 404) return true;
-  if (status < 400 || status >= 500) return false;
-  return /session/i.test(body) || /"code"\s*:\s*-3200[01]\b/.test(body);
+  if (status !== 400 && status !== 401 && status !== 410) return false;
+  return LOST_SESSION_TEXT.test(body) || /"code"\s*:\s*-32001\b/.test(body);
 }
 
 type Decision = Omit<Fault, "message" | "details" | "retryable"> & { retryable?: boolean };
@@ -137,13 +161,11 @@ export function classify(err: unknown, ctx: FaultContext): Fault {
   const { decision, message, details } = decideFor(err, ctx);
   return {
     ...decision,
-    retryable: decision.retryable ?? isRetryable(decision.code),
+    retryable: decision.retryable ?? isRetryableCode(decision.code),
     message,
     ...(details ? { details } : {}),
   };
 }
-
-const isRetryable = (code: ErrorCode): boolean => errorReply(code, "").error.retryable;
 
 function decideFor(err: unknown, ctx: FaultContext): { decision: Decision; message: string; details?: Record<string, unknown> } {
   if (err instanceof EndpointDownError) {
@@ -165,20 +187,21 @@ function decideFor(err: unknown, ctx: FaultContext): { decision: Decision; messa
     };
   }
   if (err instanceof McpError) {
-    const data = err.data as { abort?: AbortKind; sizeBytes?: number; limitBytes?: number } | undefined;
-    if (data?.abort === "client" || data?.abort === "stop") {
+    const data = err.data as { sizeBytes?: number; limitBytes?: number; mark?: string } | undefined;
+    const aborted = err instanceof CallAbortedError ? err.kind : undefined;
+    if (aborted === "client" || aborted === "stop") {
       return { decision: decide(ErrorCode.CANCELLED, {}), message: err.message.replace(/^MCP error -?\d+: /, "") };
     }
     if (err.code === McpErrorCode.RequestTimeout) {
       const t = ctx.timeout;
-      const why = data?.abort === "deadline" || t?.limitedBy !== "adaptive" ? "the request's deadline" : "the adaptive timeout for this tool";
+      const why = aborted === "deadline" || t?.limitedBy !== "adaptive" ? "the request's deadline" : "the adaptive timeout for this tool";
       return {
         decision: decide(ErrorCode.DEADLINE_EXCEEDED, { fault: true }),
         message: `backend did not answer ${t ? `within ${t.timeoutMs} ms ` : ""}(${why}); the call was cancelled at the backend`,
-        ...(t ? { details: { timeoutMs: t.timeoutMs, limitedBy: data?.abort === "deadline" ? "budget" : t.limitedBy } } : {}),
+        ...(t ? { details: { timeoutMs: t.timeoutMs, limitedBy: aborted === "deadline" ? "budget" : t.limitedBy } } : {}),
       };
     }
-    if (err.code === ToolbusRpcCode.responseTooLarge) {
+    if (err.code === ToolbusRpcCode.responseTooLarge && data?.mark === TOOLBUS_MARK) {
       // The tool ran and answered; its answer is too big to carry. Not the backend failing.
       return {
         decision: decide(ErrorCode.PAYLOAD_TOO_LARGE, {}),

@@ -28,6 +28,12 @@ export interface GuardedFetchOptions {
  */
 export function guardedFetch(options: GuardedFetchOptions): FetchLike {
   const { agent, maxResponseBytes } = options;
+  /**
+   * The requests whose answer is still being read, by JSON-RPC id. A server stops answering a request
+   * it was told to cancel but keeps its stream open, which would hold a pooled connection forever: when
+   * the SDK sends `notifications/cancelled`, the stream of that request is cut here.
+   */
+  const reading = new Map<string, AbortController>();
   return async (url, init) => {
     const outer = init?.signal ?? undefined;
     const controller = new AbortController();
@@ -39,7 +45,14 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
         outer.addEventListener("abort", onAbort, { once: true });
       }
     }
-    const unlink = (): void => outer?.removeEventListener("abort", onAbort);
+    const body = typeof init?.body === "string" ? init.body : undefined;
+    if (body !== undefined && body.includes('"notifications/cancelled"')) reading.get(cancelledIdOf(body) ?? "")?.abort();
+    const id = body === undefined ? undefined : requestIdOf(body);
+    if (id !== undefined) reading.set(id, controller);
+    const unlink = (): void => {
+      outer?.removeEventListener("abort", onAbort);
+      if (id !== undefined && reading.get(id) === controller) reading.delete(id);
+    };
     let response: Response;
     try {
       response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: agent, signal: controller.signal });
@@ -49,10 +62,10 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
     }
     const method = init?.method ?? "GET";
     if (!response.ok) {
-      const body = await readPrefix(response, MAX_BACKEND_TEXT + 1);
+      const text = await readPrefix(response, MAX_BACKEND_TEXT + 1);
       unlink();
-      if (response.status >= 400 && response.status < 500 && hasSession(init?.headers)) options.onSessionError?.(response.status, body, method);
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers }) as unknown as globalThis.Response;
+      if (response.status >= 400 && response.status < 500 && hasSession(init?.headers)) options.onSessionError?.(response.status, text, method);
+      return rebuilt(response, NULL_BODY.has(response.status) ? null : text);
     }
     if (!response.body) {
       unlink();
@@ -66,15 +79,22 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
       unlink();
       throw new ResponseTooLargeError(declared, maxResponseBytes);
     }
-    const body = capped(response.body, maxResponseBytes, unlink, (seen) => {
+    // A POST's event stream loses its event ids: the SDK would otherwise "resume" a stream toolbus cut
+    // (after a cancel) with a GET that the server holds open for an answer that never comes.
+    const stripIds = sse && method === "POST" ? idStripper() : undefined;
+    const capped = guarded(response.body, { max: maxResponseBytes, perEvent: sse, transform: stripIds }, unlink, (seen) => {
       controller.abort();
-      if (sse) {
-        const id = requestIdOf(init?.body);
-        if (id !== undefined) options.onTooLarge(id, seen);
-      }
+      if (sse && id !== undefined) options.onTooLarge(JSON.parse(id) as string | number, seen);
     });
-    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers }) as unknown as globalThis.Response;
+    return rebuilt(response, capped);
   };
+}
+
+/** Statuses whose Response may carry no body. */
+const NULL_BODY = new Set([101, 204, 205, 304]);
+
+function rebuilt(response: Response, body: ReadableStream<Uint8Array> | string | null): globalThis.Response {
+  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers }) as unknown as globalThis.Response;
 }
 
 /**
@@ -95,12 +115,22 @@ function hasSession(headers: unknown): boolean {
   return Object.keys(headers as Record<string, string>).some((k) => k.toLowerCase() === "mcp-session-id");
 }
 
-/** The JSON-RPC id of a request body (parsed only on the rare oversized answer). */
-function requestIdOf(body: unknown): string | number | undefined {
-  if (typeof body !== "string") return undefined;
+/**
+ * The JSON-RPC id of a request the SDK sends (as JSON text, to compare with a cancel's `requestId`),
+ * read from the end of the body without parsing it: the SDK writes `{...,"jsonrpc":"2.0","id":N}`.
+ * Undefined for a notification or a response.
+ */
+function requestIdOf(body: string): string | undefined {
+  if (!body.endsWith("}")) return undefined;
+  const match = /"id":(-?\d+|"(?:[^"\\]|\\.)*")\}$/.exec(body.slice(-80));
+  return match?.[1];
+}
+
+/** The id a `notifications/cancelled` names, as JSON text. */
+function cancelledIdOf(body: string): string | undefined {
   try {
-    const message = JSON.parse(body) as { id?: string | number };
-    return message.id;
+    const message = JSON.parse(body) as { method?: string; params?: { requestId?: string | number } };
+    return message.method === "notifications/cancelled" && message.params?.requestId !== undefined ? JSON.stringify(message.params.requestId) : undefined;
   } catch {
     return undefined;
   }
@@ -127,8 +157,16 @@ async function readPrefix(response: Response, max: number): Promise<string> {
   return Buffer.concat(chunks).toString("utf8", 0, Math.min(size, max));
 }
 
-/** `source`, passed through until `max` bytes; past that the stream errors with ResponseTooLargeError. */
-function capped(source: ReadableStream<Uint8Array>, max: number, done: () => void, onOver: (seen: number) => void): ReadableStream<Uint8Array> {
+interface GuardOptions {
+  /** The most bytes passed on (of one SSE event, with `perEvent`; of the whole body otherwise). */
+  max: number;
+  /** Count per SSE event: an event stream may run for the session's life, only each message is bounded. */
+  perEvent: boolean;
+  transform?: (chunk: Buffer) => Buffer;
+}
+
+/** `source`, passed through (and transformed) until too many bytes; past that the stream errors with ResponseTooLargeError. */
+function guarded(source: ReadableStream<Uint8Array>, options: GuardOptions, done: () => void, onOver: (seen: number) => void): ReadableStream<Uint8Array> {
   const reader = source.getReader();
   let seen = 0;
   let finished = false;
@@ -146,15 +184,23 @@ function capped(source: ReadableStream<Uint8Array>, max: number, done: () => voi
           controller.close();
           return;
         }
-        seen += value.byteLength;
-        if (seen > max) {
+        const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+        if (options.perEvent) {
+          // Bytes since the last event boundary (a blank line).
+          const boundary = chunk.lastIndexOf("\n\n");
+          seen = boundary === -1 ? seen + chunk.length : chunk.length - boundary - 2;
+        } else {
+          seen += chunk.length;
+        }
+        if (seen > options.max) {
           finish();
           void reader.cancel().catch(() => undefined);
-          controller.error(new ResponseTooLargeError(seen, max));
+          controller.error(new ResponseTooLargeError(seen, options.max));
           onOver(seen);
           return;
         }
-        controller.enqueue(value);
+        const out = options.transform ? options.transform(chunk) : chunk;
+        if (out.length > 0) controller.enqueue(out);
       } catch (err) {
         finish();
         controller.error(err);
@@ -165,4 +211,41 @@ function capped(source: ReadableStream<Uint8Array>, max: number, done: () => voi
       return reader.cancel(reason);
     },
   });
+}
+
+/**
+ * Drops the `id:` lines of an event stream, across chunk boundaries: an unfinished last line that may
+ * be one is held back until its end is seen. Whole lines only, so a data line that merely contains
+ * "id:" is left alone.
+ */
+export function idStripper(): (chunk: Buffer) => Buffer {
+  let carry: Buffer | undefined;
+  let lineStart = true;
+  const isIdLine = (b: Buffer, at: number): boolean => b[at] === 0x69 && b[at + 1] === 0x64 && b[at + 2] === 0x3a;
+  const mayBeIdLine = (tail: Buffer): boolean => (tail.length < 3 ? Buffer.from("id:").subarray(0, tail.length).equals(tail) : isIdLine(tail, 0));
+  return (input) => {
+    const buf = carry ? Buffer.concat([carry, input]) : input;
+    const atStart = carry ? true : lineStart;
+    carry = undefined;
+    const lastNl = buf.lastIndexOf(10);
+    const tailStart = lastNl + 1;
+    let body = buf;
+    if (tailStart < buf.length && (lastNl >= 0 || atStart) && mayBeIdLine(buf.subarray(tailStart))) {
+      carry = Buffer.from(buf.subarray(tailStart));
+      body = buf.subarray(0, tailStart);
+    }
+    lineStart = body.length > 0 ? body[body.length - 1] === 10 : atStart;
+    if (body.indexOf("id:") === -1) return body;
+    const kept: Buffer[] = [];
+    let pos = 0;
+    let atLine = atStart;
+    while (pos < body.length) {
+      const nl = body.indexOf(10, pos);
+      const end = nl === -1 ? body.length : nl + 1;
+      if (!(atLine && isIdLine(body, pos))) kept.push(body.subarray(pos, end));
+      atLine = nl !== -1;
+      pos = end;
+    }
+    return kept.length === 1 ? kept[0]! : Buffer.concat(kept);
+  };
 }

@@ -6,7 +6,7 @@ import type { McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
-import { EndpointDownError, SessionRefusedError, ToolbusRpcCode, classify, clip } from "./faults.js";
+import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip } from "./faults.js";
 import { guardedFetch } from "./http-fetch.js";
 
 /** The SDK's words when it gives up re-opening its GET stream: the server is gone. */
@@ -54,7 +54,7 @@ export class HttpEndpoint extends ClientEndpoint {
             error: {
               code: ToolbusRpcCode.responseTooLarge,
               message: `the backend's result is over the limit of ${this.maxResponseBytes} bytes (${seen} bytes read, the rest discarded)`,
-              data: { sizeBytes: seen, limitBytes: this.maxResponseBytes },
+              data: { sizeBytes: seen, limitBytes: this.maxResponseBytes, mark: TOOLBUS_MARK },
             },
           }),
         // The GET stream's failures never reach a call: a session the server forgot is noticed here,
@@ -64,7 +64,9 @@ export class HttpEndpoint extends ClientEndpoint {
           const client = this.client;
           if (client?.transport !== transport) return;
           if (classify(new StreamableHTTPError(status, body), { sessionSent: true }).sessionLost) {
-            void this.reset(client, `MCP session lost (HTTP ${status} on the event stream)`);
+            this.reset(client, `MCP session lost (HTTP ${status} on the event stream)`).catch((err: unknown) =>
+              this.log.error({ endpoint: this.id, err }, "could not replace the MCP session"),
+            );
           }
         },
       }),
@@ -99,6 +101,8 @@ export class HttpEndpoint extends ClientEndpoint {
     for (let attempt = 1; ; attempt++) {
       const used = this.client;
       const sessionSent = (used?.transport as StreamableHTTPClientTransport | undefined)?.sessionId !== undefined;
+      // A re-send with no time left would only start the tool to cancel it at once.
+      if (attempt > 1 && left() <= 0) throw new McpError(McpErrorCode.RequestTimeout, "the deadline passed while starting a new MCP session");
       try {
         return await request(Math.max(1, left()));
       } catch (err) {
@@ -113,26 +117,23 @@ export class HttpEndpoint extends ClientEndpoint {
 
   /** Replace the session `used`, waiting at most `leftMs` (or until `signal` aborts). */
   async #renew(used: Client | undefined, status: number | undefined, leftMs: number, signal: AbortSignal | undefined): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const renewed = await Promise.race([
-      this.reset(used, `MCP session lost (HTTP ${status})`).then(() => true),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, leftMs)))),
-    ]);
-    clearTimeout(timer);
+    const renewed = await within(leftMs, this.reset(used, `MCP session lost (HTTP ${status})`));
     if (signal?.aborted) throw signal.reason;
     if (!renewed) throw new McpError(McpErrorCode.RequestTimeout, "the deadline passed while starting a new MCP session");
     if (!this.live) throw new EndpointDownError(this.id);
   }
 
-  override async close(): Promise<void> {
+  protected override async beforeClose(): Promise<void> {
     // Ending the session politely (DELETE) is best effort: the server may already be gone.
     const transport = this.client?.transport as StreamableHTTPClientTransport | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      transport?.terminateSession().catch((err: unknown) => this.log.debug({ endpoint: this.id, err: clip(String(err)) }, "could not end the MCP session")),
-      new Promise((r) => (timer = setTimeout(r, 500))),
-    ]);
-    clearTimeout(timer);
+    if (!transport) return;
+    const ended = transport
+      .terminateSession()
+      .catch((err: unknown) => this.log.debug({ endpoint: this.id, err: clip(String(err)) }, "could not end the MCP session"));
+    await within(500, ended);
+  }
+
+  override async close(): Promise<void> {
     await super.close();
     await this.#agent.close().catch(() => undefined);
   }
@@ -154,4 +155,20 @@ function withoutUserinfo(raw: string, headers: Readonly<Record<string, string>>)
     url.password = "";
   }
   return { url, headers: out };
+}
+
+/** True if `work` settles within `ms` (its rejection counts as settled), false if the time runs out first. */
+async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms)))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -7,22 +7,27 @@ import { groupAlive, signalGroup, trackChild } from "./children.js";
 import { Backoff } from "./endpoint.js";
 
 /**
- * Runs the server under a small shell that also holds one end of a pipe from toolbus (fd 3). When
- * toolbus dies, even by SIGKILL, the pipe's read end sees EOF and the shell ends its whole process
- * group: a launched server never outlives the toolbus that started it. (A stdio child needs none of
- * this: it sees its stdin close.) The shell's traps are handlers, not `''`, so the server does not
- * inherit ignored signals; `wait` is repeated because a trapped signal interrupts it.
+ * Runs the server under a small shell that also holds one end of a pipe from toolbus (fd 3), with a
+ * watcher reading it. When toolbus dies, even by SIGKILL, the pipe sees EOF: the watcher sends the
+ * server SIGTERM, then SIGKILL to the whole process group 3 s later. When the server exits on its own,
+ * the shell ends whatever else of its group is left (the children of an `npx` or `uv run` wrapper,
+ * which would keep the port) before exiting with the server's code. Toolbus's SIGTERM to the group
+ * reaches the server, and the shell's trap ends the watcher. (The watcher ignores SIGTERM so a stop's
+ * group signal cannot end it before its job; the shell's trap is a handler, not `''`, so the server is
+ * not started with SIGTERM ignored; `wait` is repeated because a trapped signal interrupts it.)
  */
 const KEEPER = [
   '"$@" 3<&- &',
   "srv=$!",
-  "trap 'kill -TERM $srv 2>/dev/null' TERM INT HUP",
-  "(read _ <&3; kill -TERM -$$) </dev/null >/dev/null 2>&1 &",
+  "(trap '' TERM; read _ <&3; kill -TERM $srv 2>/dev/null; sleep 3; kill -KILL -$$ 2>/dev/null) </dev/null >/dev/null 2>&1 &",
   "watch=$!",
   "exec 3<&-",
+  "trap 'kill -KILL $watch 2>/dev/null; kill -TERM $srv 2>/dev/null' TERM INT HUP",
   "wait $srv; code=$?",
   "while kill -0 $srv 2>/dev/null; do wait $srv; code=$?; done",
-  "kill $watch 2>/dev/null",
+  "kill -KILL $watch 2>/dev/null",
+  "trap '' TERM",
+  "kill -TERM -$$ 2>/dev/null",
   "exit $code",
 ].join("\n");
 
@@ -43,11 +48,6 @@ export class LaunchedServer {
     private readonly log: Logger,
     private readonly backend: string,
   ) {}
-
-  /** The keeper shell's pid (the leader of the server's process group), while running. */
-  get pid(): number | undefined {
-    return this.#child?.pid;
-  }
 
   start(): void {
     if (this.#stopping) return;

@@ -22,7 +22,7 @@ import {
   type ToolDescriptor,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
-import { classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "./faults.js";
+import { CallAbortedError, classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "./faults.js";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
 export const REPLY_MARGIN_MS = 3;
@@ -175,7 +175,8 @@ export class CallPolicy {
     this.#budget.deposit();
 
     for (let attempt = 1; ; attempt++) {
-      if (signal.aborted) return withAttempts(aborted(signal), attempt - 1);
+      // At the deadline, between attempts, the failure that led to the retry says more than "deadline".
+      if (signal.aborted) return withAttempts(cancelledBy(signal) ? aborted(signal) : (lastFailure ?? aborted(signal)), attempt - 1);
       // The SDK adds a listener to the call's signal per attempt (two with a session re-send) and never
       // removes it; past a few attempts Node would warn of a leak that is not one. Rare, so set late.
       if (attempt === 4) setMaxListeners(64, signal);
@@ -312,8 +313,8 @@ const BREAKER_OPEN: Fault = {
 /** Who aborted the call, when a client's cancel or a stop did (the deadline is not a cancel). */
 function cancelledBy(signal: AbortSignal): AbortKind | undefined {
   if (!signal.aborted) return undefined;
-  const kind = (signal.reason as { data?: { abort?: AbortKind } } | undefined)?.data?.abort;
-  return kind === "deadline" ? undefined : (kind ?? "stop");
+  const kind = signal.reason instanceof CallAbortedError ? signal.reason.kind : "stop";
+  return kind === "deadline" ? undefined : kind;
 }
 
 /** The answer for a call whose signal aborted: CANCELLED, or DEADLINE_EXCEEDED at the deadline. */

@@ -21,6 +21,7 @@ export interface PresenceOptions {
  */
 export class Presence {
   readonly #subscriptions: Subscription[];
+  readonly #cancels: Subscription;
   #timer: NodeJS.Timeout | undefined;
   #down = false;
 
@@ -32,13 +33,13 @@ export class Presence {
     this.#subscriptions = [
       nc.subscribe(subjects.callerDiscovery(), { callback: answer(() => options.heartbeat("up")) }),
       nc.subscribe(subjects.callerStatus(), { callback: answer(() => options.status()) }),
-      nc.subscribe(subjects.cancelCall(options.backend), {
-        callback: (_err, msg) => {
-          const decoded = decodeRequest(msg.data, CancelRequestSchema, options.maxRequestBytes);
-          if (decoded.ok) options.onCancel(decoded.value);
-        },
-      }),
     ];
+    this.#cancels = nc.subscribe(subjects.cancelCall(options.backend), {
+      callback: (_err, msg) => {
+        const decoded = decodeRequest(msg.data, CancelRequestSchema, options.maxRequestBytes);
+        if (decoded.ok) options.onCancel(decoded.value);
+      },
+    });
   }
 
   /** Start the heartbeat, once the server has our subscriptions (so a router never forwards into the void). */
@@ -56,7 +57,12 @@ export class Presence {
     this.#publish("up");
   }
 
-  /** Say "down" and go quiet. */
+  /** Stop hearing cancels: after the calls still out have been drained (a client may give up on one meanwhile). */
+  stopCancels(): void {
+    this.#cancels.unsubscribe();
+  }
+
+  /** Say "down" and go quiet (cancels are still heard until `stopCancels`). */
   stop(): void {
     clearInterval(this.#timer);
     for (const sub of this.#subscriptions) sub.unsubscribe();

@@ -5,7 +5,7 @@ import { deserializeMessage, serializeMessage } from "@modelcontextprotocol/sdk/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { signalGroup, trackChild } from "./children.js";
-import { ToolbusRpcCode } from "./faults.js";
+import { TOOLBUS_MARK, ToolbusRpcCode } from "./faults.js";
 
 export interface ChildTransportOptions {
   command: string;
@@ -113,6 +113,8 @@ export type Line = { tooLarge: false; text: string } | { tooLarge: true; bytes: 
 
 /** The JSON-RPC id of a message from its first or last bytes (the rest of it was not kept). */
 function idOf(head: string, tail: string): string | number | undefined {
+  // A request from the server (sampling, elicitation) has an id of the server's, not one of ours.
+  if (/"method"\s*:/.test(head)) return undefined;
   const match =
     /^\s*\{(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")/.exec(head) ?? /"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*\}\s*$/.exec(tail);
   if (!match) return undefined;
@@ -126,7 +128,7 @@ function tooLargeAnswer(id: string | number, bytes: number, limit: number): JSON
     error: {
       code: ToolbusRpcCode.responseTooLarge,
       message: `the backend's result is over the limit of ${limit} bytes (${bytes} bytes, discarded)`,
-      data: { sizeBytes: bytes, limitBytes: limit },
+      data: { sizeBytes: bytes, limitBytes: limit, mark: TOOLBUS_MARK },
     },
   };
 }
@@ -158,14 +160,15 @@ export class LineReader {
   #add(part: Buffer): void {
     if (this.#over) {
       this.#over.bytes += part.length;
-      this.#over.tail = Buffer.concat([this.#over.tail, part]).subarray(-256);
+      // Only the last bytes matter: no copy of a whole chunk, and nothing that keeps one alive.
+      this.#over.tail = Buffer.from(part.length >= 256 ? part.subarray(-256) : Buffer.concat([this.#over.tail, part]).subarray(-256));
       return;
     }
     this.#chunks.push(part);
     this.#size += part.length;
     if (this.#size > this.max) {
       const all = Buffer.concat(this.#chunks);
-      this.#over = { bytes: all.length, head: all.toString("utf8", 0, 256), tail: all.subarray(-256) };
+      this.#over = { bytes: all.length, head: all.toString("utf8", 0, 256), tail: Buffer.from(all.subarray(-256)) };
       this.#chunks = [];
       this.#size = 0;
     }
