@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { DEFAULT_MAX_BUDGET_MS } from "@toolbus/protocol";
 import { parse as parseYaml } from "yaml";
 import { formatDuration } from "./duration.js";
-import { PROFILE_DEFAULTS, type Profile, type ProfileDefaults } from "./profiles.js";
+import { PROFILE_DEFAULTS, type HealthDefaults, type Profile, type ProfileDefaults } from "./profiles.js";
 import { ConfigFileSchema } from "./schema.js";
 
 /** A configuration that cannot be used; `problems` lists every one as `path: message`. */
@@ -64,6 +64,8 @@ export interface McpHttpBackendConfig extends BackendCommon {
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
   readonly launch: LaunchConfig | undefined;
+  /** How the health prober probes this backend's endpoints. */
+  readonly health: HealthDefaults;
 }
 export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
 
@@ -255,6 +257,13 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
             urls: b.urls ?? [b.url!],
             headers: b.headers,
             connections: b.connections,
+            health: {
+              intervalMs: b.health.interval ?? defaults.health.intervalMs,
+              timeoutMs: b.health.timeout ?? defaults.health.timeoutMs,
+              unhealthyAfter: b.health.unhealthyAfter ?? defaults.health.unhealthyAfter,
+              healthyAfter: b.health.healthyAfter ?? defaults.health.healthyAfter,
+              degradedMs: b.health.degraded ?? defaults.health.degradedMs,
+            },
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }

@@ -2,6 +2,6 @@ export { loadConfig, compileConfig, ConfigError, isConfigError } from "./compile
 export type { ToolbusConfig, BackendConfig, McpStdioBackendConfig, McpHttpBackendConfig, LaunchConfig, ConfigFlags, LoadConfigOptions } from "./compile.js";
 export { parseDuration } from "./duration.js";
 export { Profile, PROFILE_DEFAULTS } from "./profiles.js";
-export type { ProfileDefaults } from "./profiles.js";
+export type { ProfileDefaults, HealthDefaults } from "./profiles.js";
 export { ConfigFileSchema } from "./schema.js";
 export type { ConfigFile } from "./schema.js";

@@ -22,6 +22,20 @@ export interface ProfileDefaults {
   bulkhead: { maxConcurrent: number; maxQueue: number };
   /** Adaptive timeout: `multiplier` × the p99 of the last `window` calls of a tool, at least `minMs`, at most the call timeout. */
   adaptive: { minMs: number; multiplier: number; minSamples: number; window: number };
+  /**
+   * Health probes of each network endpoint: one every `intervalMs`, failed past `timeoutMs`; unhealthy
+   * after `unhealthyAfter` failures in a row, healthy again after `healthyAfter` successes, degraded
+   * when a probe takes longer than `degradedMs`.
+   */
+  health: HealthDefaults;
+}
+
+export interface HealthDefaults {
+  intervalMs: number;
+  timeoutMs: number;
+  unhealthyAfter: number;
+  healthyAfter: number;
+  degradedMs: number;
 }
 
 /**
@@ -39,6 +53,7 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     retry: { maxRetries: 2, initialBackoffMs: 50, maxBackoffMs: 1_000, budgetRatio: 0.2, budgetReserve: 5 },
     bulkhead: { maxConcurrent: 64, maxQueue: 256 },
     adaptive: { minMs: 250, multiplier: 4, minSamples: 50, window: ADAPTIVE_WINDOW },
+    health: { intervalMs: 1_000, timeoutMs: 500, unhealthyAfter: 3, healthyAfter: 2, degradedMs: 250 },
   },
   cloud: {
     connectTimeoutMs: 15_000,
@@ -49,6 +64,7 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     retry: { maxRetries: 3, initialBackoffMs: 200, maxBackoffMs: 5_000, budgetRatio: 0.2, budgetReserve: 10 },
     bulkhead: { maxConcurrent: 32, maxQueue: 128 },
     adaptive: { minMs: 2_000, multiplier: 5, minSamples: 50, window: ADAPTIVE_WINDOW },
+    health: { intervalMs: 10_000, timeoutMs: 5_000, unhealthyAfter: 3, healthyAfter: 2, degradedMs: 2_000 },
   },
   hybrid: {
     connectTimeoutMs: 10_000,
@@ -59,5 +75,6 @@ export const PROFILE_DEFAULTS: Readonly<Record<Profile, Readonly<ProfileDefaults
     retry: { maxRetries: 2, initialBackoffMs: 100, maxBackoffMs: 2_000, budgetRatio: 0.2, budgetReserve: 5 },
     bulkhead: { maxConcurrent: 48, maxQueue: 192 },
     adaptive: { minMs: 1_000, multiplier: 4, minSamples: 50, window: ADAPTIVE_WINDOW },
+    health: { intervalMs: 5_000, timeoutMs: 2_000, unhealthyAfter: 3, healthyAfter: 2, degradedMs: 1_000 },
   },
 } satisfies Record<Profile, ProfileDefaults>);

@@ -98,6 +98,18 @@ const LaunchSchema = z
   })
   .strict();
 
+/** Health probes of this backend's endpoints; each field overrides the profile's default. */
+const HealthSchema = z
+  .object({
+    // Under 100 ms a prober would load a backend more than its callers; over an hour it says nothing.
+    interval: duration({ min: 100, max: HOUR }).optional(),
+    timeout: duration({ min: 10, max: 10 * MINUTE }).optional(),
+    unhealthyAfter: bounded({ min: 1, max: 100 }).optional(),
+    healthyAfter: bounded({ min: 1, max: 100 }).optional(),
+    degraded: duration({ min: 1, max: 10 * MINUTE }).optional(),
+  })
+  .strict();
+
 const McpStdioBackendSchema = z
   .object({
     kind: z.literal("mcp-stdio"),
@@ -125,6 +137,7 @@ const McpHttpBackendSchema = z
     connections: bounded({ min: 2, max: 1024 }).default(16),
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
+    health: HealthSchema.default({}),
     ...PolicySchema,
   })
   .strict()

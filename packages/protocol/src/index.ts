@@ -1,4 +1,4 @@
-export { SUBJECT_PREFIX, BACKEND_NAME_PATTERN, isBackendName, subjects, queueGroups } from "./subjects.js";
+export { SUBJECT_PREFIX, BACKEND_NAME_PATTERN, isBackendName, subjects, queueGroups, kvBuckets } from "./subjects.js";
 export { Headers } from "./headers.js";
 export { ErrorCode, isRetryableCode } from "./errors.js";
 export { canonicalJson } from "./canonical-json.js";
@@ -23,6 +23,10 @@ export {
   BreakerEventSchema,
   CallerStatusSchema,
   CancelRequestSchema,
+  HealthState,
+  HealthStateSchema,
+  HealthEventSchema,
+  HealthTableReplySchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -43,6 +47,8 @@ export type {
   BreakerEvent,
   CallerStatus,
   CancelRequest,
+  HealthEvent,
+  HealthTableReply,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

@@ -151,3 +151,45 @@ export const CancelRequestSchema = z.object({
   reason: z.string().max(256).optional(),
 });
 export type CancelRequest = z.infer<typeof CancelRequestSchema>;
+
+/** What the health prober thinks of an endpoint. */
+export const HealthState = {
+  /** Not probed yet. */
+  unknown: "unknown",
+  healthy: "healthy",
+  /** Answers, but slower than the backend's `degraded` threshold. */
+  degraded: "degraded",
+  /** Failed `unhealthyAfter` probes in a row. */
+  unhealthy: "unhealthy",
+} as const;
+export type HealthState = (typeof HealthState)[keyof typeof HealthState];
+export const HealthStateSchema = z.enum(["unknown", "healthy", "degraded", "unhealthy"]);
+
+/**
+ * Published on `toolbus.v1.evt.health.<backend>` when an endpoint's state changes (`change: true`)
+ * and as a periodic heartbeat; the latest per endpoint is kept in KV `toolbus_health`.
+ */
+export const HealthEventSchema = z.object({
+  backend: z.string(),
+  /** `<backend>#<n>`, the same id the callers use. */
+  endpoint: z.string(),
+  state: HealthStateSchema,
+  previous: HealthStateSchema,
+  /** Why it is in this state: the last probe's outcome. */
+  reason: z.string(),
+  /** The last successful probe's round trip, in ms. */
+  latencyMs: z.number().nonnegative().nullable(),
+  /** UTC, ISO-8601: when it entered this state. */
+  since: z.string(),
+  /** UTC, ISO-8601: when this event was sent. */
+  time: z.string(),
+  /** The prober that sent it. */
+  proberId: z.string(),
+  /** True when the state changed with this event; false for a heartbeat. */
+  change: z.boolean(),
+});
+export type HealthEvent = z.infer<typeof HealthEventSchema>;
+
+/** The answer on `toolbus.v1.health.get`: the latest event of every endpoint, by backend and endpoint. */
+export const HealthTableReplySchema = z.object({ ok: z.literal(true), endpoints: z.array(HealthEventSchema) });
+export type HealthTableReply = z.infer<typeof HealthTableReplySchema>;

@@ -45,12 +45,23 @@ export const subjects = {
   cancelCall: (backend: string): string => `${SUBJECT_PREFIX}.cancel.${backendToken(backend)}`,
   /** Breaker transitions of one backend. */
   breakerEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.breaker.${backendToken(backend)}`,
-  /** Health changes of one backend. */
+  /** Health of one backend's endpoints: every change, and a periodic heartbeat (HealthEvent). */
   healthEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.health.${backendToken(backend)}`,
+  /** Wildcard for every backend's health events. */
+  healthEventsAll: (): string => `${SUBJECT_PREFIX}.evt.health.*`,
+  /** The current health table (the health prober answers). */
+  healthGet: (): string => `${SUBJECT_PREFIX}.health.get`,
+} as const;
+
+/** JetStream KV buckets: shared, durable state that a late joiner reads at once. */
+export const kvBuckets = {
+  /** The latest HealthEvent per endpoint, key `<backend>.<n>` (n: the endpoint's index). */
+  health: "toolbus_health",
 } as const;
 
 /** Queue groups: every replica of a worker joins the same group, so replicas share the load. */
 export const queueGroups = {
   router: (): string => "router",
   caller: (backend: string): string => `caller.${backendToken(backend)}`,
+  healthProber: (): string => "health-prober",
 } as const;

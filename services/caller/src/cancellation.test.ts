@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CallRegistry } from "./cancellation.js";
-import { classify } from "./faults.js";
+import { classify } from "@toolbus/mcp-http";
 
 describe("CallRegistry", () => {
   beforeEach(() => vi.useFakeTimers());

@@ -1,4 +1,4 @@
-import { abortReason } from "./faults.js";
+import { abortReason } from "@toolbus/mcp-http";
 
 /** How long a cancel that found no call waits for it, and how many such cancels are kept. */
 const EARLY_CANCEL_TTL_MS = 10_000;

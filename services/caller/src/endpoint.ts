@@ -2,7 +2,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ToolListChangedNotificationSchema, type CallToolResult as McpCallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "@toolbus/runtime";
-import { EndpointDownError } from "./faults.js";
+import { EndpointDownError } from "@toolbus/mcp-http";
 
 /** One way to reach a backend: a stdio child process or an HTTP server. */
 export interface Endpoint {

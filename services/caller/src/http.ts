@@ -6,8 +6,7 @@ import type { McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
-import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip } from "./faults.js";
-import { guardedFetch } from "./http-fetch.js";
+import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip, guardedFetch } from "@toolbus/mcp-http";
 
 /** The SDK's words when it gives up re-opening its GET stream: the server is gone. */
 const GAVE_UP = /Maximum reconnection attempts/;

@@ -3,7 +3,7 @@ import { compileConfig, type BackendConfig } from "@toolbus/config";
 import { ErrorCode, type ErrorReply, type ToolCallOkReply, type ToolDescriptor } from "@toolbus/protocol";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallOptions, Endpoint } from "./endpoint.js";
-import { EndpointDownError, abortReason } from "./faults.js";
+import { EndpointDownError, abortReason } from "@toolbus/mcp-http";
 import { CallPolicy, REPLY_MARGIN_MS, isSafeToRepeat } from "./policy.js";
 
 describe("isSafeToRepeat", () => {

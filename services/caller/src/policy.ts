@@ -22,7 +22,7 @@ import {
   type ToolDescriptor,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
-import { CallAbortedError, classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "./faults.js";
+import { CallAbortedError, classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "@toolbus/mcp-http";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
 export const REPLY_MARGIN_MS = 3;

@@ -5,7 +5,7 @@ import { deserializeMessage, serializeMessage } from "@modelcontextprotocol/sdk/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { signalGroup, trackChild } from "./children.js";
-import { TOOLBUS_MARK, ToolbusRpcCode } from "./faults.js";
+import { TOOLBUS_MARK, ToolbusRpcCode } from "@toolbus/mcp-http";
 
 export interface ChildTransportOptions {
   command: string;
