@@ -14,3 +14,4 @@ export {
 export type { AbortKind, Fault, FaultContext, TimeoutContext } from "./faults.js";
 export { guardedFetch, idStripper } from "./http-fetch.js";
 export type { GuardedFetchOptions } from "./http-fetch.js";
+export { httpTarget } from "./target.js";

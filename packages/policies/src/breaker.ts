@@ -46,6 +46,9 @@ export class Breaker {
   #state: BreakerState = BreakerState.closed;
   #openedAt = 0;
   #lastFault = "";
+  /** A reason given from outside (a health event) for the next transition, and events held back meanwhile. */
+  #reasonFromOutside: string | undefined;
+  #quiet = false;
 
   constructor(
     readonly endpoint: string,
@@ -70,9 +73,11 @@ export class Breaker {
       enableSnapshots: false,
     });
     const move = (to: BreakerState, reason: () => string): void => {
+      if (this.#quiet) return;
       const from = this.#state;
       if (from === to) return;
-      const why = reason();
+      const why = this.#reasonFromOutside ?? reason();
+      this.#reasonFromOutside = undefined;
       this.#state = to;
       if (to === BreakerState.open) this.#openedAt = Date.now();
       onTransition({ from, to, reason: why });
@@ -111,9 +116,32 @@ export class Breaker {
     }
   }
 
-  /** Force the state from outside (e.g. a health event): open now, or allow a probe. */
-  open(): void {
+  /** Open now, without a failed call (the health prober found the endpoint unhealthy). */
+  open(reason = "opened from outside"): void {
+    if (this.#state === BreakerState.open) return;
+    this.#reasonFromOutside = reason;
     this.#breaker.open();
+  }
+
+  /**
+   * Let the next call through as a probe now, without waiting out `recoveryMs` (the health prober found
+   * the endpoint healthy again). opossum has no call for this: it is re-opened with a zero recovery
+   * time, its intermediate transitions kept quiet, so it goes half-open on the next tick.
+   */
+  halfOpen(reason = "half-open from outside"): void {
+    if (this.#state !== BreakerState.open) return;
+    const options = (this.#breaker as unknown as { options: { resetTimeout: number } }).options;
+    const recovery = options.resetTimeout;
+    this.#quiet = true;
+    try {
+      options.resetTimeout = 0;
+      this.#breaker.close();
+      this.#breaker.open();
+    } finally {
+      options.resetTimeout = recovery;
+      this.#quiet = false;
+    }
+    this.#reasonFromOutside = reason;
   }
 
   /** Stop the breaker's timers. */

@@ -164,6 +164,26 @@ describe("Breaker", () => {
     breaker.shutdown();
   });
 
+  it("opens from outside at once, and goes half-open from outside without waiting out the recovery time", async () => {
+    const transitions: BreakerTransition[] = [];
+    const breaker = make(transitions);
+    breaker.open("health prober: unhealthy");
+    expect(breaker.state).toBe("open");
+    let ran = 0;
+    await expect(breaker.run(async () => ran++)).rejects.toBeInstanceOf(BreakerOpenError);
+    breaker.halfOpen("health prober: healthy");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(breaker.state).toBe("half-open");
+    await expect(breaker.run(async () => "probe")).resolves.toBe("probe");
+    expect(breaker.state).toBe("closed");
+    expect(transitions.map((t) => `${t.from}→${t.to}: ${t.reason}`)).toEqual([
+      "closed→open: health prober: unhealthy",
+      "open→half-open: health prober: healthy",
+      "half-open→closed: probe succeeded",
+    ]);
+    breaker.shutdown();
+  });
+
   it("errors that are not backend faults never open it", async () => {
     const breaker = make([]);
     for (let i = 0; i < 20; i++) await expect(breaker.run(() => Promise.reject(notAFault))).rejects.toBe(notAFault);

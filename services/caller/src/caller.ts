@@ -114,6 +114,23 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         breaker: policy.breakers.get(e)!.state,
       })),
     }),
+    // Health is what the callers' breakers share: an endpoint the prober finds unhealthy is refused at
+    // once (no call has to fail on it first); one found healthy again gets a probe call at once.
+    // Changes only: a heartbeat repeats a state the breakers already heard, and must not cut short a
+    // recovery time that failed calls started.
+    onHealth: (event) => {
+      if (!event.change) return;
+      const endpoint = endpoints.find((e) => e.id === event.endpoint);
+      const breaker = endpoint && policy.breakers.get(endpoint);
+      if (!endpoint || !breaker) return;
+      if (event.state === "unhealthy") {
+        breaker.open(`health prober: unhealthy (${event.reason})`);
+      } else if (event.previous === "unhealthy") {
+        breaker.halfOpen(`health prober: ${event.state} (${event.reason})`);
+        // It is back: reconnect now rather than when the backoff says.
+        endpoint.wake();
+      }
+    },
     onCancel: ({ requestId, reason }) => {
       if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
     },

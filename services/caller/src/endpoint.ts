@@ -16,6 +16,8 @@ export interface Endpoint {
   /** Ms until the next reconnect attempt while down (for `retryAfterMs`); undefined while live. */
   retryAfterMs(): number | undefined;
   start(): void;
+  /** A hint that the backend is back (the health prober says so): reconnect now if down, not when the backoff says. */
+  wake(): void;
   callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult>;
   listTools(timeoutMs: number): Promise<Tool[]>;
   close(): Promise<void>;
@@ -118,6 +120,13 @@ export abstract class ClientEndpoint implements Endpoint {
   }
 
   start(): void {
+    void this.connect();
+  }
+
+  wake(): void {
+    if (this.#live || this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     void this.connect();
   }
 

@@ -6,7 +6,7 @@ import type { McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
-import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip, guardedFetch } from "@toolbus/mcp-http";
+import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip, guardedFetch, httpTarget } from "@toolbus/mcp-http";
 
 /** The SDK's words when it gives up re-opening its GET stream: the server is gone. */
 const GAVE_UP = /Maximum reconnection attempts/;
@@ -36,7 +36,7 @@ export class HttpEndpoint extends ClientEndpoint {
     // A replaced session stays open until the calls out on it are done (each learns its own fate).
     this.retireAfterMs = config.callTimeoutMs;
     this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
-    ({ url: this.#url, headers: this.#headers } = withoutUserinfo(url, config.headers));
+    ({ url: this.#url, headers: this.#headers } = httpTarget(url, config.headers));
   }
 
   protected createTransport(): Transport {
@@ -136,24 +136,6 @@ export class HttpEndpoint extends ClientEndpoint {
     await super.close();
     await this.#agent.close().catch(() => undefined);
   }
-}
-
-/**
- * `http://user:secret@host/mcp` is how people write basic auth, but fetch refuses a URL with
- * credentials in it: they go into an Authorization header (unless the config sets one).
- */
-function withoutUserinfo(raw: string, headers: Readonly<Record<string, string>>): { url: URL; headers: Record<string, string> } {
-  const url = new URL(raw);
-  const out = { ...headers };
-  if (url.username || url.password) {
-    if (!Object.keys(out).some((k) => k.toLowerCase() === "authorization")) {
-      const pair = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
-      out.Authorization = `Basic ${Buffer.from(pair).toString("base64")}`;
-    }
-    url.username = "";
-    url.password = "";
-  }
-  return { url, headers: out };
 }
 
 /** True if `work` settles within `ms` (its rejection counts as settled), false if the time runs out first. */

@@ -79,6 +79,7 @@ class FakeEndpoint implements Endpoint {
     return this.live ? undefined : 100;
   }
   start(): void {}
+  wake(): void {}
   async listTools(): Promise<Tool[]> {
     return [];
   }

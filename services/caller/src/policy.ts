@@ -143,7 +143,9 @@ export class CallPolicy {
   }
 
   #noEndpoint(): ErrorReply {
-    const open = this.endpoints.filter((e) => e.live && this.breakers.get(e)!.rejecting);
+    // An open breaker says more (and when to come back) than "not connected", whether the endpoint is
+    // connected or not: the health prober may have opened it before anything failed here.
+    const open = this.endpoints.filter((e) => this.breakers.get(e)!.rejecting);
     if (open.length > 0) {
       return errorReply(ErrorCode.CIRCUIT_OPEN, `circuit open for every live endpoint of backend "${this.backend.name}"`, {
         retryAfterMs: Math.min(...open.map((e) => this.breakers.get(e)!.retryAfterMs())),

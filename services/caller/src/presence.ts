@@ -1,5 +1,16 @@
 import type { NatsConnection, Subscription } from "nats";
-import { CancelRequestSchema, decodeRequest, encodeJson, subjects, type CallerHeartbeat, type CallerStatus, type CancelRequest } from "@toolbus/protocol";
+import {
+  CancelRequestSchema,
+  HealthEventSchema,
+  decodeJson,
+  decodeRequest,
+  encodeJson,
+  subjects,
+  type CallerHeartbeat,
+  type CallerStatus,
+  type CancelRequest,
+  type HealthEvent,
+} from "@toolbus/protocol";
 
 export interface PresenceOptions {
   backend: string;
@@ -11,6 +22,8 @@ export interface PresenceOptions {
   status(): CallerStatus;
   /** A client gave up on a call (maybe one of ours). */
   onCancel(request: CancelRequest): void;
+  /** The health prober's word on one of this backend's endpoints (a change, or a heartbeat). */
+  onHealth(event: HealthEvent): void;
 }
 
 /**
@@ -33,6 +46,12 @@ export class Presence {
     this.#subscriptions = [
       nc.subscribe(subjects.callerDiscovery(), { callback: answer(() => options.heartbeat("up")) }),
       nc.subscribe(subjects.callerStatus(), { callback: answer(() => options.status()) }),
+      nc.subscribe(subjects.healthEvents(options.backend), {
+        callback: (_err, msg) => {
+          const parsed = HealthEventSchema.safeParse(decodeJson(msg.data));
+          if (parsed.success) options.onHealth(parsed.data);
+        },
+      }),
     ];
     this.#cancels = nc.subscribe(subjects.cancelCall(options.backend), {
       callback: (_err, msg) => {

@@ -1,9 +1,10 @@
 import { startCaller } from "@toolbus/caller";
+import { startHealthProber } from "@toolbus/health-prober";
 import type { ToolbusConfig } from "@toolbus/config";
 import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startRouter } from "@toolbus/router";
 
-export const WORKER_NAMES = ["router", "caller"] as const;
+export const WORKER_NAMES = ["router", "caller", "health-prober"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 /** Start a router. */
@@ -22,15 +23,32 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
   );
 }
 
+/** Start a health prober (it probes every network backend of the config). */
+export function healthProber(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  return startHealthProber(
+    { ...deps, workerId: newWorkerId("health-prober") },
+    { backends: Object.values(config.backends), heartbeatMs: config.heartbeatMs * 5 },
+  );
+}
+
+/** Start the worker `name` (`toolbus worker <name>`). */
+export async function worker(name: WorkerName, deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend?: string): Promise<Worker> {
+  if (name === "router") return router(deps, config);
+  if (name === "health-prober") return healthProber(deps, config);
+  return caller(deps, config, backend!);
+}
+
 /**
  * Every worker for one process (`toolbus up`): the router first, so on stop it drains before the
- * callers it forwards to; then a caller per backend.
+ * callers it forwards to; then a caller per backend; then the health prober.
  */
 export async function allWorkers(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker[]> {
   const workers: Worker[] = [];
   try {
     workers.push(await router(deps, config));
     for (const name of Object.keys(config.backends)) workers.push(await caller(deps, config, name));
+    // Last: on stop it goes after the callers, so their breakers hear its events to the end.
+    workers.push(await healthProber(deps, config));
   } catch (err) {
     // One failed to start: stop the ones that did, so no child process or subscription is left behind.
     await Promise.allSettled(workers.map((w) => w.stop(0)));

@@ -1,0 +1,17 @@
+/**
+ * `http://user:secret@host/mcp` is how people write basic auth, but fetch refuses a URL with
+ * credentials in it: they go into an Authorization header (unless the config sets one).
+ */
+export function httpTarget(raw: string, headers: Readonly<Record<string, string>>): { url: URL; headers: Record<string, string> } {
+  const url = new URL(raw);
+  const out = { ...headers };
+  if (url.username || url.password) {
+    if (!Object.keys(out).some((k) => k.toLowerCase() === "authorization")) {
+      const pair = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+      out.Authorization = `Basic ${Buffer.from(pair).toString("base64")}`;
+    }
+    url.username = "";
+    url.password = "";
+  }
+  return { url, headers: out };
+}

@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import type { CallerWorker } from "@toolbus/caller";
+import { isToolbusError } from "@toolbus/client";
+import { HealthEventSchema, kvBuckets, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
+import { httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { startStack, waitFor, type Stack } from "../helpers/toolbus.js";
+
+const caller = (stack: Stack, backend: string) => stack.toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
+
+/** Every health event of `backend`, as they come, with when they came. */
+function record(stack: Stack, backend: string): Array<HealthEvent & { at: number }> {
+  const events: Array<HealthEvent & { at: number }> = [];
+  stack.client.nc.subscribe(subjects.healthEvents(backend), {
+    callback: (_e, m) => {
+      const parsed = HealthEventSchema.safeParse(m.json());
+      if (parsed.success) events.push({ ...parsed.data, at: performance.now() });
+    },
+  });
+  return events;
+}
+
+async function code(stack: Stack, backend: string): Promise<string> {
+  try {
+    await stack.client.callTool(backend, "echo", { message: "x" }, { timeoutMs: 3_000 });
+    return "ok";
+  } catch (err) {
+    if (isToolbusError(err)) return err.code;
+    throw err;
+  }
+}
+
+// A 250 ms interval: unhealthy after 3 failed probes, healthy after 2 good ones. The breaker's own
+// recovery time is long, so a half-open breaker here can only be the prober's doing.
+const health = { interval: "250ms", timeout: "200ms" };
+const INTERVAL = 250;
+
+describe.each([
+  ["the fault server", (port?: number) => startFaultHttp(port)],
+  ["server-everything", (port?: number) => startEverythingHttp(port)],
+] as const)("health prober, against %s over HTTP", (_name, start) => {
+  it("killed: an unhealthy event within interval × 3 (+ 1 s); the breaker is open within 1 s of it and calls get CIRCUIT_OPEN; back: healthy, half-open, calls succeed", async () => {
+    let server: HttpServerProcess = await start();
+    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health, breaker: { recovery: "60s" } } } });
+    try {
+      const events = record(stack, "web");
+      await stack.client.nc.flush();
+      await waitFor("the endpoint to be healthy", async () => {
+        const reply = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 1_000 })).json<HealthTableReply>();
+        return reply.endpoints.some((e) => e.endpoint === "web#0" && e.state === "healthy");
+      });
+      expect(await code(stack, "web")).toBe("ok");
+
+      const port = server.port;
+      const killedAt = performance.now();
+      await server.stop();
+      await waitFor("an unhealthy event", () => events.some((e) => e.change && e.state === "unhealthy"), 10_000);
+      const unhealthy = events.find((e) => e.change && e.state === "unhealthy")!;
+      expect(unhealthy).toMatchObject({ backend: "web", endpoint: "web#0", previous: "healthy" });
+      expect(unhealthy.at - killedAt).toBeLessThan(INTERVAL * 3 + 1_000);
+      await waitFor("the caller's breaker to open", () => caller(stack, "web").breakerStates()["web#0"] === "open", 1_000);
+      // No call goes near the dead socket: the breaker answers.
+      for (let i = 0; i < 5; i++) expect(await code(stack, "web")).toBe("CIRCUIT_OPEN");
+
+      server = await start(port);
+      await waitFor("a healthy event", () => events.some((e) => e.change && e.state === "healthy" && e.previous === "unhealthy"), 10_000);
+      await waitFor("calls to succeed", async () => (await code(stack, "web")) === "ok", 5_000);
+      expect(caller(stack, "web").breakerStates()["web#0"]).toBe("closed");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("health state for late joiners", () => {
+  it("KV toolbus_health holds the latest state per endpoint, and toolbus.v1.health.get answers the same table", async () => {
+    await using server = await startFaultHttp();
+    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health } } });
+    const kv = await stack.client.nc.jetstream().views.kv(kvBuckets.health);
+    await waitFor("the state in KV", async () => (await kv.get("web.0"))?.json<HealthEvent>().state === "healthy");
+    const stored = (await kv.get("web.0"))!.json<HealthEvent>();
+    expect(stored).toMatchObject({ backend: "web", endpoint: "web#0", state: "healthy", previous: "unknown", change: true });
+    const table = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 1_000 })).json<HealthTableReply>();
+    expect(table.ok).toBe(true);
+    expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: stored.state, since: stored.since })]);
+  });
+});
