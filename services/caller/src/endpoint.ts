@@ -82,6 +82,8 @@ export abstract class ClientEndpoint implements Endpoint {
   #reconnectAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
+  /** Since when the endpoint has been without a connection (it starts without one). */
+  #downSince = Date.now();
   /** Replaced connections still open for the calls out on them, with the timer that closes them. */
   readonly #retired = new Map<Client, NodeJS.Timeout>();
   protected readonly backoff = new Backoff();
@@ -148,7 +150,14 @@ export abstract class ClientEndpoint implements Endpoint {
     try {
       await client.connect(transport, { timeout: this.connectTimeoutMs });
     } catch (err) {
-      this.log.warn({ endpoint: this.id, err: (err as Error).message }, "could not connect to backend endpoint");
+      // A server still starting (one toolbus launched a moment ago, a child still loading) is not news:
+      // only an endpoint down for longer than a connect may take is worth a warning.
+      const downMs = Date.now() - this.#downSince;
+      (downMs > this.connectTimeoutMs ? this.log.warn : this.log.debug).call(
+        this.log,
+        { endpoint: this.id, err: (err as Error).message, downMs },
+        "could not connect to backend endpoint",
+      );
       client.onclose = undefined;
       await client.close().catch(() => undefined);
       this.#scheduleReconnect();
@@ -170,6 +179,7 @@ export abstract class ClientEndpoint implements Endpoint {
     if (this.client !== client) return;
     this.client = undefined;
     this.#live = false;
+    this.#downSince = Date.now();
     if (this.#closed) return;
     this.log.warn({ endpoint: this.id }, `${why}; reconnecting`);
     this.#scheduleReconnect();

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect as tcpConnect } from "node:net";
+import { connect as tcpConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -45,12 +45,30 @@ export function natsServerOnPath(): boolean {
 }
 
 /**
+ * Stop `pid` (and remove `dir`) when this process dies, even by SIGKILL: a shell holds a pipe from us
+ * and its read ends when we are gone. It keeps nothing of ours alive.
+ */
+function endWithUs(pid: number, dir: string): void {
+  const script = `read _ <&3; kill -TERM ${pid} 2>/dev/null; sleep 1; rm -rf "$1"`;
+  const watcher = spawn("/bin/sh", ["-c", script, "toolbus-nats-watch", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], detached: true });
+  watcher.unref();
+  (watcher.stdio[3] as Socket).unref();
+  process.once("exit", () => watcher.kill("SIGKILL"));
+}
+
+/**
  * Start `nats-server` with JetStream in a temporary directory, listening on host:port, and wait
  * until it accepts connections. The store directory is removed on stop.
  */
 export async function startLocalNats(host: string, port: number, timeoutMs = 10_000): Promise<LocalNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-nats-"));
-  const child: ChildProcess = spawn("nats-server", ["-a", host, "-p", String(port), "-js", "-sd", storeDir], { stdio: ["ignore", "ignore", "pipe"] });
+  // Its own process group: a Ctrl-C in the terminal reaches toolbus, which drains its workers and then
+  // stops this server, instead of the server going first and every worker logging a lost connection.
+  const child: ChildProcess = spawn("nats-server", ["-a", host, "-p", String(port), "-js", "-sd", storeDir], {
+    stdio: ["ignore", "ignore", "pipe"],
+    detached: true,
+  });
+  if (child.pid !== undefined) endWithUs(child.pid, storeDir);
   let output = "";
   child.stderr?.on("data", (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4_000)));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
