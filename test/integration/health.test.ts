@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import type { CallerWorker } from "@toolbus/caller";
+import { startCaller, type CallerWorker } from "@toolbus/caller";
+import { createLogger, createMetrics } from "@toolbus/runtime";
 import { isToolbusError } from "@toolbus/client";
 import { HealthEventSchema, kvBuckets, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
 import { httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
-import { startStack, waitFor, type Stack } from "../helpers/toolbus.js";
+import { startStack, testConfig, waitFor, type Stack } from "../helpers/toolbus.js";
 
 const caller = (stack: Stack, backend: string) => stack.toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
 
@@ -74,7 +75,7 @@ describe.each([
 describe("health state for late joiners", () => {
   it("KV toolbus_health holds the latest state per endpoint, and toolbus.v1.health.get answers the same table", async () => {
     await using server = await startFaultHttp();
-    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health } } });
+    await using stack = await startStack({ admin: { port: 0 }, backends: { web: { ...httpBackend(server.url), health } } });
     const kv = await stack.client.nc.jetstream().views.kv(kvBuckets.health);
     await waitFor("the state in KV", async () => (await kv.get("web.0"))?.json<HealthEvent>().state === "healthy");
     const stored = (await kv.get("web.0"))!.json<HealthEvent>();
@@ -82,5 +83,31 @@ describe("health state for late joiners", () => {
     const table = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 1_000 })).json<HealthTableReply>();
     expect(table.ok).toBe(true);
     expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: stored.state, since: stored.since })]);
+    // And on /metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${stack.toolbus.adminPort}/metrics`)).text();
+    expect(metrics).toContain('toolbus_health_state{backend="web",endpoint="web#0"} 1');
+    expect(metrics).toMatch(/toolbus_health_probe_duration_seconds_count\{backend="web",endpoint="web#0"\} [1-9]/);
+  });
+
+  it("a caller that starts after the endpoint went unhealthy reads it from KV: its breaker is open from the start", async () => {
+    const server = await startFaultHttp();
+    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health } } });
+    await server.stop();
+    const kv = await stack.client.nc.jetstream().views.kv(kvBuckets.health);
+    await waitFor("the unhealthy state in KV", async () => (await kv.get("web.0"))?.json<HealthEvent>().state === "unhealthy", 10_000);
+    // A second caller of the same backend, started now.
+    const late = await startCaller(
+      { nc: stack.toolbus.nc, logger: createLogger({ level: "silent" }), metrics: createMetrics(), workerId: "late-caller" },
+      {
+        backend: testConfig(stack.nats.url, { backends: { web: httpBackend(server.url) } }).backends.web!,
+        limits: testConfig(stack.nats.url, {}).limits,
+        heartbeatMs: 200,
+      },
+    );
+    try {
+      expect(late.breakerStates()).toEqual({ "web#0": "open" });
+    } finally {
+      await late.stop(0);
+    }
   });
 });

@@ -4,10 +4,12 @@ import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
   ErrorCode,
+  HealthEventSchema,
   ToolCallRequestSchema,
   decodeToolsListRequest,
   encodeJson,
   errorReply,
+  kvBuckets,
   monotonicNow,
   queueGroups,
   subjects,
@@ -181,6 +183,24 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     respondJson(msg, reply, maxPayload());
   }
 
+  /**
+   * A caller that starts after the prober found an endpoint unhealthy has missed the event: it reads
+   * the latest states from KV once (no bucket, no JetStream: nothing to learn).
+   */
+  async function healthFromKv(): Promise<void> {
+    if (backend.kind !== "mcp-http") return;
+    try {
+      const kv = await nc.jetstream().views.kv(kvBuckets.health, { bindOnly: true });
+      for (let i = 0; i < endpoints.length; i++) {
+        const entry = await kv.get(`${backend.name}.${i}`);
+        const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
+        if (parsed?.success && parsed.data.state === "unhealthy") policy.breakers.get(endpoints[i]!)!.open(`health prober: unhealthy (${parsed.data.reason})`);
+      }
+    } catch {
+      // No health state stored yet.
+    }
+  }
+
   launched?.start();
   for (const endpoint of endpoints) endpoint.start();
 
@@ -200,6 +220,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   await presence.start();
+  await healthFromKv();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
 
   let stopped: Promise<void> | undefined;

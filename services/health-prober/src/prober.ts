@@ -84,10 +84,17 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
       kv?.put(kvKey(t.backend.name, t.index), data).catch((err: unknown) => log.debug({ err: (err as Error).message }, "could not store health state"));
   }
 
+  const STATE_VALUE: Record<HealthEvent["state"], number> = { unknown: 0, healthy: 1, degraded: 2, unhealthy: 3 };
+  const labels = (t: Target) => ({ backend: t.backend.name, endpoint: t.id });
+  for (const t of targets) deps.metrics.healthState.set(labels(t), 0);
+
   async function probeOnce(t: Target): Promise<void> {
     const result = await t.probe.probe(t.backend.health.timeoutMs);
     if (stopping) return;
+    if (result.ok) deps.metrics.probeDuration.observe(labels(t), result.latencyMs / 1000);
+    else deps.metrics.probeFailures.inc(labels(t));
     const transition = t.tracker.record(result);
+    deps.metrics.healthState.set(labels(t), STATE_VALUE[t.tracker.state]);
     if (!transition) return;
     const event = eventOf(t, true, transition.previous);
     (transition.state === "unhealthy" ? log.warn : log.info).call(
