@@ -3,7 +3,7 @@ import { startCaller, type CallerWorker } from "@toolbus/caller";
 import { createLogger, createMetrics } from "@toolbus/runtime";
 import { isToolbusError } from "@toolbus/client";
 import { HealthEventSchema, kvBuckets, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
-import { httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { faultStdio, httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { startStack, testConfig, waitFor, type Stack } from "../helpers/toolbus.js";
 
 const caller = (stack: Stack, backend: string) => stack.toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
@@ -109,5 +109,33 @@ describe("health state for late joiners", () => {
     } finally {
       await late.stop(0);
     }
+  });
+});
+
+describe("stdio children, reported by the caller that owns them", () => {
+  it("a hung child: unhealthy from its caller's pings, the breaker opens; unblocked: healthy again, calls succeed; the prober never starts a copy", async () => {
+    await using stack = await startStack({ backends: { fault: { ...faultStdio(1), health, breaker: { recovery: "60s" }, retry: { maxRetries: 0 } } } });
+    const owner = caller(stack, "fault");
+    const callerId = (await stack.client.callerStatus())[0]!.workerId;
+    const events = record(stack, "fault");
+    await stack.client.nc.flush();
+    await waitFor("the child to be reported healthy", async () => {
+      const reply = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 1_000 })).json<HealthTableReply>();
+      return reply.endpoints.some((e) => e.endpoint === "fault#0" && e.caller === callerId && e.state === "healthy");
+    });
+    const pid = owner.endpoints[0]!.pid;
+
+    // The child stops answering anything, pings included, for 2.5 s.
+    const blocked = stack.client.callTool("fault", "block", { ms: 2_500 }, { timeoutMs: 10_000 }).catch(() => undefined);
+    await waitFor("an unhealthy event from the caller's reports", () => events.some((e) => e.change && e.state === "unhealthy"), 5_000);
+    expect(events.find((e) => e.change && e.state === "unhealthy")).toMatchObject({ backend: "fault", endpoint: "fault#0", caller: callerId });
+    await waitFor("the breaker to open", () => owner.breakerStates()["fault#0"] === "open", 1_000);
+    expect(await code(stack, "fault")).toBe("CIRCUIT_OPEN");
+    await blocked;
+
+    await waitFor("a healthy event", () => events.some((e) => e.change && e.state === "healthy" && e.previous === "unhealthy"), 5_000);
+    await waitFor("calls to succeed", async () => (await code(stack, "fault")) === "ok", 5_000);
+    // The same child all along: nobody started another.
+    expect(owner.endpoints[0]!.pid).toBe(pid);
   });
 });

@@ -40,6 +40,8 @@ interface BackendCommon {
   readonly connectTimeoutMs: number;
   readonly callTimeoutMs: number;
   readonly policy: PolicyConfig;
+  /** Health probes of the endpoints: by the prober (HTTP), or by the caller that owns them (stdio children). */
+  readonly health: HealthDefaults;
 }
 export interface McpStdioBackendConfig extends BackendCommon {
   readonly kind: "mcp-stdio";
@@ -64,8 +66,6 @@ export interface McpHttpBackendConfig extends BackendCommon {
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
   readonly launch: LaunchConfig | undefined;
-  /** How the health prober probes this backend's endpoints. */
-  readonly health: HealthDefaults;
 }
 export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
 
@@ -246,6 +246,13 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
       connectTimeoutMs: b.timeouts.connect ?? defaults.connectTimeoutMs,
       callTimeoutMs: b.timeouts.call ?? defaults.callTimeoutMs,
       policy,
+      health: {
+        intervalMs: b.health.interval ?? defaults.health.intervalMs,
+        timeoutMs: b.health.timeout ?? defaults.health.timeoutMs,
+        unhealthyAfter: b.health.unhealthyAfter ?? defaults.health.unhealthyAfter,
+        healthyAfter: b.health.healthyAfter ?? defaults.health.healthyAfter,
+        degradedMs: b.health.degraded ?? defaults.health.degradedMs,
+      },
     };
     backends[name] =
       b.kind === "mcp-stdio"
@@ -257,13 +264,6 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
             urls: b.urls ?? [b.url!],
             headers: b.headers,
             connections: b.connections,
-            health: {
-              intervalMs: b.health.interval ?? defaults.health.intervalMs,
-              timeoutMs: b.health.timeout ?? defaults.health.timeoutMs,
-              unhealthyAfter: b.health.unhealthyAfter ?? defaults.health.unhealthyAfter,
-              healthyAfter: b.health.healthyAfter ?? defaults.health.healthyAfter,
-              degradedMs: b.health.degraded ?? defaults.health.degradedMs,
-            },
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }

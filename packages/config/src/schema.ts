@@ -120,6 +120,7 @@ const McpStdioBackendSchema = z
     /** Child processes kept running; calls go to the least busy live one. */
     pool: bounded({ min: 1, max: 64 }).default(1),
     timeouts: TimeoutsSchema.default({}),
+    health: HealthSchema.default({}),
     ...PolicySchema,
   })
   .strict();

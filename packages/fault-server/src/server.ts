@@ -144,6 +144,19 @@ function tools(state: FaultState, sendListChanged: () => void): Map<string, Faul
       throw new McpError(ErrorCode.InternalError, "http-error only works over HTTP");
     },
   );
+  add(
+    "block",
+    "Blocks the server's event loop for `ms` (a hung process: it answers nothing meanwhile, not even a ping), then answers",
+    schema({ ms: { type: "number", minimum: 0 } }, ["ms"]),
+    undefined,
+    async (args) => {
+      const until = Date.now() + num(args, "ms");
+      while (Date.now() < until) {
+        // busy: nothing else runs
+      }
+      return text("unblocked");
+    },
+  );
   add("hang", "Never answers (until cancelled)", schema({}), READ_ONLY, (_args, extra) => delay(2 ** 31 - 1, extra.signal).then(() => text("unreachable")));
   add(
     "flaky",

@@ -27,6 +27,7 @@ export {
   HealthStateSchema,
   HealthEventSchema,
   HealthTableReplySchema,
+  HealthReportSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -49,6 +50,7 @@ export type {
   CancelRequest,
   HealthEvent,
   HealthTableReply,
+  HealthReport,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

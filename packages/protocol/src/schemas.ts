@@ -187,9 +187,25 @@ export const HealthEventSchema = z.object({
   proberId: z.string(),
   /** True when the state changed with this event; false for a heartbeat. */
   change: z.boolean(),
+  /** For a stdio child: the caller replica that owns it (each replica has children of its own). */
+  caller: z.string().optional(),
 });
 export type HealthEvent = z.infer<typeof HealthEventSchema>;
 
 /** The answer on `toolbus.v1.health.get`: the latest event of every endpoint, by backend and endpoint. */
 export const HealthTableReplySchema = z.object({ ok: z.literal(true), endpoints: z.array(HealthEventSchema) });
 export type HealthTableReply = z.infer<typeof HealthTableReplySchema>;
+
+/** Published by a caller on `toolbus.v1.health.report.<backend>`: one probe of a stdio child it owns. */
+export const HealthReportSchema = z.object({
+  backend: BackendNameSchema,
+  endpoint: z.string(),
+  /** The caller replica (its worker id). */
+  caller: z.string(),
+  ok: z.boolean(),
+  latencyMs: z.number().nonnegative().optional(),
+  reason: z.string().optional(),
+  /** How often this caller reports: the prober forgets a caller silent for several intervals. */
+  intervalMs: z.number().int().positive(),
+});
+export type HealthReport = z.infer<typeof HealthReportSchema>;

@@ -49,6 +49,10 @@ export const subjects = {
   healthEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.health.${backendToken(backend)}`,
   /** Wildcard for every backend's health events. */
   healthEventsAll: (): string => `${SUBJECT_PREFIX}.evt.health.*`,
+  /** A caller's report on the stdio children it owns (the prober never starts a copy of one). */
+  healthReport: (backend: string): string => `${SUBJECT_PREFIX}.health.report.${backendToken(backend)}`,
+  /** Wildcard for every caller's reports. */
+  healthReportAll: (): string => `${SUBJECT_PREFIX}.health.report.*`,
   /** The current health table (the health prober answers). */
   healthGet: (): string => `${SUBJECT_PREFIX}.health.get`,
 } as const;

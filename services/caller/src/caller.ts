@@ -14,6 +14,7 @@ import {
   queueGroups,
   subjects,
   type BreakerEvent,
+  type HealthReport,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
@@ -31,6 +32,7 @@ import {
   type Worker,
   type WorkerDeps,
 } from "@toolbus/runtime";
+import { classify } from "@toolbus/mcp-http";
 import { CallRegistry } from "./cancellation.js";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint } from "./http.js";
@@ -121,7 +123,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     // Changes only: a heartbeat repeats a state the breakers already heard, and must not cut short a
     // recovery time that failed calls started.
     onHealth: (event) => {
-      if (!event.change) return;
+      // A stdio child's health concerns only the caller replica that owns it.
+      if (!event.change || (event.caller !== undefined && event.caller !== deps.workerId)) return;
       const endpoint = endpoints.find((e) => e.id === event.endpoint);
       const breaker = endpoint && policy.breakers.get(endpoint);
       if (!endpoint || !breaker) return;
@@ -201,6 +204,33 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     }
   }
 
+  /**
+   * Stdio children are ours alone (the prober must never start a copy of one): on the health interval,
+   * ping each through its own connection and report to the prober, which keeps their state as for any
+   * endpoint. One round at a time; a child that is down is a failed probe.
+   */
+  let reporting = false;
+  async function reportChildren(): Promise<void> {
+    if (reporting || nc.isClosed()) return;
+    reporting = true;
+    try {
+      await Promise.all(
+        endpoints.map(async (endpoint) => {
+          let report: HealthReport;
+          const base = { backend: backend.name, endpoint: endpoint.id, caller: deps.workerId, intervalMs: backend.health.intervalMs };
+          try {
+            report = { ...base, ok: true, latencyMs: Math.round((await endpoint.ping(backend.health.timeoutMs)) * 1000) / 1000 };
+          } catch (err) {
+            report = { ...base, ok: false, reason: classify(err, { sessionSent: false }).message };
+          }
+          if (!nc.isClosed()) nc.publish(subjects.healthReport(backend.name), encodeJson(report));
+        }),
+      );
+    } finally {
+      reporting = false;
+    }
+  }
+
   launched?.start();
   for (const endpoint of endpoints) endpoint.start();
 
@@ -221,6 +251,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   await presence.start();
   await healthFromKv();
+  const reporter = backend.kind === "mcp-stdio" ? setInterval(() => void reportChildren(), backend.health.intervalMs) : undefined;
+  reporter?.unref();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
 
   let stopped: Promise<void> | undefined;
@@ -235,6 +267,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
+        clearInterval(reporter);
         presence.stop();
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();

@@ -20,6 +20,8 @@ export interface Endpoint {
   wake(): void;
   callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult>;
   listTools(timeoutMs: number): Promise<Tool[]>;
+  /** An MCP ping; resolves with its round trip in ms (a stdio child's health, which only its caller can probe). */
+  ping(timeoutMs: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -265,6 +267,14 @@ export abstract class ClientEndpoint implements Endpoint {
     } finally {
       this.#inFlight--;
     }
+  }
+
+  async ping(timeoutMs: number): Promise<number> {
+    const client = this.client;
+    if (!client) throw new EndpointDownError(this.id);
+    const started = performance.now();
+    await client.ping({ timeout: timeoutMs });
+    return performance.now() - started;
   }
 
   async listTools(timeoutMs: number): Promise<Tool[]> {

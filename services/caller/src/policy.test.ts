@@ -80,6 +80,9 @@ class FakeEndpoint implements Endpoint {
   }
   start(): void {}
   wake(): void {}
+  async ping(): Promise<number> {
+    return 0;
+  }
   async listTools(): Promise<Tool[]> {
     return [];
   }

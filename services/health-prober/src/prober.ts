@@ -1,12 +1,12 @@
 import type { Msg } from "nats";
 import type { BackendConfig, McpHttpBackendConfig } from "@toolbus/config";
-import { encodeJson, kvBuckets, queueGroups, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
+import { HealthReportSchema, decodeJson, encodeJson, kvBuckets, queueGroups, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
 import { TOOLBUS_VERSION, addService, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { HttpProbe } from "./http-probe.js";
-import { HealthTracker } from "./tracker.js";
+import { HealthTracker, type ProbeResult } from "./tracker.js";
 
 export interface HealthProberOptions {
-  /** Every configured backend; the prober probes the network ones (streamable HTTP today). */
+  /** Every configured backend: the prober probes the network ones, and tracks the stdio ones from their callers' reports. */
   backends: readonly BackendConfig[];
   /** How often each endpoint's state is published even when it did not change. */
   heartbeatMs: number;
@@ -17,16 +17,25 @@ export interface HealthProberWorker extends Worker {
   table(): HealthEvent[];
 }
 
-/** KV keys are `<backend>.<n>`: subject-like tokens, so `#` cannot appear in them. */
-const kvKey = (backend: string, index: number): string => `${backend}.${index}`;
+/**
+ * KV keys are `<backend>.<n>` (`.<caller>` after it for a stdio child): subject-like tokens, so `#`
+ * cannot appear in them.
+ */
+const keyOf = (t: { backend: { name: string }; index: number; caller?: string }): string =>
+  `${t.backend.name}.${t.index}${t.caller !== undefined ? `.${t.caller}` : ""}`;
 
-/** One endpoint being probed. */
+/** One endpoint being probed: by this prober (HTTP), or by the caller that owns it (a stdio child). */
 interface Target {
-  readonly backend: McpHttpBackendConfig;
+  readonly backend: BackendConfig;
   readonly index: number;
   readonly id: string;
-  readonly probe: HttpProbe;
   readonly tracker: HealthTracker;
+  /** HTTP: the probe this prober runs. */
+  readonly probe?: HttpProbe;
+  /** Stdio: the caller replica that owns the child, and when it last reported. */
+  readonly caller?: string;
+  lastReport?: number;
+  reportEveryMs?: number;
   timer?: NodeJS.Timeout;
   probing?: Promise<void>;
 }
@@ -42,17 +51,18 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   const log = deps.logger.child({ worker: "health-prober", workerId: deps.workerId });
   let stopping = false;
 
-  const targets: Target[] = options.backends.flatMap((backend) =>
+  const targets: Target[] = options.backends.flatMap((backend: BackendConfig) =>
     backend.kind !== "mcp-http"
       ? []
-      : backend.urls.map((url, index) => ({
+      : (backend as McpHttpBackendConfig).urls.map((url, index) => ({
           backend,
           index,
           id: `${backend.name}#${index}`,
-          probe: new HttpProbe(url, backend.headers),
+          probe: new HttpProbe(url, (backend as McpHttpBackendConfig).headers),
           tracker: new HealthTracker(backend.health),
         })),
   );
+  const byName = new Map(options.backends.map((b) => [b.name, b]));
 
   // The latest state per endpoint, for whoever subscribes late. Without JetStream the events still flow.
   const kv = await nc
@@ -74,23 +84,28 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     time: new Date().toISOString(),
     proberId: deps.workerId,
     change,
+    ...(t.caller !== undefined ? { caller: t.caller } : {}),
   });
 
   function publish(t: Target, event: HealthEvent): void {
     if (nc.isClosed()) return;
     const data = encodeJson(event);
     nc.publish(subjects.healthEvents(t.backend.name), data);
-    if (event.change)
-      kv?.put(kvKey(t.backend.name, t.index), data).catch((err: unknown) => log.debug({ err: (err as Error).message }, "could not store health state"));
+    if (event.change) kv?.put(keyOf(t), data).catch((err: unknown) => log.debug({ err: (err as Error).message }, "could not store health state"));
   }
 
   const STATE_VALUE: Record<HealthEvent["state"], number> = { unknown: 0, healthy: 1, degraded: 2, unhealthy: 3 };
-  const labels = (t: Target) => ({ backend: t.backend.name, endpoint: t.id });
+  const labels = (t: Target) => ({ backend: t.backend.name, endpoint: t.caller ? `${t.id}@${t.caller}` : t.id });
   for (const t of targets) deps.metrics.healthState.set(labels(t), 0);
 
   async function probeOnce(t: Target): Promise<void> {
-    const result = await t.probe.probe(t.backend.health.timeoutMs);
+    const result = await t.probe!.probe(t.backend.health.timeoutMs);
     if (stopping) return;
+    recorded(t, result);
+  }
+
+  /** Feed a probe's outcome to the endpoint's tracker; publish and store a change. */
+  function recorded(t: Target, result: ProbeResult): void {
     if (result.ok) deps.metrics.probeDuration.observe(labels(t), result.latencyMs / 1000);
     else deps.metrics.probeFailures.inc(labels(t));
     const transition = t.tracker.record(result);
@@ -103,6 +118,39 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
       `endpoint ${transition.previous} → ${transition.state}`,
     );
     publish(t, event);
+  }
+
+  // Stdio children, as their callers report them: one tracker per caller replica and child.
+  const reported = new Map<string, Target>();
+  const reports = nc.subscribe(subjects.healthReportAll(), {
+    callback: (_err, msg) => {
+      const parsed = HealthReportSchema.safeParse(decodeJson(msg.data));
+      const backend = parsed.success ? byName.get(parsed.data.backend) : undefined;
+      if (!parsed.success || !backend || stopping) return;
+      const r = parsed.data;
+      const key = `${r.caller}/${r.endpoint}`;
+      let t = reported.get(key);
+      if (!t) {
+        const index = Number(/#(\d+)$/.exec(r.endpoint)?.[1] ?? 0);
+        t = { backend, index, id: r.endpoint, caller: r.caller, tracker: new HealthTracker(backend.health) };
+        reported.set(key, t);
+        deps.metrics.healthState.set(labels(t), 0);
+      }
+      t.lastReport = Date.now();
+      t.reportEveryMs = r.intervalMs;
+      recorded(t, r.ok ? { ok: true, latencyMs: r.latencyMs ?? 0 } : { ok: false, reason: r.reason ?? "the caller's ping failed" });
+    },
+  });
+
+  /** A caller that stopped reporting (stopped, or gone) takes its children's states with it. */
+  function forgetSilentCallers(): void {
+    const now = Date.now();
+    for (const [key, t] of reported) {
+      if (now - (t.lastReport ?? 0) < 5 * (t.reportEveryMs ?? options.heartbeatMs)) continue;
+      reported.delete(key);
+      deps.metrics.healthState.remove(labels(t));
+      kv?.delete(keyOf(t)).catch(() => undefined);
+    }
   }
 
   function schedule(t: Target, delayMs: number): void {
@@ -124,7 +172,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     description: "toolbus health prober: probes backends, publishes health events",
     workerId: deps.workerId,
   });
-  const table = (): HealthEvent[] => targets.map((t) => eventOf(t, false));
+  const table = (): HealthEvent[] => [...targets, ...reported.values()].map((t) => eventOf(t, false));
   service.addEndpoint("get", {
     subject: subjects.healthGet(),
     queue: queueGroups.healthProber(),
@@ -138,7 +186,8 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   // First probes spread over the first interval, so many endpoints are not probed in one burst.
   targets.forEach((t, i) => schedule(t, Math.floor((t.backend.health.intervalMs * i) / Math.max(1, targets.length))));
   const heartbeat = setInterval(() => {
-    for (const t of targets) publish(t, eventOf(t, false));
+    forgetSilentCallers();
+    for (const t of [...targets, ...reported.values()]) publish(t, eventOf(t, false));
   }, options.heartbeatMs);
   heartbeat.unref();
   log.info({ endpoints: targets.map((t) => t.id) }, "health prober started");
@@ -154,10 +203,11 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
       stopped ??= (async () => {
         stopping = true;
         clearInterval(heartbeat);
+        reports.unsubscribe();
         for (const t of targets) clearTimeout(t.timer);
         await service.stop();
         await Promise.allSettled(targets.map((t) => t.probing));
-        await Promise.allSettled(targets.map((t) => t.probe.close()));
+        await Promise.allSettled(targets.map((t) => t.probe?.close()));
         log.info("health prober stopped");
         resolveStopped();
       })();
