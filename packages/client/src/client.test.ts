@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type NatsConnection, type Subscription } from "nats";
-import { CancelRequestSchema, Headers, subjects, type CancelRequest } from "@toolbus/protocol";
+import { connect, type Msg, type NatsConnection, type Subscription } from "nats";
+import { CancelRequestSchema, Headers, subjects, type CancelRequest, type HealthEvent } from "@toolbus/protocol";
 import { startNats, type TestNats } from "../../../test/helpers/nats-server.js";
 import { ErrorCode, ToolbusClient } from "./index.js";
 
@@ -180,5 +180,98 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
     await expect(call).rejects.toMatchObject({ code: ErrorCode.CANCELLED });
     await onConn.close();
     router.sub.unsubscribe();
+  });
+  describe("health", () => {
+    const at = "2026-01-02T03:04:05.000Z";
+    function event(backend: string, n: number, state: HealthEvent["state"], change = true): HealthEvent {
+      return {
+        backend,
+        endpoint: `${backend}#${n}`,
+        state,
+        previous: "unknown",
+        reason: state === "unhealthy" ? "connect ECONNREFUSED" : "ok",
+        latencyMs: state === "unhealthy" ? null : 12.5,
+        since: at,
+        time: at,
+        proberId: "prober-test",
+        change,
+      };
+    }
+    const table = [event("everything", 0, "healthy"), event("files", 0, "degraded"), event("files", 1, "unhealthy")];
+
+    /** A stand-in for the health prober (not what is tested here): answers every request with `answer`. */
+    async function fakeProber(answer: (msg: Msg) => unknown): Promise<Subscription> {
+      const sub = nc.subscribe(subjects.healthGet(), { callback: (_err, msg) => msg.respond(JSON.stringify(answer(msg))) });
+      await nc.flush();
+      return sub;
+    }
+
+    it("health() returns the prober's table, asked with a budget header", async () => {
+      const asked: (string | undefined)[] = [];
+      const prober = await fakeProber((msg) => {
+        asked.push(msg.headers?.get(Headers.TimeoutMs));
+        return { ok: true, endpoints: table };
+      });
+      expect(await client.health({ timeoutMs: 2_000 })).toEqual(table);
+      expect(asked).toEqual(["2000"]);
+      prober.unsubscribe();
+    });
+
+    it("no prober → BACKEND_UNAVAILABLE at once, naming the health prober", async () => {
+      const started = performance.now();
+      await expect(client.health({ timeoutMs: 5_000 })).rejects.toMatchObject({ code: ErrorCode.BACKEND_UNAVAILABLE, message: /no health prober is running/ });
+      expect(performance.now() - started).toBeLessThan(1_000);
+    });
+
+    it("an answer that is not a health table → INTERNAL; a wire error → that error", async () => {
+      let answer: unknown = { ok: true, endpoints: [{ ...table[0], state: "sleepy" }] };
+      const prober = await fakeProber(() => answer);
+      await expect(client.health({ timeoutMs: 2_000 })).rejects.toMatchObject({ code: ErrorCode.INTERNAL, message: /not a health table/ });
+      answer = { ok: false, error: { code: "OVERLOADED", message: "busy", retryable: true } };
+      await expect(client.health({ timeoutMs: 2_000 })).rejects.toMatchObject({ code: ErrorCode.OVERLOADED, message: "busy", retryable: true });
+      prober.unsubscribe();
+    });
+
+    it("a prober that never answers → DEADLINE_EXCEEDED after the budget", async () => {
+      const sub = nc.subscribe(subjects.healthGet(), { callback: () => undefined });
+      await nc.flush();
+      await expect(client.health({ timeoutMs: 100 })).rejects.toMatchObject({ code: ErrorCode.DEADLINE_EXCEEDED });
+      sub.unsubscribe();
+    });
+
+    it("watchHealth() delivers every backend's valid events, ignores the rest, and stop() ends it", async () => {
+      const seen: HealthEvent[] = [];
+      const watch = client.watchHealth((e) => seen.push(e));
+      await client.nc.flush();
+      const sent = [event("everything", 0, "unhealthy"), event("files", 1, "healthy", false)];
+      nc.publish(subjects.healthEvents("everything"), JSON.stringify(sent[0]));
+      nc.publish(subjects.healthEvents("files"), "not json");
+      nc.publish(subjects.healthEvents("files"), JSON.stringify({ ...sent[1], latencyMs: -1 }));
+      nc.publish(subjects.healthEvents("files"), JSON.stringify(sent[1]));
+      await until(() => seen.length >= 2);
+      expect(seen).toEqual(sent);
+      watch.stop();
+      watch.stop();
+      await client.nc.flush();
+      nc.publish(subjects.healthEvents("everything"), JSON.stringify(sent[0]));
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toHaveLength(2);
+    });
+
+    it("close() ends the watches of a client on a connection it does not own", async () => {
+      const conn = await connect({ servers: nats.url });
+      const onConn = new ToolbusClient(conn);
+      const seen: HealthEvent[] = [];
+      onConn.watchHealth((e) => seen.push(e));
+      await conn.flush();
+      await onConn.close();
+      await conn.flush();
+      nc.publish(subjects.healthEvents("everything"), JSON.stringify(table[0]));
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toEqual([]);
+      await conn.close();
+    });
   });
 });

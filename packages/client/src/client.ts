@@ -3,6 +3,9 @@ import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg
 import {
   CallerStatusSchema,
   ErrorCode,
+  ErrorReplySchema,
+  HealthEventSchema,
+  HealthTableReplySchema,
   Headers,
   decodeJson,
   encodeJson,
@@ -13,6 +16,7 @@ import {
   type CancelRequest,
   type CallerStatus,
   type CallToolResult,
+  type HealthEvent,
   type ToolCallReply,
   type ToolCallRequestInput,
   type ToolsListReply,
@@ -68,6 +72,16 @@ export interface CallOptions {
   cache?: "default" | "bypass";
 }
 
+export interface HealthOptions {
+  /** How long to wait for the health prober's answer; default the client's `defaultTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** A running `watchHealth`: `stop()` ends it (idempotent). */
+export interface HealthWatch {
+  stop(): void;
+}
+
 /** A successful call: the MCP CallToolResult (which may have `isError: true`) and how it was served. */
 export interface ToolCallOutcome {
   result: CallToolResult;
@@ -90,6 +104,8 @@ export class ToolbusClient {
   readonly #defaultTimeoutMs: number;
   #replies: Mux | undefined;
   #sequence = 0;
+  /** Subscriptions of running `watchHealth`s, ended by `close()` too. */
+  readonly #watches = new Set<Subscription>();
 
   constructor(nc: NatsConnection, options: { defaultTimeoutMs?: number; ownsConnection?: boolean } = {}) {
     this.nc = nc;
@@ -167,6 +183,56 @@ export class ToolbusClient {
   }
 
   /**
+   * The health prober's table: the latest HealthEvent of every endpoint it probes. Rejects with
+   * BACKEND_UNAVAILABLE at once when no health prober is running.
+   */
+  async health(options: HealthOptions = {}): Promise<HealthEvent[]> {
+    const reply = await this.#request(subjects.healthGet(), encodeJson({}), { timeoutMs: options.timeoutMs }, "no health prober is running: nobody answers");
+    const table = HealthTableReplySchema.safeParse(reply);
+    if (table.success) return table.data.endpoints;
+    const error = ErrorReplySchema.safeParse(reply);
+    if (error.success) throw new ToolbusError(error.data.error);
+    throw ToolbusError.of(ErrorCode.INTERNAL, `the health prober's answer is not a health table: ${table.error.issues[0]?.message ?? "invalid"}`);
+  }
+
+  /**
+   * Every HealthEvent the health prober publishes (state changes, `change: true`, and periodic
+   * heartbeats), of every backend, from now on until `stop()` or `close()`. Messages that are not a
+   * valid HealthEvent are ignored.
+   */
+  watchHealth(onEvent: (event: HealthEvent) => void): HealthWatch {
+    const subscription = this.nc.subscribe(subjects.healthEventsAll(), {
+      callback: (err, msg) => {
+        if (err) return;
+        let parsed;
+        try {
+          parsed = HealthEventSchema.safeParse(decodeJson(msg.data));
+        } catch {
+          return; // not JSON
+        }
+        if (!parsed.success) return;
+        const event = parsed.data;
+        try {
+          onEvent(event);
+        } catch (thrown) {
+          // A throw inside the NATS client's read loop would break the connection; surface it as any
+          // listener's would be, outside that loop.
+          queueMicrotask(() => {
+            throw thrown;
+          });
+        }
+      },
+    });
+    this.#watches.add(subscription);
+    return {
+      stop: () => {
+        if (!this.#watches.delete(subscription)) return;
+        if (!this.nc.isClosed()) subscription.unsubscribe();
+      },
+    };
+  }
+
+  /**
    * Close: calls still waiting reject with CANCELLED and their backends are told (best effort); the
    * NATS connection drains and closes if this client opened it.
    */
@@ -176,7 +242,11 @@ export class ToolbusClient {
       pending.fail(ToolbusError.of(ErrorCode.CANCELLED, "the client was closed"));
     }
     // On a connection the client does not own, leave nothing behind.
-    if (!this.nc.isClosed()) this.#replies?.subscription.unsubscribe();
+    if (!this.nc.isClosed()) {
+      this.#replies?.subscription.unsubscribe();
+      for (const watch of this.#watches) watch.unsubscribe();
+    }
+    this.#watches.clear();
     this.#replies = undefined;
     if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
   }

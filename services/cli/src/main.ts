@@ -1,10 +1,11 @@
 /**
- * The `toolbus` command: run workers (`up`, `worker`) and talk to a running toolbus (`call`, `tools`).
+ * The `toolbus` command: run workers (`up`, `worker`) and talk to a running toolbus (`call`, `tools`,
+ * `status`, `health`).
  * This is the only place that reads process.env and process.argv.
  */
 import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { ToolbusClient, isNatsCredsError, isToolbusError } from "@toolbus/client";
+import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type HealthEvent } from "@toolbus/client";
 import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
@@ -290,6 +291,268 @@ program
           );
         }
       }
+    });
+  });
+
+/** Whether an endpoint in this state serves calls: `toolbus health` exits 0 only when all do. */
+function isServing(state: HealthState): boolean {
+  return state === HealthState.healthy || state === HealthState.degraded;
+}
+
+const ANSI = { reset: "\x1b[0m", green: "\x1b[32m", yellow: "\x1b[33m", red: "\x1b[31m", dim: "\x1b[2m", bold: "\x1b[1m" } as const;
+const STATE_COLOUR: Record<HealthState, string> = { healthy: ANSI.green, degraded: ANSI.yellow, unhealthy: ANSI.red, unknown: ANSI.dim };
+
+/** "12s ago", "3m ago", "5h ago", "2d ago"; "?" for a time that does not parse. */
+function ago(iso: string, now: number): string {
+  const at = Date.parse(iso);
+  if (Number.isNaN(at)) return "?";
+  // A prober's clock slightly ahead of ours would give a negative age.
+  const s = Math.max(0, Math.round((now - at) / 1000));
+  if (s < 60) return `${s}s ago`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ago`;
+  const h = Math.floor(m / 60);
+  return h < 48 ? `${h}h ago` : `${Math.floor(h / 24)}d ago`;
+}
+
+function latency(ms: number | null): string {
+  if (ms === null) return "-";
+  return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)}ms`;
+}
+
+/** At most `width` characters, "…" where it was cut. */
+function clip(text: string, width: number): string {
+  if (text.length <= width) return text;
+  return width <= 1 ? text.slice(0, Math.max(0, width)) : `${text.slice(0, width - 1).trimEnd()}…`;
+}
+
+/** A prober's reason (an error message, maybe several lines) as one line. */
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+function byEndpoint(endpoints: Iterable<HealthEvent>): HealthEvent[] {
+  return [...endpoints].sort((a, b) => a.backend.localeCompare(b.backend) || a.endpoint.localeCompare(b.endpoint, undefined, { numeric: true }));
+}
+
+/**
+ * The health table as lines of at most `width` characters (so none wraps, which a redraw in place
+ * relies on); the state coloured when `colour`.
+ */
+function healthTable(endpoints: readonly HealthEvent[], options: { now: number; width: number; colour: boolean }): string[] {
+  const header = ["BACKEND", "ENDPOINT", "STATE", "LATENCY", "SINCE", "REASON"];
+  const rows = endpoints.map((e) => [e.backend, e.endpoint, e.state, latency(e.latencyMs), ago(e.since, options.now), e.reason]);
+  // STATE and LATENCY as wide as their widest value can be, so a redraw does not shift the columns.
+  const minWidths = [0, 0, "unhealthy".length, "9999ms".length, 0];
+  const widths = header.slice(0, 5).map((h, i) => Math.max(h.length, minWidths[i]!, ...rows.map((r) => r[i]!.length)));
+  const reasonWidth = Math.max(10, options.width - widths.reduce((sum, w) => sum + w + 2, 0));
+  const stateAt = widths[0]! + widths[1]! + 4;
+  const line = (cells: string[], colour: string | undefined): string => {
+    const plain = clip(
+      cells
+        .slice(0, 5)
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ") + `  ${clip(oneLine(cells[5]!), reasonWidth)}`,
+      options.width,
+    );
+    if (!colour || plain.length <= stateAt) return plain;
+    const end = Math.min(plain.length, stateAt + cells[2]!.length);
+    return `${plain.slice(0, stateAt)}${colour}${plain.slice(stateAt, end)}${ANSI.reset}${plain.slice(end)}`;
+  };
+  return [line(header, undefined), ...rows.map((r) => line(r, options.colour ? STATE_COLOUR[r[2] as HealthState] : undefined))];
+}
+
+/** A terminal's width less one (a line that fills it exactly wraps in some terminals); 160 for a pipe. */
+function tableWidth(): number {
+  return process.stdout.isTTY === true ? Math.max(20, (process.stdout.columns ?? 80) - 1) : 160;
+}
+
+/** "3 endpoints: 2 healthy, 1 unhealthy" */
+function healthSummary(endpoints: readonly HealthEvent[]): string {
+  const counts = new Map<string, number>();
+  for (const e of endpoints) counts.set(e.state, (counts.get(e.state) ?? 0) + 1);
+  const parts = [HealthState.healthy, HealthState.degraded, HealthState.unhealthy, HealthState.unknown]
+    .filter((s) => counts.has(s))
+    .map((s) => `${counts.get(s)} ${s}`);
+  return `${endpoints.length} endpoint${endpoints.length === 1 ? "" : "s"}${parts.length > 0 ? `: ${parts.join(", ")}` : ""}`;
+}
+
+/** A state change as one line, for a log or a pipe: time, endpoint, previous -> state, latency, reason. */
+function healthChangeLine(e: HealthEvent): string {
+  return `${e.time}  ${e.endpoint}  ${e.previous} -> ${e.state}  ${latency(e.latencyMs)}  ${oneLine(e.reason)}`;
+}
+
+/**
+ * Resolves on the first SIGINT or SIGTERM. A second one (a hurried Ctrl-C, or `timeout`, which signals
+ * the command and then its whole group) exits 0 at once: a watch has nothing to finish.
+ */
+function untilSignal(): Promise<void> {
+  let signals = 0;
+  return new Promise((resolve) => {
+    const onSignal = (): void => {
+      if (++signals > 1) process.exit(ExitCode.OK);
+      resolve();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+/**
+ * `toolbus health --watch`: the table, then every event. On a terminal the table is redrawn in place
+ * (and every second, so the "since" column stays true); otherwise, or with `json`, one line per state
+ * change. Runs until SIGINT/SIGTERM.
+ */
+async function watchHealthTable(client: ToolbusClient, options: { timeoutMs: number; json: boolean; colour: boolean }): Promise<void> {
+  // Listening from the start: a Ctrl-C while the table is read still exits 0, after the cleanup.
+  const signalled = untilSignal();
+  const live = process.stdout.isTTY === true && !options.json;
+  const out = (text: string): void => void process.stdout.write(text);
+  const key = (e: HealthEvent): string => `${e.backend}\n${e.endpoint}`;
+  const newer = (a: HealthEvent, than: HealthEvent | undefined): boolean => !than || !(Date.parse(than.time) > Date.parse(a.time));
+  let table = new Map<string, HealthEvent>();
+  let updated = new Date();
+  let note = "";
+  let ready = false;
+  let drawnLines = 0;
+  let drawTimer: NodeJS.Timeout | undefined;
+
+  const draw = (): void => {
+    clearTimeout(drawTimer);
+    drawTimer = undefined;
+    const width = tableWidth();
+    const rows = byEndpoint(table.values());
+    const head = clip(`toolbus health · updated ${updated.toTimeString().slice(0, 8)} · ${healthSummary(rows)} · Ctrl-C to quit`, width);
+    let lines = [options.colour ? head.replace(/^toolbus health/, `${ANSI.bold}$&${ANSI.reset}`) : head, ...(note ? [clip(oneLine(note), width)] : []), ""];
+    lines.push(...(rows.length > 0 ? healthTable(rows, { now: Date.now(), width, colour: options.colour }) : ["(no endpoint known yet)"]));
+    // The cursor cannot move above the top of the screen: a table taller than it is cut.
+    const maxLines = Math.max(3, (process.stdout.rows ?? 24) - 1);
+    if (lines.length > maxLines) lines = [...lines.slice(0, maxLines - 1), `… ${lines.length - maxLines + 1} more lines (a taller terminal shows them)`];
+    // Up over the previous drawing, then each line erased and rewritten, then whatever is left below cleared.
+    out(`${drawnLines > 0 ? `\x1b[${drawnLines}A\r` : ""}${lines.map((l) => `\x1b[2K${l}`).join("\n")}\n\x1b[0J`);
+    drawnLines = lines.length;
+  };
+  // Bursts of events (a heartbeat round of many endpoints) make one redraw.
+  const redrawSoon = (): void => {
+    if (ready && drawTimer === undefined) drawTimer = setTimeout(draw, 50);
+  };
+  const changes: HealthEvent[] = [];
+  const printChange = (e: HealthEvent): void => out(`${options.json ? JSON.stringify(e) : healthChangeLine(e)}\n`);
+
+  const NO_PROBER = "no health prober answers (nobody serves toolbus.v1.health.get); waiting for its events";
+  const watch = client.watchHealth((e) => {
+    if (!newer(e, table.get(key(e)))) return;
+    table.set(key(e), e);
+    updated = new Date();
+    if (note === NO_PROBER) note = ""; // it is there now
+    if (live) redrawSoon();
+    else if (e.change) {
+      if (ready) printChange(e);
+      else changes.push(e);
+    }
+  });
+
+  /** Read the whole table; entries heard since that are newer than it are kept. */
+  const refresh = async (): Promise<void> => {
+    try {
+      const endpoints = await client.health({ timeoutMs: options.timeoutMs });
+      const fresh = new Map(endpoints.map((e) => [key(e), e]));
+      for (const [k, e] of table) if (fresh.has(k) && !newer(fresh.get(k)!, e)) fresh.set(k, e);
+      table = fresh;
+      updated = new Date();
+      note = "";
+    } catch (err) {
+      note =
+        isToolbusError(err) && err.code === ErrorCode.BACKEND_UNAVAILABLE
+          ? NO_PROBER
+          : `could not read the health table: ${isToolbusError(err) ? `${err.code}: ` : ""}${(err as Error).message}`;
+      if (!live) process.stderr.write(`toolbus: ${note}\n`);
+    }
+  };
+
+  // A reconnect may have missed events: read the table again. (nats.js never ends this iteration; the
+  // pending loop holds nothing that keeps the process alive.)
+  void (async () => {
+    for await (const status of client.nc.status()) {
+      if (status.type === "disconnect") {
+        note = "NATS connection lost; reconnecting…";
+        if (live) draw();
+        else process.stderr.write(`toolbus: ${note}\n`);
+      } else if (status.type === "reconnect") {
+        if (!live) process.stderr.write("toolbus: NATS connection back\n");
+        note = "";
+        await refresh();
+        if (live) draw();
+      }
+    }
+  })();
+
+  if (live) out("\x1b[?25l"); // no cursor blinking over the table
+  const showCursor = (): void => void (live && process.stdout.write("\x1b[?25h"));
+  process.once("exit", showCursor);
+  await client.nc.flush(); // subscribed before the table is read, so no change falls in between
+  await refresh();
+  ready = true;
+  let ticker: NodeJS.Timeout | undefined;
+  const onResize = (): void => {
+    // Some terminals reflow the old lines on resize, so counting them back is unreliable: start over.
+    out("\x1b[2J\x1b[H");
+    drawnLines = 0;
+    draw();
+  };
+  if (live) {
+    draw();
+    ticker = setInterval(draw, 1_000);
+    process.stdout.on("resize", onResize);
+  } else {
+    const rows = byEndpoint(table.values());
+    if (options.json) out(`${JSON.stringify(rows)}\n`);
+    else if (rows.length > 0) out(`${healthTable(rows, { now: Date.now(), width: tableWidth(), colour: false }).join("\n")}\n`);
+    for (const e of changes.splice(0)) printChange(e);
+  }
+
+  await signalled;
+  watch.stop();
+  clearInterval(ticker);
+  clearTimeout(drawTimer);
+  process.stdout.off("resize", onResize);
+  showCursor();
+  process.off("exit", showCursor);
+  process.exitCode = ExitCode.OK;
+}
+
+program
+  .command("health")
+  .description("the health prober's view of every backend endpoint: state, latency, since when and why")
+  .option("-t, --timeout <duration>", "how long to wait for the health prober", parseTimeout, 5_000)
+  .option("--json", "print the endpoints as a JSON array (with --watch: then each state change as a JSON line)")
+  .option("-w, --watch", "keep the table up to date until Ctrl-C (redrawn in place on a terminal, a line per state change otherwise)")
+  .addHelpText(
+    "after",
+    `
+States: healthy, degraded (answers, but slowly), unhealthy, unknown (not probed yet).
+Exit codes: 0 every endpoint is healthy or degraded, 4 one is not or no health prober answers,
+5 NATS unreachable; with --watch, 0 on Ctrl-C (a missing prober is waited for).`,
+  )
+  .action(async (opts: { timeout: number; json?: boolean; watch?: boolean }) => {
+    const cfg = config();
+    const json = opts.json === true;
+    const colour = process.stdout.isTTY === true && !json && !process.env.NO_COLOR;
+    await withClient(cfg, async (client) => {
+      if (opts.watch) {
+        await watchHealthTable(client, { timeoutMs: opts.timeout, json, colour });
+        return;
+      }
+      let endpoints: HealthEvent[];
+      try {
+        endpoints = await client.health({ timeoutMs: opts.timeout });
+      } catch (err) {
+        fail(err, json);
+      }
+      if (json) process.stdout.write(`${JSON.stringify(endpoints)}\n`);
+      else if (endpoints.length === 0) process.stdout.write("the health prober probes no endpoint\n");
+      else process.stdout.write(`${healthTable(byEndpoint(endpoints), { now: Date.now(), width: tableWidth(), colour }).join("\n")}\n`);
+      process.exitCode = endpoints.every((e) => isServing(e.state)) ? ExitCode.OK : ExitCode.FAILED;
     });
   });
 
