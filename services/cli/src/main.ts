@@ -10,7 +10,7 @@ import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type Toolbu
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
 import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
-import { WORKER_NAMES, allWorkers, caller, router, type WorkerName } from "./workers.js";
+import { WORKER_NAMES, allWorkers, worker as startWorker, type WorkerName } from "./workers.js";
 
 interface GlobalOptions {
   config?: string;
@@ -139,7 +139,7 @@ program
 
 program
   .command("worker")
-  .description("run one worker (one Kubernetes pod): router, or caller --backend <name>")
+  .description("run one worker (one Kubernetes pod): router, caller --backend <name>, or health-prober")
   .argument("<name>", `worker to run: ${WORKER_NAMES.join(", ")}`)
   .option("-b, --backend <backend>", "backend for a caller")
   .action(async (name: string, opts: { backend?: string }) => {
@@ -153,8 +153,7 @@ program
       });
     }
     const log = logger(cfg, `toolbus-${name}`);
-    const worker = name as WorkerName;
-    await serve(`toolbus-${name}`, cfg, log, async (deps) => [worker === "router" ? await router(deps, cfg) : await caller(deps, cfg, opts.backend!)]);
+    await serve(`toolbus-${name}`, cfg, log, async (deps) => [await startWorker(name as WorkerName, deps, cfg, opts.backend)]);
   });
 
 async function withClient<T>(cfg: ToolbusConfig, fn: (client: ToolbusClient) => Promise<T>): Promise<T> {
