@@ -73,7 +73,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
       return undefined;
     });
 
-  const eventOf = (t: Target, change: boolean, previous = t.tracker.state): HealthEvent => ({
+  const eventOf = (t: Target, change: boolean, previous = t.tracker.previous): HealthEvent => ({
     backend: t.backend.name,
     endpoint: t.id,
     state: t.tracker.state,

@@ -12,6 +12,7 @@ describe("HealthTracker", () => {
     expect(t.state).toBe("unknown");
     expect(t.record(ok(), 10)).toEqual({ state: "healthy", previous: "unknown", reason: "answered in 5 ms" });
     expect(t.since).toBe(10);
+    expect(t.previous).toBe("unknown");
     expect(t.record(ok(), 20)).toBeUndefined();
   });
 

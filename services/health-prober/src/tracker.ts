@@ -18,6 +18,7 @@ export interface Transition {
  */
 export class HealthTracker {
   #state: HealthState = HealthState.unknown;
+  #previous: HealthState = HealthState.unknown;
   #failures = 0;
   #successes = 0;
   #since: number;
@@ -33,6 +34,10 @@ export class HealthTracker {
 
   get state(): HealthState {
     return this.#state;
+  }
+  /** The state before the last change. */
+  get previous(): HealthState {
+    return this.#previous;
   }
   get since(): number {
     return this.#since;
@@ -69,6 +74,7 @@ export class HealthTracker {
   #move(state: HealthState, now: number): Transition | undefined {
     if (state === this.#state) return undefined;
     const previous = this.#state;
+    this.#previous = previous;
     this.#state = state;
     this.#since = now;
     return { state, previous, reason: this.#reason };

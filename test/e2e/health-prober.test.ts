@@ -1,0 +1,49 @@
+import { rmSync } from "node:fs";
+import { dirname } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { startFaultHttp } from "../helpers/mcp.js";
+import { startNats } from "../helpers/nats-server.js";
+import { runToolbus, toolbusCommand, waitFor, writeConfig } from "../helpers/toolbus.js";
+
+describe("toolbus worker health-prober, as a user runs it", () => {
+  const cleanup: Array<() => Promise<void> | void> = [];
+  afterAll(async () => {
+    for (const step of cleanup.reverse()) await step();
+  });
+
+  it("`toolbus health` shows the endpoint healthy (exit 0), then unhealthy once its server is killed (exit 4); SIGTERM stops the prober with exit 0", async () => {
+    const nats = await startNats();
+    cleanup.push(() => nats[Symbol.asyncDispose]());
+    const server = await startFaultHttp();
+    cleanup.push(() => server.stop());
+    const config = writeConfig({
+      admin: { port: -1 },
+      backends: { web: { kind: "mcp-http", url: server.url, health: { interval: "250ms", timeout: "200ms" } } },
+    });
+    cleanup.push(() => rmSync(dirname(config), { recursive: true, force: true }));
+    const prober = runToolbus(["--config", config, "--nats", nats.url, "worker", "health-prober"]);
+    cleanup.push(() => prober.kill("SIGKILL"));
+
+    const health = () => toolbusCommand(["--config", config, "--nats", nats.url, "health", "--json"]);
+    let last = { code: -1, stdout: "", stderr: "" };
+    await waitFor("the endpoint to be healthy", async () => {
+      last = await health();
+      return last.code === 0;
+    });
+    expect(JSON.parse(last.stdout)).toEqual([expect.objectContaining({ backend: "web", endpoint: "web#0", state: "healthy" })]);
+
+    await server.stop();
+    await waitFor("the endpoint to be unhealthy", async () => {
+      last = await health();
+      return last.code === 4;
+    });
+    expect(JSON.parse(last.stdout)).toEqual([expect.objectContaining({ endpoint: "web#0", state: "unhealthy", previous: "healthy" })]);
+    const plain = await toolbusCommand(["--config", config, "--nats", nats.url, "health"]);
+    expect(plain.code).toBe(4);
+    expect(plain.stdout).toMatch(/web#0\s+unhealthy/);
+
+    prober.kill("SIGTERM");
+    expect(await prober.exited).toBe(0);
+    expect(prober.output()).not.toMatch(/"level":50/);
+  });
+});
