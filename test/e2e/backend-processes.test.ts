@@ -14,6 +14,9 @@ async function descendants(pid: number): Promise<number[]> {
   return out;
 }
 
+/** The server process itself (node running it), not the keeper shell whose command line names it too. */
+const isServer = (pid: number, script: string): boolean => commandLine(pid).startsWith(`${process.execPath} ${script}`);
+
 const commandLine = (pid: number): string => {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
@@ -56,11 +59,11 @@ describe("backend processes toolbus starts", () => {
       expect(await echo()).toBe("Echo: hi");
 
       // The server itself (under its keeper shell), killed from outside.
-      const server = (await descendants(toolbus.child.pid!)).find((p) => commandLine(p).includes(EVERYTHING_SERVER));
+      const server = (await descendants(toolbus.child.pid!)).find((p) => isServer(p, EVERYTHING_SERVER));
       expect(server, toolbus.output()).toBeDefined();
       process.kill(server!, "SIGKILL");
       await waitFor("the launched server to be started again", async () => {
-        const again = (await descendants(toolbus.child.pid!)).find((p) => p !== server && commandLine(p).includes(EVERYTHING_SERVER));
+        const again = (await descendants(toolbus.child.pid!)).find((p) => p !== server && isServer(p, EVERYTHING_SERVER));
         return again !== undefined;
       });
       await waitFor("calls to succeed again", async () => (await echo()) === "Echo: hi", 20_000);
@@ -68,8 +71,8 @@ describe("backend processes toolbus starts", () => {
 
       // SIGKILL: toolbus gets no chance to clean up. Its backends must notice on their own.
       pids = await descendants(toolbus.child.pid!);
-      expect(pids.filter((p) => commandLine(p).includes(FAULT_SERVER))).toHaveLength(2);
-      expect(pids.some((p) => commandLine(p).includes(EVERYTHING_SERVER))).toBe(true);
+      expect(pids.filter((p) => isServer(p, FAULT_SERVER))).toHaveLength(2);
+      expect(pids.some((p) => isServer(p, EVERYTHING_SERVER))).toBe(true);
       toolbus.kill("SIGKILL");
       await toolbus.exited;
       await waitFor("every backend process to be gone", () => pids.every((p) => !isAlive(p)), 10_000);
