@@ -3,7 +3,15 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import type { AddressInfo } from "node:net";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CallToolRequestSchema,
+  ErrorCode,
+  ListToolsRequestSchema,
+  McpError,
+  PingRequestSchema,
+  type CallToolResult,
+  type Tool,
+} from "@modelcontextprotocol/sdk/types.js";
 
 /** What the server has seen; tests read it through the `stats` tool to count what reached the backend. */
 export interface FaultStats {
@@ -16,6 +24,8 @@ export interface FaultStats {
   completed: number;
   /** Calls received, per tool. */
   byTool: Record<string, number>;
+  /** MCP pings answered (what a health probe sends). */
+  pings: number;
 }
 
 /** State shared by every session of one server process. */
@@ -28,7 +38,7 @@ export interface FaultState {
 }
 
 export function newState(): FaultState {
-  return { stats: { received: 0, inFlight: 0, maxInFlight: 0, cancelled: 0, completed: 0, byTool: {} }, attempts: new Map(), added: [] };
+  return { stats: { received: 0, inFlight: 0, maxInFlight: 0, cancelled: 0, completed: 0, byTool: {}, pings: 0 }, attempts: new Map(), added: [] };
 }
 
 const delay = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -233,6 +243,10 @@ export function createFaultServer(state: FaultState, name = "toolbus-fault-serve
   const registry = tools(state, () => void server.sendToolListChanged().catch(() => undefined));
   const { stats } = state;
 
+  server.setRequestHandler(PingRequestSchema, async () => {
+    stats.pings++;
+    return {};
+  });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [...registry.values()].map((t) => t.descriptor) }));
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const tool = registry.get(request.params.name);

@@ -61,6 +61,8 @@ export const subjects = {
 export const kvBuckets = {
   /** The latest HealthEvent per endpoint, key `<backend>.<n>` (n: the endpoint's index). */
   health: "toolbus_health",
+  /** Which health-prober replica probes which backend: key `<backend>`, value the prober's id; entries expire. */
+  healthLeases: "toolbus_health_leases",
 } as const;
 
 /** Queue groups: every replica of a worker joins the same group, so replicas share the load. */

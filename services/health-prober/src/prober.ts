@@ -1,8 +1,19 @@
 import type { Msg } from "nats";
 import type { BackendConfig, McpHttpBackendConfig } from "@toolbus/config";
-import { HealthReportSchema, decodeJson, encodeJson, kvBuckets, queueGroups, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
-import { TOOLBUS_VERSION, addService, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import {
+  HealthEventSchema,
+  HealthReportSchema,
+  decodeJson,
+  encodeJson,
+  kvBuckets,
+  queueGroups,
+  subjects,
+  type HealthEvent,
+  type HealthTableReply,
+} from "@toolbus/protocol";
+import { TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { HttpProbe } from "./http-probe.js";
+import { Leases } from "./leases.js";
 import { HealthTracker, type ProbeResult } from "./tracker.js";
 
 export interface HealthProberOptions {
@@ -14,7 +25,7 @@ export interface HealthProberOptions {
 
 export interface HealthProberWorker extends Worker {
   /** The current table (what `toolbus.v1.health.get` answers). */
-  table(): HealthEvent[];
+  table(): Promise<HealthEvent[]>;
 }
 
 /**
@@ -63,6 +74,8 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
         })),
   );
   const byName = new Map(options.backends.map((b) => [b.name, b]));
+  const leases = new Leases(nc, kvBuckets.healthLeases, [...byName.keys()], deps.workerId, log);
+  await leases.start();
 
   // The latest state per endpoint, for whoever subscribes late. Without JetStream the events still flow.
   const kv = await nc
@@ -99,6 +112,8 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   for (const t of targets) deps.metrics.healthState.set(labels(t), 0);
 
   async function probeOnce(t: Target): Promise<void> {
+    // Another replica probes this backend; we keep our schedule to take over when it goes.
+    if (!leases.owns(t.backend.name)) return;
     const result = await t.probe!.probe(t.backend.health.timeoutMs);
     if (stopping) return;
     recorded(t, result);
@@ -126,7 +141,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     callback: (_err, msg) => {
       const parsed = HealthReportSchema.safeParse(decodeJson(msg.data));
       const backend = parsed.success ? byName.get(parsed.data.backend) : undefined;
-      if (!parsed.success || !backend || stopping) return;
+      if (!parsed.success || !backend || stopping || !leases.owns(backend.name)) return;
       const r = parsed.data;
       const key = `${r.caller}/${r.endpoint}`;
       let t = reported.get(key);
@@ -172,14 +187,28 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     description: "toolbus health prober: probes backends, publishes health events",
     workerId: deps.workerId,
   });
-  const table = (): HealthEvent[] => [...targets, ...reported.values()].map((t) => eventOf(t, false));
+  const owned = (): Target[] => [...targets, ...reported.values()].filter((t) => leases.owns(t.backend.name));
+  /** The table: what this replica probes, and from KV what the others do. */
+  const table = async (): Promise<HealthEvent[]> => {
+    const mine = owned().map((t) => eventOf(t, false));
+    if (!kv) return mine;
+    const others: HealthEvent[] = [];
+    const keys = await kv.keys();
+    for await (const key of keys) {
+      if (leases.owns(key.split(".")[0]!)) continue;
+      const entry = await kv.get(key);
+      const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
+      if (parsed?.success) others.push(parsed.data);
+    }
+    return [...mine, ...others];
+  };
   service.addEndpoint("get", {
     subject: subjects.healthGet(),
     queue: queueGroups.healthProber(),
-    handler: (_err, msg: Msg) => {
-      const reply: HealthTableReply = { ok: true, endpoints: table() };
-      respondJson(msg, reply, maxPayloadOf(nc));
-    },
+    handler: (_err, msg: Msg) =>
+      void table()
+        .then((endpoints) => respondJson(msg, { ok: true, endpoints } satisfies HealthTableReply, maxPayloadOf(nc)))
+        .catch((err: unknown) => answerInternal(msg, "health prober", err, maxPayloadOf(nc))),
   });
   await nc.flush();
 
@@ -187,7 +216,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   targets.forEach((t, i) => schedule(t, Math.floor((t.backend.health.intervalMs * i) / Math.max(1, targets.length))));
   const heartbeat = setInterval(() => {
     forgetSilentCallers();
-    for (const t of [...targets, ...reported.values()]) publish(t, eventOf(t, false));
+    for (const t of owned()) publish(t, eventOf(t, false));
   }, options.heartbeatMs);
   heartbeat.unref();
   log.info({ endpoints: targets.map((t) => t.id) }, "health prober started");
@@ -202,6 +231,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     stop: () => {
       stopped ??= (async () => {
         stopping = true;
+        await leases.stop();
         clearInterval(heartbeat);
         reports.unsubscribe();
         for (const t of targets) clearTimeout(t.timer);
