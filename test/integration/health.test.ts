@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { startCaller, type CallerWorker } from "@toolbus/caller";
 import { createLogger, createMetrics } from "@toolbus/runtime";
-import { isToolbusError } from "@toolbus/client";
+import { ToolbusClient, isToolbusError } from "@toolbus/client";
 import { HealthEventSchema, kvBuckets, subjects, type HealthEvent, type HealthTableReply } from "@toolbus/protocol";
-import { faultStdio, httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
-import { startStack, testConfig, waitFor, type Stack } from "../helpers/toolbus.js";
+import { faultStdio, freePort, httpBackend, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { startNats } from "../helpers/nats-server.js";
+import { startInProcess, startStack, testConfig, waitFor, type Stack } from "../helpers/toolbus.js";
 
 const caller = (stack: Stack, backend: string) => stack.toolbus.workers.find((w) => w.name === `caller:${backend}`) as CallerWorker;
 
@@ -137,5 +138,56 @@ describe("stdio children, reported by the caller that owns them", () => {
     await waitFor("calls to succeed", async () => (await code(stack, "fault")) === "ok", 5_000);
     // The same child all along: nobody started another.
     expect(owner.endpoints[0]!.pid).toBe(pid);
+  });
+});
+
+describe("the prober through outages of its own", () => {
+  it("a backend down at start is found when it comes up, and calls succeed", async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/mcp`;
+    const nats = await startNats();
+    const config = testConfig(nats.url, { backends: { web: { ...httpBackend(url), health } } });
+    const toolbus = await startInProcess(config);
+    const client = await ToolbusClient.connect({ servers: nats.url });
+    let server: HttpServerProcess | undefined;
+    try {
+      const events: HealthEvent[] = [];
+      client.nc.subscribe(subjects.healthEvents("web"), { callback: (_e, m) => events.push(m.json<HealthEvent>()) });
+      await waitFor("the endpoint to be reported unhealthy", () => events.some((e) => e.change && e.state === "unhealthy"), 5_000);
+      server = await startFaultHttp(port);
+      await waitFor("a healthy event", () => events.some((e) => e.change && e.state === "healthy"), 5_000);
+      await waitFor("calls to succeed", async () => {
+        try {
+          await client.callTool("web", "echo", { message: "up" }, { timeoutMs: 2_000 });
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    } finally {
+      await client.close();
+      await toolbus.stop();
+      await server?.stop();
+      await nats[Symbol.asyncDispose]();
+    }
+  });
+
+  it("NATS restarted: probing and events resume, with no restart of the prober", async () => {
+    await using server = await startFaultHttp();
+    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health } } });
+    await stack.nats.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    await stack.nats.start();
+    const restartedAt = Date.now();
+    const events: HealthEvent[] = [];
+    await waitFor("the client to be back", async () => {
+      await stack.client.nc.flush();
+      return true;
+    });
+    stack.client.nc.subscribe(subjects.healthEvents("web"), { callback: (_e, m) => events.push(m.json<HealthEvent>()) });
+    // Heartbeats (every 5 heartbeat intervals: 1 s here) flow again, and say the endpoint is healthy.
+    await waitFor("a health event after the restart", () => events.some((e) => Date.parse(e.time) > restartedAt && e.state === "healthy"), 10_000);
+    const table = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 2_000 })).json<HealthTableReply>();
+    expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: "healthy" })]);
   });
 });
