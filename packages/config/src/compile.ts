@@ -66,6 +66,8 @@ export interface McpHttpBackendConfig extends BackendCommon {
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
   readonly launch: LaunchConfig | undefined;
+  /** Port rediscovery by the health prober; undefined: off. */
+  readonly rediscover: { readonly portFrom: number; readonly portTo: number; readonly expectServer?: string; readonly maxAttempts: number } | undefined;
 }
 export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
 
@@ -264,6 +266,12 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
             urls: b.urls ?? [b.url!],
             headers: b.headers,
             connections: b.connections,
+            rediscover: b.rediscover && {
+              portFrom: b.rediscover.portRange[0],
+              portTo: b.rediscover.portRange[1],
+              maxAttempts: b.rediscover.maxAttempts,
+              ...(b.rediscover.expectServer !== undefined ? { expectServer: b.rediscover.expectServer } : {}),
+            },
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }

@@ -110,6 +110,19 @@ const HealthSchema = z
   })
   .strict();
 
+/** Where to look for an HTTP backend's server when it stops answering (it may come back on another port). */
+const RediscoverSchema = z
+  .object({
+    portRange: z
+      .tuple([bounded({ min: 1, max: 65535 }), bounded({ min: 1, max: 65535 })])
+      .refine(([from, to]) => from <= to && to - from <= 10_000, { message: "must be [from, to] with from ≤ to, at most 10,000 ports" }),
+    /** The MCP server name (serverInfo.name) to accept; learned from the first successful initialize when unset. */
+    expectServer: z.string().min(1).optional(),
+    /** Scans before the endpoint is reported lost (it is still scanned then, at the longest backoff). */
+    maxAttempts: bounded({ min: 1, max: 500 }).default(100),
+  })
+  .strict();
+
 const McpStdioBackendSchema = z
   .object({
     kind: z.literal("mcp-stdio"),
@@ -139,6 +152,7 @@ const McpHttpBackendSchema = z
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
     health: HealthSchema.default({}),
+    rediscover: RediscoverSchema.optional(),
     ...PolicySchema,
   })
   .strict()

@@ -28,6 +28,7 @@ export {
   HealthEventSchema,
   HealthTableReplySchema,
   HealthReportSchema,
+  EndpointMovedSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -51,6 +52,7 @@ export type {
   HealthEvent,
   HealthTableReply,
   HealthReport,
+  EndpointMoved,
 } from "./schemas.js";
 export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

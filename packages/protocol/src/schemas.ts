@@ -161,9 +161,11 @@ export const HealthState = {
   degraded: "degraded",
   /** Failed `unhealthyAfter` probes in a row. */
   unhealthy: "unhealthy",
+  /** Unhealthy, and not found in its port range after every rediscovery attempt; still probed, slowly. */
+  lost: "lost",
 } as const;
 export type HealthState = (typeof HealthState)[keyof typeof HealthState];
-export const HealthStateSchema = z.enum(["unknown", "healthy", "degraded", "unhealthy"]);
+export const HealthStateSchema = z.enum(["unknown", "healthy", "degraded", "unhealthy", "lost"]);
 
 /**
  * Published on `toolbus.v1.evt.health.<backend>` when an endpoint's state changes (`change: true`)
@@ -209,3 +211,20 @@ export const HealthReportSchema = z.object({
   intervalMs: z.number().int().positive(),
 });
 export type HealthReport = z.infer<typeof HealthReportSchema>;
+
+/**
+ * Published on `toolbus.v1.evt.endpoint.<backend>` (and kept in KV `toolbus_endpoints`, key
+ * `<backend>.<n>`) when the prober finds an HTTP endpoint's server on another port of its range.
+ * Callers replace the port in their own configured URL: no URL, which may hold a secret, crosses the bus.
+ */
+export const EndpointMovedSchema = z.object({
+  backend: z.string(),
+  endpoint: z.string(),
+  oldPort: z.number().int().nonnegative(),
+  newPort: z.number().int().positive(),
+  /** The MCP server name that answered there (the one expected). */
+  server: z.string(),
+  proberId: z.string(),
+  time: z.string(),
+});
+export type EndpointMoved = z.infer<typeof EndpointMovedSchema>;

@@ -53,6 +53,8 @@ export const subjects = {
   healthReport: (backend: string): string => `${SUBJECT_PREFIX}.health.report.${backendToken(backend)}`,
   /** Wildcard for every caller's reports. */
   healthReportAll: (): string => `${SUBJECT_PREFIX}.health.report.*`,
+  /** An HTTP endpoint's server found on another port (EndpointMoved). */
+  endpointEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.endpoint.${backendToken(backend)}`,
   /** The current health table (the health prober answers). */
   healthGet: (): string => `${SUBJECT_PREFIX}.health.get`,
 } as const;
@@ -63,6 +65,8 @@ export const kvBuckets = {
   health: "toolbus_health",
   /** Which health-prober replica probes which backend: key `<backend>`, value the prober's id; entries expire. */
   healthLeases: "toolbus_health_leases",
+  /** Where an HTTP endpoint moved (EndpointMoved), key `<backend>.<n>`: a caller that starts later uses it. */
+  endpoints: "toolbus_endpoints",
 } as const;
 
 /** Queue groups: every replica of a worker joins the same group, so replicas share the load. */

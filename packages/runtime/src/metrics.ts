@@ -35,7 +35,7 @@ export function createMetrics(): Metrics {
     }),
     healthState: new Gauge({
       name: "toolbus_health_state",
-      help: "Health of each endpoint as the prober sees it: 0 unknown, 1 healthy, 2 degraded, 3 unhealthy",
+      help: "Health of each endpoint as the prober sees it: 0 unknown, 1 healthy, 2 degraded, 3 unhealthy, 4 lost",
       labelNames: ["backend", "endpoint"],
       registers: [registry],
     }),

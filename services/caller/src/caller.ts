@@ -3,6 +3,7 @@ import { checkToolCall } from "@toolbus/tool-index";
 import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
+  EndpointMovedSchema,
   ErrorCode,
   HealthEventSchema,
   ToolCallRequestSchema,
@@ -136,6 +137,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         endpoint.wake();
       }
     },
+    onMoved: (moved) => {
+      const endpoint = endpoints.find((e) => e.id === moved.endpoint);
+      if (endpoint instanceof HttpEndpoint) endpoint.moveTo(moved.newPort);
+    },
     onCancel: ({ requestId, reason }) => {
       if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
     },
@@ -192,6 +197,18 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
    */
   async function healthFromKv(): Promise<void> {
     if (backend.kind !== "mcp-http") return;
+    // Where endpoints moved (a server the prober found on another port), before their health.
+    try {
+      const moves = await nc.jetstream().views.kv(kvBuckets.endpoints, { bindOnly: true });
+      for (let i = 0; i < endpoints.length; i++) {
+        const entry = await moves.get(`${backend.name}.${i}`);
+        const parsed = entry && entry.length > 0 ? EndpointMovedSchema.safeParse(entry.json()) : undefined;
+        const endpoint = endpoints[i];
+        if (parsed?.success && endpoint instanceof HttpEndpoint) endpoint.moveTo(parsed.data.newPort);
+      }
+    } catch {
+      // Nothing moved yet.
+    }
     try {
       const kv = await nc.jetstream().views.kv(kvBuckets.health, { bindOnly: true });
       for (let i = 0; i < endpoints.length; i++) {

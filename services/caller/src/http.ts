@@ -74,6 +74,25 @@ export class HttpEndpoint extends ClientEndpoint {
     return transport;
   }
 
+  /** The port this endpoint's server listens on now. */
+  get port(): number {
+    const url = this.#url;
+    return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+  }
+
+  /**
+   * The server was found on another port (by the health prober): new sessions go there; the current
+   * one, if any, is replaced now (calls still out on it finish where they are).
+   */
+  moveTo(port: number): void {
+    if (port === this.port) return;
+    this.log.info({ endpoint: this.id, oldPort: this.port, newPort: port }, "backend endpoint moved to another port; reconnecting there");
+    this.#url.port = String(port);
+    if (this.client)
+      void this.reset(this.client, "backend endpoint moved").catch((err: unknown) => this.log.error({ endpoint: this.id, err }, "could not reconnect"));
+    else this.wake();
+  }
+
   protected override transportError(client: Client, err: Error): void {
     if (GAVE_UP.test(err.message)) this.markDown(client, "backend endpoint unreachable (its event stream could not be re-opened)");
     else super.transportError(client, err);

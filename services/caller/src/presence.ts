@@ -1,6 +1,7 @@
 import type { NatsConnection, Subscription } from "nats";
 import {
   CancelRequestSchema,
+  EndpointMovedSchema,
   HealthEventSchema,
   decodeJson,
   decodeRequest,
@@ -9,6 +10,7 @@ import {
   type CallerHeartbeat,
   type CallerStatus,
   type CancelRequest,
+  type EndpointMoved,
   type HealthEvent,
 } from "@toolbus/protocol";
 
@@ -24,6 +26,8 @@ export interface PresenceOptions {
   onCancel(request: CancelRequest): void;
   /** The health prober's word on one of this backend's endpoints (a change, or a heartbeat). */
   onHealth(event: HealthEvent): void;
+  /** The prober found an endpoint's server on another port. */
+  onMoved(event: EndpointMoved): void;
 }
 
 /**
@@ -46,6 +50,12 @@ export class Presence {
     this.#subscriptions = [
       nc.subscribe(subjects.callerDiscovery(), { callback: answer(() => options.heartbeat("up")) }),
       nc.subscribe(subjects.callerStatus(), { callback: answer(() => options.status()) }),
+      nc.subscribe(subjects.endpointEvents(options.backend), {
+        callback: (_err, msg) => {
+          const parsed = EndpointMovedSchema.safeParse(decodeJson(msg.data));
+          if (parsed.success) options.onMoved(parsed.data);
+        },
+      }),
       nc.subscribe(subjects.healthEvents(options.backend), {
         callback: (_err, msg) => {
           const parsed = HealthEventSchema.safeParse(decodeJson(msg.data));

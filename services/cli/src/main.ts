@@ -299,7 +299,7 @@ function isServing(state: HealthState): boolean {
 }
 
 const ANSI = { reset: "\x1b[0m", green: "\x1b[32m", yellow: "\x1b[33m", red: "\x1b[31m", dim: "\x1b[2m", bold: "\x1b[1m" } as const;
-const STATE_COLOUR: Record<HealthState, string> = { healthy: ANSI.green, degraded: ANSI.yellow, unhealthy: ANSI.red, unknown: ANSI.dim };
+const STATE_COLOUR: Record<HealthState, string> = { healthy: ANSI.green, degraded: ANSI.yellow, unhealthy: ANSI.red, lost: ANSI.red, unknown: ANSI.dim };
 
 /** "12s ago", "3m ago", "5h ago", "2d ago"; "?" for a time that does not parse. */
 function ago(iso: string, now: number): string {

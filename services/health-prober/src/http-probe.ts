@@ -14,6 +14,8 @@ const MAX_PROBE_RESPONSE_BYTES = 64 * 1024;
  */
 export class HttpProbe {
   #client: Client | undefined;
+  /** The MCP server name (serverInfo.name) the endpoint gave at its first initialize: what rediscovery accepts. */
+  serverName: string | undefined;
   readonly #agent = new Agent({ connections: 2, keepAliveTimeout: 30_000 });
   readonly #target: { url: URL; headers: Record<string, string> };
 
@@ -56,7 +58,45 @@ export class HttpProbe {
       await client.close().catch(() => undefined);
       throw err;
     }
+    this.serverName ??= client.getServerVersion()?.name;
     return client;
+  }
+
+  /** The port probed now. */
+  get port(): number {
+    return portOf(this.#target.url);
+  }
+
+  /** The same URL (path, query, credentials) on another port. */
+  onPort(port: number): URL {
+    const url = new URL(this.#target.url);
+    url.port = String(port);
+    return url;
+  }
+
+  /** Which MCP server answers on `port` (its serverInfo.name), or undefined when none does in time. */
+  async identify(port: number, timeoutMs: number): Promise<string | undefined> {
+    const client = new Client({ name: "toolbus-health-prober", version: "0.1.0" }, { capabilities: {} });
+    const transport = new StreamableHTTPClientTransport(this.onPort(port), {
+      fetch: guardedFetch({ agent: this.#agent, maxResponseBytes: MAX_PROBE_RESPONSE_BYTES, onTooLarge: () => undefined }),
+      requestInit: { headers: this.#target.headers },
+    });
+    client.onerror = () => undefined;
+    try {
+      await client.connect(transport, { timeout: timeoutMs });
+      return client.getServerVersion()?.name;
+    } catch {
+      return undefined;
+    } finally {
+      await transport.terminateSession().catch(() => undefined);
+      await client.close().catch(() => undefined);
+    }
+  }
+
+  /** Probe `port` from now on (a new session there). */
+  async moveTo(port: number): Promise<void> {
+    this.#target.url.port = String(port);
+    await this.#drop();
   }
 
   async #drop(): Promise<void> {
@@ -74,4 +114,8 @@ export class HttpProbe {
     await this.#drop();
     await this.#agent.close().catch(() => undefined);
   }
+}
+
+function portOf(url: URL): number {
+  return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
 }

@@ -8,13 +8,14 @@ import {
   kvBuckets,
   queueGroups,
   subjects,
+  type EndpointMoved,
   type HealthEvent,
   type HealthTableReply,
 } from "@toolbus/protocol";
 import { TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { HttpProbe } from "./http-probe.js";
 import { Leases } from "./leases.js";
-import { HealthTracker, type ProbeResult } from "./tracker.js";
+import { HealthTracker, type ProbeResult, type Transition } from "./tracker.js";
 
 export interface HealthProberOptions {
   /** Every configured backend: the prober probes the network ones, and tracks the stdio ones from their callers' reports. */
@@ -74,6 +75,10 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
         })),
   );
   const byName = new Map(options.backends.map((b) => [b.name, b]));
+  const endpointsKv = await nc
+    .jetstream()
+    .views.kv(kvBuckets.endpoints, { history: 1 })
+    .catch(() => undefined);
   const leases = new Leases(nc, kvBuckets.healthLeases, [...byName.keys()], deps.workerId, log);
   await leases.start();
 
@@ -107,7 +112,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     if (event.change) kv?.put(keyOf(t), data).catch((err: unknown) => log.debug({ err: (err as Error).message }, "could not store health state"));
   }
 
-  const STATE_VALUE: Record<HealthEvent["state"], number> = { unknown: 0, healthy: 1, degraded: 2, unhealthy: 3 };
+  const STATE_VALUE: Record<HealthEvent["state"], number> = { unknown: 0, healthy: 1, degraded: 2, unhealthy: 3, lost: 4 };
   const labels = (t: Target) => ({ backend: t.backend.name, endpoint: t.caller ? `${t.id}@${t.caller}` : t.id });
   for (const t of targets) deps.metrics.healthState.set(labels(t), 0);
 
@@ -123,16 +128,75 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   function recorded(t: Target, result: ProbeResult): void {
     if (result.ok) deps.metrics.probeDuration.observe(labels(t), result.latencyMs / 1000);
     else deps.metrics.probeFailures.inc(labels(t));
-    const transition = t.tracker.record(result);
+    changed(t, t.tracker.record(result));
+  }
+
+  function changed(t: Target, transition: Transition | undefined): void {
     deps.metrics.healthState.set(labels(t), STATE_VALUE[t.tracker.state]);
     if (!transition) return;
     const event = eventOf(t, true, transition.previous);
-    (transition.state === "unhealthy" ? log.warn : log.info).call(
+    (transition.state === "unhealthy" || transition.state === "lost" ? log.warn : log.info).call(
       log,
       { backend: t.backend.name, endpoint: t.id, state: transition.state, previous: transition.previous, reason: transition.reason },
       `endpoint ${transition.previous} → ${transition.state}`,
     );
     publish(t, event);
+    if (transition.state === "unhealthy" && t.probe && t.backend.kind === "mcp-http" && t.backend.rediscover) void rediscover(t);
+  }
+
+  /**
+   * An unhealthy HTTP endpoint with a port range: look for its server on the other ports of the range
+   * (the current one first), accepting a port only where the expected MCP server answers `initialize`.
+   * Backoff between scans from 1 s, doubling, to 60 s; after `maxAttempts` scans the endpoint is `lost`
+   * and still scanned at 60 s. Ends when it is found, when the probes find it back where it was, when
+   * another replica takes the backend over, or on stop.
+   */
+  const rediscovering = new Set<Target>();
+  async function rediscover(t: Target): Promise<void> {
+    const backend = t.backend as McpHttpBackendConfig;
+    const range = backend.rediscover!;
+    const probe = t.probe!;
+    if (rediscovering.has(t)) return;
+    rediscovering.add(t);
+    const rlog = log.child({ backend: backend.name, endpoint: t.id });
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const down = t.tracker.state === "unhealthy" || t.tracker.state === "lost";
+        if (stopping || !down || !leases.owns(backend.name)) return;
+        const expected = range.expectServer ?? probe.serverName;
+        const previous = probe.port;
+        rlog.info({ previous_port: previous, attempt }, `rediscovering port previous_port=${previous}`);
+        const found = expected === undefined ? undefined : await scan(probe, previous, range, expected, Math.min(backend.health.timeoutMs, 1_000));
+        if (stopping) return;
+        if (found === previous) return; // back where it was: the probes will see it
+        if (found !== undefined) {
+          rlog.info({ old_port: previous, new_port: found, server: expected }, `rediscovered on new port old_port=${previous} new_port=${found}`);
+          await probe.moveTo(found);
+          const moved: EndpointMoved = {
+            backend: backend.name,
+            endpoint: t.id,
+            oldPort: previous,
+            newPort: found,
+            server: expected!,
+            proberId: deps.workerId,
+            time: new Date().toISOString(),
+          };
+          const data = encodeJson(moved);
+          if (!nc.isClosed()) nc.publish(subjects.endpointEvents(backend.name), data);
+          await endpointsKv?.put(keyOf(t), data).catch(() => undefined);
+          return;
+        }
+        if (attempt === range.maxAttempts) changed(t, t.tracker.markLost(`not found on ports ${range.portFrom}-${range.portTo} after ${attempt} scans`));
+        const backoff = Math.min(60_000, 1_000 * 2 ** Math.min(attempt - 1, 6));
+        rlog.warn(
+          { attempt, backoff, expected: expected ?? "(not known yet: the server never answered)" },
+          `connection failed attempt=${attempt} backoff=${backoff}ms`,
+        );
+        await new Promise((r) => setTimeout(r, backoff).unref());
+      }
+    } finally {
+      rediscovering.delete(t);
+    }
   }
 
   // Stdio children, as their callers report them: one tracker per caller replica and child.
@@ -245,4 +309,17 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     },
     stopped: stoppedPromise,
   };
+}
+
+/** The first port of the range (the current one first) where the expected MCP server answers. */
+async function scan(
+  probe: HttpProbe,
+  current: number,
+  range: { portFrom: number; portTo: number },
+  expected: string,
+  timeoutMs: number,
+): Promise<number | undefined> {
+  const ports = [current, ...Array.from({ length: range.portTo - range.portFrom + 1 }, (_, i) => range.portFrom + i).filter((p) => p !== current)];
+  for (const port of ports) if ((await probe.identify(port, timeoutMs)) === expected) return port;
+  return undefined;
 }

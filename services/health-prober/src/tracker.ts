@@ -59,16 +59,24 @@ export class HealthTracker {
       this.#successes++;
       const fast = result.latencyMs <= degradedMs;
       this.#reason = fast ? `answered in ${Math.round(result.latencyMs)} ms` : `answered in ${Math.round(result.latencyMs)} ms, over ${degradedMs} ms`;
-      // From unknown, the first answer decides; from unhealthy, it takes `healthyAfter` in a row.
-      if (this.#state === HealthState.unhealthy && this.#successes < healthyAfter) return undefined;
+      // From unknown, the first answer decides; from unhealthy (or lost), it takes `healthyAfter` in a row.
+      const down = this.#state === HealthState.unhealthy || this.#state === HealthState.lost;
+      if (down && this.#successes < healthyAfter) return undefined;
       return this.#move(fast ? HealthState.healthy : HealthState.degraded, now);
     }
     this.#successes = 0;
     this.#failures++;
     this.#reason = result.reason;
-    if (this.#failures >= unhealthyAfter) return this.#move(HealthState.unhealthy, now);
+    // Lost stays lost until it answers again.
+    if (this.#failures >= unhealthyAfter && this.#state !== HealthState.lost) return this.#move(HealthState.unhealthy, now);
     // Before the first answer, failures leave it unknown until they are enough to call it unhealthy.
     return undefined;
+  }
+
+  /** Not found anywhere after every rediscovery attempt. */
+  markLost(reason: string, now = Date.now()): Transition | undefined {
+    this.#reason = reason;
+    return this.#move(HealthState.lost, now);
   }
 
   #move(state: HealthState, now: number): Transition | undefined {
