@@ -52,4 +52,15 @@ describe("HealthTracker", () => {
     expect(t.latencyMs).toBe(250);
     expect(t.record(ok(20))).toMatchObject({ state: "healthy", previous: "degraded" });
   });
+
+  it("lost when rediscovery gives up; failures leave it lost; healthy again after 2 answers", () => {
+    const t = make();
+    t.record(ok());
+    for (let i = 0; i < 3; i++) t.record(fail);
+    expect(t.markLost("not found on ports 1-2")).toEqual({ state: "lost", previous: "unhealthy", reason: "not found on ports 1-2" });
+    for (let i = 0; i < 5; i++) expect(t.record(fail)).toBeUndefined();
+    expect(t.state).toBe("lost");
+    expect(t.record(ok())).toBeUndefined();
+    expect(t.record(ok())).toMatchObject({ state: "healthy", previous: "lost" });
+  });
 });
