@@ -141,6 +141,22 @@ describe("stdio children, reported by the caller that owns them", () => {
   });
 });
 
+describe("a stdio child killed", () => {
+  it("its caller reports it down, the state changes (unhealthy at the first failure here), and healthy again once it is restarted", async () => {
+    await using stack = await startStack({ backends: { fault: { ...faultStdio(1), health: { ...health, unhealthyAfter: 1 } } } });
+    const owner = caller(stack, "fault");
+    const events = record(stack, "fault");
+    await stack.client.nc.flush();
+    await waitFor("the child to be reported healthy", () => events.some((e) => e.change && e.state === "healthy"), 5_000);
+    const pid = owner.endpoints[0]!.pid!;
+    process.kill(pid, "SIGKILL");
+    await waitFor("an unhealthy event", () => events.some((e) => e.change && e.state === "unhealthy"), 5_000);
+    expect(events.find((e) => e.change && e.state === "unhealthy")!.reason).toMatch(/not connected|connection closed/);
+    await waitFor("healthy again, with a new child", () => events.some((e) => e.change && e.state === "healthy" && e.previous === "unhealthy"), 5_000);
+    expect(owner.endpoints[0]!.pid).not.toBe(pid);
+  });
+});
+
 describe("the prober through outages of its own", () => {
   it("a backend down at start is found when it comes up, and calls succeed", async () => {
     const port = await freePort();
