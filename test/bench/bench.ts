@@ -5,7 +5,8 @@
  * direct MCP SDK over stdio and over streamable HTTP (the baselines), then through toolbus to each,
  * by the router's subject and straight to the caller's. Sequential calls and 64 in flight; p50/p95/p99
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
- * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows.
+ * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows
+ * (`--only recovery`: the recovery figures alone, see recovery.ts).
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import { directHttp, directStdio, faultStdio, freePort, httpBackend, startFaultH
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
 /** --smoke: a few calls per row, for the test that keeps the bench from rotting. */
@@ -254,6 +256,21 @@ async function main(): Promise<void> {
     console.log("\nrejected calls, sequential, as the client sees them (NATS round trip included):");
     console.table(rejections.map((r) => ({ rejection: r.code, "client p50 ms": r.p50, "client p99 ms": r.p99, "caller p99 ≤ ms": r.callerP99AtMostMs })));
   }
+  // Recovery takes its time (a backend must be declared dead): not in a smoke run; `--only recovery` runs it.
+  let recovery: RecoveryFigures | undefined;
+  if (!smoke && (!only || only === "recovery")) {
+    recovery = await recoveryBench(nats.url);
+    console.log("\nrecovery (10 calls/s per backend; health probes every 1 s, unhealthy after 3):");
+    console.table([
+      {
+        "death → CIRCUIT_OPEN, health-driven ms": recovery.healthDrivenOpenMs,
+        "death → unhealthy event ms": recovery.unhealthyEventMs,
+        "death → refused, failure-driven ms": recovery.failureDrivenRefusedMs,
+        "failure-driven code": recovery.failureDrivenCode,
+        "new port listening → first ok call ms": recovery.newPortFirstSuccessMs,
+      },
+    ]);
+  }
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(
@@ -273,6 +290,7 @@ async function main(): Promise<void> {
         policiesOn,
         policiesOff,
         rejections,
+        recovery,
       },
       null,
       2,

@@ -139,7 +139,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     },
     onMoved: (moved) => {
       const endpoint = endpoints.find((e) => e.id === moved.endpoint);
-      if (endpoint instanceof HttpEndpoint) endpoint.moveTo(moved.newPort);
+      if (!(endpoint instanceof HttpEndpoint)) return;
+      // The prober has just seen the server answer `initialize` there: the next call may probe it now.
+      policy.breakers.get(endpoint)!.halfOpen(`moved to port ${moved.newPort} (health prober)`);
+      endpoint.moveTo(moved.newPort);
     },
     onCancel: ({ requestId, reason }) => {
       if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
