@@ -1,6 +1,8 @@
 import { rmSync } from "node:fs";
 import { dirname } from "node:path";
+import { connect } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
+import { kvBuckets, type HealthEvent } from "@toolbus/protocol";
 import { startFaultHttp } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { runToolbus, toolbusCommand, waitFor, writeConfig } from "../helpers/toolbus.js";
@@ -31,6 +33,16 @@ describe("toolbus worker health-prober, as a user runs it", () => {
       return last.code === 0;
     });
     expect(JSON.parse(last.stdout)).toEqual([expect.objectContaining({ backend: "web", endpoint: "web#0", state: "healthy" })]);
+    // A late subscriber reads the same from KV.
+    const nc = await connect({ servers: nats.url });
+    cleanup.push(() => nc.close());
+    const stored = (await (await nc.jetstream().views.kv(kvBuckets.health, { bindOnly: true })).get("web.0"))!.json<HealthEvent>();
+    const shown = (JSON.parse(last.stdout) as HealthEvent[])[0]!;
+    expect({ state: stored.state, since: stored.since, previous: stored.previous }).toEqual({
+      state: shown.state,
+      since: shown.since,
+      previous: shown.previous,
+    });
 
     await server.stop();
     await waitFor("the endpoint to be unhealthy", async () => {
