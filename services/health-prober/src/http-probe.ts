@@ -45,13 +45,8 @@ export class HttpProbe {
   }
 
   async #connect(timeoutMs: number): Promise<Client> {
-    const client = new Client({ name: "toolbus-health-prober", version: "0.1.0" }, { capabilities: {} });
-    const transport = new StreamableHTTPClientTransport(this.#target.url, {
-      fetch: guardedFetch({ agent: this.#agent, maxResponseBytes: MAX_PROBE_RESPONSE_BYTES, onTooLarge: () => undefined }),
-      requestInit: { headers: this.#target.headers },
-    });
-    // Transport errors outside a request (its event stream) are the next probe's to find.
-    client.onerror = () => undefined;
+    const client = newClient();
+    const transport = this.#transport(this.#target.url);
     try {
       await client.connect(transport, { timeout: timeoutMs });
     } catch (err) {
@@ -76,12 +71,8 @@ export class HttpProbe {
 
   /** Which MCP server answers on `port` (its serverInfo.name), or undefined when none does in time. */
   async identify(port: number, timeoutMs: number): Promise<string | undefined> {
-    const client = new Client({ name: "toolbus-health-prober", version: "0.1.0" }, { capabilities: {} });
-    const transport = new StreamableHTTPClientTransport(this.onPort(port), {
-      fetch: guardedFetch({ agent: this.#agent, maxResponseBytes: MAX_PROBE_RESPONSE_BYTES, onTooLarge: () => undefined }),
-      requestInit: { headers: this.#target.headers },
-    });
-    client.onerror = () => undefined;
+    const client = newClient();
+    const transport = this.#transport(this.onPort(port));
     try {
       await client.connect(transport, { timeout: timeoutMs });
       return client.getServerVersion()?.name;
@@ -97,6 +88,13 @@ export class HttpProbe {
   async moveTo(port: number): Promise<void> {
     this.#target.url.port = String(port);
     await this.#drop();
+  }
+
+  #transport(url: URL): StreamableHTTPClientTransport {
+    return new StreamableHTTPClientTransport(url, {
+      fetch: guardedFetch({ agent: this.#agent, maxResponseBytes: MAX_PROBE_RESPONSE_BYTES, onTooLarge: () => undefined }),
+      requestInit: { headers: this.#target.headers },
+    });
   }
 
   async #drop(): Promise<void> {
@@ -118,4 +116,11 @@ export class HttpProbe {
 
 function portOf(url: URL): number {
   return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+}
+
+function newClient(): Client {
+  const client = new Client({ name: "toolbus-health-prober", version: "0.1.0" }, { capabilities: {} });
+  // Transport errors outside a request (its event stream) are the next probe's to find.
+  client.onerror = () => undefined;
+  return client;
 }
