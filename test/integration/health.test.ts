@@ -143,12 +143,19 @@ describe("stdio children, reported by the caller that owns them", () => {
 
 describe("a stdio child killed", () => {
   it("its caller reports it down, the state changes (unhealthy at the first failure here), and healthy again once it is restarted", async () => {
-    await using stack = await startStack({ backends: { fault: { ...faultStdio(1), health: { ...health, unhealthyAfter: 1 } } } });
+    // Reports every 100 ms: the child is down for a few hundred (backoff, spawn, initialize).
+    await using stack = await startStack({ backends: { fault: { ...faultStdio(1), health: { ...health, interval: "100ms", unhealthyAfter: 1 } } } });
     const owner = caller(stack, "fault");
     const events = record(stack, "fault");
     await stack.client.nc.flush();
-    await waitFor("the child to be reported healthy", () => events.some((e) => e.change && e.state === "healthy"), 5_000);
+    await waitFor(
+      "the child to be reported healthy",
+      async () => (await stack.client.health()).some((e) => e.endpoint === "fault#0" && e.state === "healthy"),
+      5_000,
+    );
     const pid = owner.endpoints[0]!.pid!;
+    // Only what follows the kill (a report during start-up, before the child answered, may have flapped).
+    events.length = 0;
     process.kill(pid, "SIGKILL");
     await waitFor("an unhealthy event", () => events.some((e) => e.change && e.state === "unhealthy"), 5_000);
     expect(events.find((e) => e.change && e.state === "unhealthy")!.reason).toMatch(/not connected|connection closed/);
@@ -167,11 +174,11 @@ describe("the prober through outages of its own", () => {
     const client = await ToolbusClient.connect({ servers: nats.url });
     let server: HttpServerProcess | undefined;
     try {
-      const events: HealthEvent[] = [];
-      client.nc.subscribe(subjects.healthEvents("web"), { callback: (_e, m) => events.push(m.json<HealthEvent>()) });
-      await waitFor("the endpoint to be reported unhealthy", () => events.some((e) => e.change && e.state === "unhealthy"), 5_000);
+      // Asked, not subscribed: the first change may come before a subscription would be in place.
+      const state = async (): Promise<string | undefined> => (await client.health()).find((e) => e.endpoint === "web#0")?.state;
+      await waitFor("the endpoint to be reported unhealthy", async () => (await state()) === "unhealthy", 5_000);
       server = await startFaultHttp(port);
-      await waitFor("a healthy event", () => events.some((e) => e.change && e.state === "healthy"), 5_000);
+      await waitFor("the endpoint to be healthy", async () => (await state()) === "healthy", 5_000);
       await waitFor("calls to succeed", async () => {
         try {
           await client.callTool("web", "echo", { message: "up" }, { timeoutMs: 2_000 });
@@ -201,9 +208,12 @@ describe("the prober through outages of its own", () => {
       return true;
     });
     stack.client.nc.subscribe(subjects.healthEvents("web"), { callback: (_e, m) => events.push(m.json<HealthEvent>()) });
-    // Heartbeats (every 5 heartbeat intervals: 1 s here) flow again, and say the endpoint is healthy.
+    // Heartbeats (every 5 heartbeat intervals: 1 s here) flow again ...
     await waitFor("a health event after the restart", () => events.some((e) => Date.parse(e.time) > restartedAt && e.state === "healthy"), 10_000);
+    // ... and so do the probes: the server's death is noticed and published.
+    await server.stop();
+    await waitFor("an unhealthy change after the restart", () => events.some((e) => e.change && e.state === "unhealthy"), 10_000);
     const table = (await stack.client.nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 2_000 })).json<HealthTableReply>();
-    expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: "healthy" })]);
+    expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: "unhealthy" })]);
   });
 });

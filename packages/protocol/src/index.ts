@@ -54,5 +54,5 @@ export type {
   HealthReport,
   EndpointMoved,
 } from "./schemas.js";
-export { encodeJson, decodeJson, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
+export { encodeJson, decodeJson, parseJsonOrUndefined, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

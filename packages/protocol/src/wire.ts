@@ -62,6 +62,18 @@ export function decodeRequest<S extends z.ZodType>(data: Uint8Array, schema: S, 
   return { ok: true, value: parsed.data };
 }
 
+/**
+ * Parse a message anyone may have published (an event): undefined when it is not JSON. A throw inside
+ * a NATS subscription callback would stop the connection reading, so events are never parsed bare.
+ */
+export function parseJsonOrUndefined(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Parse a reply body that is trusted to be JSON (it came from a toolbus worker). */
 export function decodeJson(data: Uint8Array): unknown {
   return JSON.parse(decoder.decode(data));

@@ -77,8 +77,13 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */
   const calls = new CallRegistry();
 
+  /** Endpoints that have connected at least once: one still starting is not reported down. */
+  const started = new Set<Endpoint>();
   const events: EndpointEvents = {
-    onLive: (endpoint) => void tools.refresh(endpoint),
+    onLive: (endpoint) => {
+      started.add(endpoint);
+      void tools.refresh(endpoint);
+    },
     onToolsChanged: (endpoint) => {
       log.info({ endpoint: endpoint.id }, "backend tool list changed; refreshing");
       void tools.refresh(endpoint);
@@ -129,9 +134,9 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       const endpoint = endpoints.find((e) => e.id === event.endpoint);
       const breaker = endpoint && policy.breakers.get(endpoint);
       if (!endpoint || !breaker) return;
-      if (event.state === "unhealthy") {
-        breaker.open(`health prober: unhealthy (${event.reason})`);
-      } else if (event.previous === "unhealthy") {
+      if (event.state === "unhealthy" || event.state === "lost") {
+        breaker.open(`health prober: ${event.state} (${event.reason})`);
+      } else if ((event.state === "healthy" || event.state === "degraded") && breaker.state === "open") {
         breaker.halfOpen(`health prober: ${event.state} (${event.reason})`);
         // It is back: reconnect now rather than when the backoff says.
         endpoint.wake();
@@ -139,7 +144,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     },
     onMoved: (moved) => {
       const endpoint = endpoints.find((e) => e.id === moved.endpoint);
-      if (!(endpoint instanceof HttpEndpoint)) return;
+      if (!(endpoint instanceof HttpEndpoint) || !movable(moved.newPort)) return;
       // The prober has just seen the server answer `initialize` there: the next call may probe it now.
       policy.breakers.get(endpoint)!.halfOpen(`moved to port ${moved.newPort} (health prober)`);
       endpoint.moveTo(moved.newPort);
@@ -194,6 +199,11 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     respondJson(msg, reply, maxPayload());
   }
 
+  /** A move the prober reports is taken only into the configured range (a stray message cannot send our credentials elsewhere). */
+  function movable(port: number): boolean {
+    return backend.kind === "mcp-http" && backend.rediscover !== undefined && port >= backend.rediscover.portFrom && port <= backend.rediscover.portTo;
+  }
+
   /**
    * A caller that starts after the prober found an endpoint unhealthy has missed the event: it reads
    * the latest states from KV once (no bucket, no JetStream: nothing to learn).
@@ -207,7 +217,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         const entry = await moves.get(`${backend.name}.${i}`);
         const parsed = entry && entry.length > 0 ? EndpointMovedSchema.safeParse(entry.json()) : undefined;
         const endpoint = endpoints[i];
-        if (parsed?.success && endpoint instanceof HttpEndpoint) endpoint.moveTo(parsed.data.newPort);
+        if (parsed?.success && endpoint instanceof HttpEndpoint && movable(parsed.data.newPort)) endpoint.moveTo(parsed.data.newPort);
       }
     } catch {
       // Nothing moved yet.
@@ -217,7 +227,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       for (let i = 0; i < endpoints.length; i++) {
         const entry = await kv.get(`${backend.name}.${i}`);
         const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
-        if (parsed?.success && parsed.data.state === "unhealthy") policy.breakers.get(endpoints[i]!)!.open(`health prober: unhealthy (${parsed.data.reason})`);
+        if (parsed?.success && (parsed.data.state === "unhealthy" || parsed.data.state === "lost"))
+          policy.breakers.get(endpoints[i]!)!.open(`health prober: ${parsed.data.state} (${parsed.data.reason})`);
       }
     } catch {
       // No health state stored yet.
@@ -230,27 +241,38 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
    * endpoint. One round at a time; a child that is down is a failed probe.
    */
   let reporting = false;
+  let stoppingReports = false;
   async function reportChildren(): Promise<void> {
-    if (reporting || nc.isClosed()) return;
+    if (reporting || stoppingReports || nc.isClosed()) return;
     reporting = true;
     try {
       await Promise.all(
-        endpoints.map(async (endpoint) => {
-          let report: HealthReport;
-          const base = { backend: backend.name, endpoint: endpoint.id, caller: deps.workerId, intervalMs: backend.health.intervalMs };
-          try {
-            report = { ...base, ok: true, latencyMs: Math.round((await endpoint.ping(backend.health.timeoutMs)) * 1000) / 1000 };
-          } catch (err) {
-            report = { ...base, ok: false, reason: classify(err, { sessionSent: false }).message };
-          }
-          if (!nc.isClosed()) nc.publish(subjects.healthReport(backend.name), encodeJson(report));
-        }),
+        endpoints
+          .filter((endpoint) => started.has(endpoint))
+          .map(async (endpoint) => {
+            let report: HealthReport;
+            const base = { backend: backend.name, endpoint: endpoint.id, caller: deps.workerId, intervalMs: backend.health.intervalMs };
+            try {
+              report = { ...base, ok: true, latencyMs: Math.round((await endpoint.ping(backend.health.timeoutMs)) * 1000) / 1000 };
+            } catch (err) {
+              report = { ...base, ok: false, reason: classify(err, { sessionSent: false }).message };
+            }
+            // Not once the caller is stopping: its children's pings then fail for no fault of theirs.
+            if (stoppingReports || nc.isClosed()) return;
+            try {
+              nc.publish(subjects.healthReport(backend.name), encodeJson(report));
+            } catch {
+              // draining: nobody to tell
+            }
+          }),
       );
     } finally {
       reporting = false;
     }
   }
 
+  // Before the endpoints connect: one that moved is reached where it is now, not where the config says.
+  await healthFromKv();
   launched?.start();
   for (const endpoint of endpoints) endpoint.start();
 
@@ -270,7 +292,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   await presence.start();
-  await healthFromKv();
   const reporter = backend.kind === "mcp-stdio" ? setInterval(() => void reportChildren(), backend.health.intervalMs) : undefined;
   reporter?.unref();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
@@ -287,6 +308,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
+        stoppingReports = true;
         clearInterval(reporter);
         presence.stop();
         // Drain: messages already delivered to us are still handled; no new ones arrive.

@@ -40,7 +40,8 @@ export class HttpEndpoint extends ClientEndpoint {
   }
 
   protected createTransport(): Transport {
-    const transport: StreamableHTTPClientTransport = new StreamableHTTPClientTransport(this.#url, {
+    // A copy: the SDK keeps the URL it is given, and a move must not redirect an old session's requests.
+    const transport: StreamableHTTPClientTransport = new StreamableHTTPClientTransport(new URL(this.#url), {
       fetch: guardedFetch({
         agent: this.#agent,
         maxResponseBytes: this.maxResponseBytes,

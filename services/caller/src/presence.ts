@@ -3,8 +3,8 @@ import {
   CancelRequestSchema,
   EndpointMovedSchema,
   HealthEventSchema,
-  decodeJson,
   decodeRequest,
+  parseJsonOrUndefined,
   encodeJson,
   subjects,
   type CallerHeartbeat,
@@ -52,14 +52,14 @@ export class Presence {
       nc.subscribe(subjects.callerStatus(), { callback: answer(() => options.status()) }),
       nc.subscribe(subjects.endpointEvents(options.backend), {
         callback: (_err, msg) => {
-          const parsed = EndpointMovedSchema.safeParse(decodeJson(msg.data));
-          if (parsed.success) options.onMoved(parsed.data);
+          const parsed = EndpointMovedSchema.safeParse(parseJsonOrUndefined(msg.data));
+          if (parsed.success) guarded(() => options.onMoved(parsed.data));
         },
       }),
       nc.subscribe(subjects.healthEvents(options.backend), {
         callback: (_err, msg) => {
-          const parsed = HealthEventSchema.safeParse(decodeJson(msg.data));
-          if (parsed.success) options.onHealth(parsed.data);
+          const parsed = HealthEventSchema.safeParse(parseJsonOrUndefined(msg.data));
+          if (parsed.success) guarded(() => options.onHealth(parsed.data));
         },
       }),
     ];
@@ -101,5 +101,14 @@ export class Presence {
 
   #publish(status: CallerHeartbeat["status"]): void {
     if (!this.nc.isClosed()) this.nc.publish(subjects.callerHeartbeat(this.options.backend), encodeJson(this.options.heartbeat(status)));
+  }
+}
+
+/** Run an event's handler; a throw must not reach nats.js, whose read loop it would end. */
+function guarded(handle: () => void): void {
+  try {
+    handle();
+  } catch (err) {
+    process.emitWarning(`toolbus: an event handler failed: ${(err as Error).message}`);
   }
 }

@@ -370,7 +370,7 @@ function tableWidth(): number {
 function healthSummary(endpoints: readonly HealthEvent[]): string {
   const counts = new Map<string, number>();
   for (const e of endpoints) counts.set(e.state, (counts.get(e.state) ?? 0) + 1);
-  const parts = [HealthState.healthy, HealthState.degraded, HealthState.unhealthy, HealthState.unknown]
+  const parts = [HealthState.healthy, HealthState.degraded, HealthState.unhealthy, HealthState.lost, HealthState.unknown]
     .filter((s) => counts.has(s))
     .map((s) => `${counts.get(s)} ${s}`);
   return `${endpoints.length} endpoint${endpoints.length === 1 ? "" : "s"}${parts.length > 0 ? `: ${parts.join(", ")}` : ""}`;
@@ -529,7 +529,7 @@ program
   .addHelpText(
     "after",
     `
-States: healthy, degraded (answers, but slowly), unhealthy, unknown (not probed yet).
+States: healthy, degraded (answers, but slowly), unhealthy, lost (not found in its port range), unknown (not probed yet).
 Exit codes: 0 every endpoint is healthy or degraded, 4 one is not or no health prober answers,
 5 NATS unreachable; with --watch, 0 on Ctrl-C (a missing prober is waited for).`,
   )

@@ -46,7 +46,8 @@ export class HttpProbe {
 
   async #connect(timeoutMs: number): Promise<Client> {
     const client = newClient();
-    const transport = this.#transport(this.#target.url);
+    // A copy: the SDK keeps the URL it is given, and moveTo changes ours.
+    const transport = this.#transport(new URL(this.#target.url));
     try {
       await client.connect(transport, { timeout: timeoutMs });
     } catch (err) {

@@ -17,6 +17,9 @@ export class Leases {
   #timer: NodeJS.Timeout | undefined;
   #kv: KV | undefined;
   #everything = false;
+  /** The round under way (rounds never overlap: two updates naming one revision would drop our own lease). */
+  #round: Promise<void> | undefined;
+  #stopped = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -39,30 +42,45 @@ export class Leases {
     const { ttl } = await this.#kv.status();
     if (ttl !== LEASE_MS)
       this.log.error({ ttl, expected: LEASE_MS }, `KV bucket ${this.bucket} has the wrong TTL: a dead prober's leases will not expire; delete the bucket`);
-    await this.#round();
-    this.#timer = setInterval(() => void this.#round(), Math.floor(LEASE_MS / 3));
+    await this.#tick();
+    this.#timer = setInterval(() => void this.#tick(), Math.floor(LEASE_MS / 3));
     this.#timer.unref();
   }
 
   owns(backend: string): boolean {
-    return this.#everything || this.#owned.has(backend);
+    return !this.#stopped && (this.#everything || this.#owned.has(backend));
   }
 
-  async #round(): Promise<void> {
+  #tick(): Promise<void> {
+    this.#round ??= this.#renewOrTake().finally(() => (this.#round = undefined));
+    return this.#round;
+  }
+
+  async #renewOrTake(): Promise<void> {
     const kv = this.#kv;
     if (!kv) return;
     for (const backend of this.backends) {
+      if (this.#stopped) return;
       const revision = this.#owned.get(backend);
       try {
         if (revision !== undefined) {
           this.#owned.set(backend, await kv.update(backend, this.holder, revision));
         } else {
-          this.#owned.set(backend, await kv.create(backend, this.holder));
+          const taken = await kv.create(backend, this.holder);
+          if (this.#stopped) return;
+          this.#owned.set(backend, taken);
           this.log.info({ backend }, "probing backend (lease taken)");
         }
-      } catch {
-        // Another replica holds it (or took it over after we missed a renewal).
-        if (revision !== undefined) this.log.info({ backend }, "no longer probing backend (lease lost)");
+      } catch (err) {
+        // Someone else's entry is there, or our own under another revision (an update that timed out
+        // but went through): read it to know which. Anything else (JetStream away) changes nothing.
+        const entry = await kv.get(backend).catch(() => undefined);
+        if (entry === undefined) continue;
+        if (entry && entry.length > 0 && entry.string() === this.holder) {
+          this.#owned.set(backend, entry.revision);
+          continue;
+        }
+        if (revision !== undefined) this.log.info({ backend, err: (err as Error).message }, "no longer probing backend (lease lost)");
         this.#owned.delete(backend);
       }
     }
@@ -70,7 +88,9 @@ export class Leases {
 
   /** Give up every lease at once, so another replica takes over now rather than when they expire. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#timer);
+    await this.#round;
     const kv = this.#kv;
     if (!kv) return;
     await Promise.allSettled([...this.#owned.keys()].map((backend) => kv.delete(backend)));

@@ -3,11 +3,12 @@ import type { BackendConfig, McpHttpBackendConfig } from "@toolbus/config";
 import {
   HealthEventSchema,
   HealthReportSchema,
-  decodeJson,
   encodeJson,
+  parseJsonOrUndefined,
   kvBuckets,
   queueGroups,
   subjects,
+  EndpointMovedSchema,
   type EndpointMoved,
   type HealthEvent,
   type HealthTableReply,
@@ -79,6 +80,14 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     .jetstream()
     .views.kv(kvBuckets.endpoints, { history: 1 })
     .catch(() => undefined);
+  // Endpoints that moved before this prober started (or took the backend over) are probed where they are.
+  for (const t of targets) {
+    const range = t.backend.kind === "mcp-http" ? t.backend.rediscover : undefined;
+    if (!range || !endpointsKv || !t.probe) continue;
+    const entry = await endpointsKv.get(keyOf(t)).catch(() => null);
+    const moved = entry && entry.length > 0 ? EndpointMovedSchema.safeParse(entry.json()) : undefined;
+    if (moved?.success && moved.data.newPort >= range.portFrom && moved.data.newPort <= range.portTo) await t.probe.moveTo(moved.data.newPort);
+  }
   const leases = new Leases(nc, kvBuckets.healthLeases, [...byName.keys()], deps.workerId, log);
   await leases.start();
 
@@ -122,6 +131,9 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     const result = await t.probe!.probe(t.backend.health.timeoutMs);
     if (stopping) return;
     recorded(t, result);
+    // Still down (a move that died again, a lease taken back): look again; one search at a time.
+    const down = t.tracker.state === "unhealthy" || t.tracker.state === "lost";
+    if (down && t.backend.kind === "mcp-http" && t.backend.rediscover) void rediscover(t);
   }
 
   /** Feed a probe's outcome to the endpoint's tracker; publish and store a change. */
@@ -167,7 +179,9 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
         const previous = probe.port;
         rlog.info({ previous_port: previous, attempt }, `rediscovering port previous_port=${previous}`);
         const found = expected === undefined ? undefined : await scan(probe, previous, range, expected, Math.min(backend.health.timeoutMs, 1_000));
-        if (stopping) return;
+        // A scan takes a while: the probes may have found it meanwhile, or another replica taken over.
+        if (stopping || !leases.owns(backend.name)) return;
+        if (t.tracker.state !== "unhealthy" && t.tracker.state !== "lost") return;
         if (found === previous) return; // back where it was: the probes will see it
         if (found !== undefined) {
           rlog.info({ old_port: previous, new_port: found, server: expected }, `rediscovered on new port old_port=${previous} new_port=${found}`);
@@ -203,9 +217,9 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   const reported = new Map<string, Target>();
   const reports = nc.subscribe(subjects.healthReportAll(), {
     callback: (_err, msg) => {
-      const parsed = HealthReportSchema.safeParse(decodeJson(msg.data));
+      const parsed = HealthReportSchema.safeParse(parseJsonOrUndefined(msg.data));
       const backend = parsed.success ? byName.get(parsed.data.backend) : undefined;
-      if (!parsed.success || !backend || stopping || !leases.owns(backend.name)) return;
+      if (!parsed.success || !backend || backend.kind !== "mcp-stdio" || stopping || !leases.owns(backend.name)) return;
       const r = parsed.data;
       const key = `${r.caller}/${r.endpoint}`;
       let t = reported.get(key);
@@ -228,7 +242,10 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
       if (now - (t.lastReport ?? 0) < 5 * (t.reportEveryMs ?? options.heartbeatMs)) continue;
       reported.delete(key);
       deps.metrics.healthState.remove(labels(t));
-      kv?.delete(keyOf(t)).catch(() => undefined);
+      deps.metrics.probeDuration.remove(labels(t));
+      deps.metrics.probeFailures.remove(labels(t));
+      // Another replica may own the backend now and keep this key.
+      if (leases.owns(t.backend.name)) kv?.delete(keyOf(t)).catch(() => undefined);
     }
   }
 

@@ -75,6 +75,9 @@ export class HealthTracker {
 
   /** Not found anywhere after every rediscovery attempt. */
   markLost(reason: string, now = Date.now()): Transition | undefined {
+    // Only from unhealthy: an endpoint the probes found again meanwhile is not lost.
+    if (this.#state !== HealthState.unhealthy) return undefined;
+    this.#successes = 0;
     this.#reason = reason;
     return this.#move(HealthState.lost, now);
   }
