@@ -141,6 +141,20 @@ describe("stdio children, reported by the caller that owns them", () => {
   });
 });
 
+describe("events anyone may publish", () => {
+  it("garbage on the health, move and report subjects is ignored: callers and the prober keep serving", async () => {
+    await using server = await startFaultHttp();
+    await using stack = await startStack({ backends: { web: { ...httpBackend(server.url), health } } });
+    const junk = new TextEncoder().encode("{not json");
+    for (const subject of [subjects.healthEvents("web"), subjects.endpointEvents("web"), subjects.healthReport("web")]) stack.client.nc.publish(subject, junk);
+    stack.client.nc.publish(subjects.healthEvents("web"), new TextEncoder().encode(JSON.stringify({ backend: "web", state: "nonsense" })));
+    await stack.client.nc.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await code(stack, "web")).toBe("ok");
+    expect((await stack.client.health()).map((e) => e.endpoint)).toEqual(["web#0"]);
+  });
+});
+
 describe("a stdio child killed", () => {
   it("its caller reports it down, the state changes (unhealthy at the first failure here), and healthy again once it is restarted", async () => {
     // Reports every 100 ms: the child is down for a few hundred (backoff, spawn, initialize).
