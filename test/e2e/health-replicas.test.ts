@@ -4,7 +4,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { connect, type KV } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
-import { kvBuckets } from "@toolbus/protocol";
+import { kvBuckets, subjects, type HealthTableReply } from "@toolbus/protocol";
 import { startFaultHttp } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { runToolbus, waitFor, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
@@ -54,6 +54,12 @@ describe("two health-prober replicas", () => {
     const during = (await pings(server.url)) - before;
     expect(during).toBeGreaterThanOrEqual(4);
     expect(during).toBeLessThanOrEqual(12);
+
+    // Whichever replica answers (a queue group: either), the table is the same and complete.
+    for (let i = 0; i < 6; i++) {
+      const table = (await nc.request(subjects.healthGet(), new Uint8Array(), { timeout: 2_000 })).json<HealthTableReply>();
+      expect(table.endpoints).toEqual([expect.objectContaining({ endpoint: "web#0", state: "healthy" })]);
+    }
 
     // Kill -9 the owner (it cannot give its lease back): the other takes over when the lease expires.
     const owner = (await leases!.get("web"))!.string();

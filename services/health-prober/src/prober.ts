@@ -269,19 +269,40 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     workerId: deps.workerId,
   });
   const owned = (): Target[] => [...targets, ...reported.values()].filter((t) => leases.owns(t.backend.name));
-  /** The table: what this replica probes, and from KV what the others do. */
-  const table = async (): Promise<HealthEvent[]> => {
-    const mine = owned().map((t) => eventOf(t, false));
-    if (!kv) return mine;
-    const others: HealthEvent[] = [];
-    const keys = await kv.keys();
-    for await (const key of keys) {
-      if (leases.owns(key.split(".")[0]!)) continue;
-      const entry = await kv.get(key);
-      const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
-      if (parsed?.success) others.push(parsed.data);
+  /**
+   * What the other replicas say of the backends they probe, from their events and heartbeats (which
+   * carry everything): fresh, and gone once they stop saying it (3 heartbeats), unlike KV's last change.
+   */
+  const heard = new Map<string, { event: HealthEvent; at: number }>();
+  const others = nc.subscribe(subjects.healthEventsAll(), {
+    callback: (_err, msg) => {
+      const parsed = HealthEventSchema.safeParse(parseJsonOrUndefined(msg.data));
+      if (!parsed.success || parsed.data.proberId === deps.workerId) return;
+      const e = parsed.data;
+      heard.set(`${e.backend}/${e.endpoint}/${e.caller ?? ""}`, { event: e, at: Date.now() });
+    },
+  });
+  // Until the first heartbeats, what KV last stored (it expires the same way if nobody repeats it).
+  if (kv) {
+    try {
+      for await (const key of await kv.keys()) {
+        const entry = await kv.get(key);
+        const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
+        if (parsed?.success) heard.set(`${parsed.data.backend}/${parsed.data.endpoint}/${parsed.data.caller ?? ""}`, { event: parsed.data, at: Date.now() });
+      }
+    } catch {
+      // Nothing stored yet.
     }
-    return [...mine, ...others];
+  }
+  /** The table: what this replica probes, and what it heard of the rest. */
+  const table = async (): Promise<HealthEvent[]> => {
+    const now = Date.now();
+    const rest: HealthEvent[] = [];
+    for (const [key, { event, at }] of heard) {
+      if (now - at > 3 * options.heartbeatMs) heard.delete(key);
+      else if (!leases.owns(event.backend)) rest.push(event);
+    }
+    return [...owned().map((t) => eventOf(t, false)), ...rest];
   };
   service.addEndpoint("get", {
     subject: subjects.healthGet(),
@@ -315,6 +336,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
         await leases.stop();
         clearInterval(heartbeat);
         reports.unsubscribe();
+        others.unsubscribe();
         for (const t of targets) clearTimeout(t.timer);
         await service.stop();
         await Promise.allSettled(targets.map((t) => t.probing));
