@@ -1,5 +1,5 @@
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ErrorCode as McpErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
+import { ErrorCode as McpErrorCode, McpError, type JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { randomUUID } from "node:crypto";
 import { ErrorCode, errorReply, isRetryableCode, type ErrorReply } from "@toolbus/protocol";
 
@@ -281,4 +281,20 @@ export function faultReply(fault: Fault, endpoint: string, retryAfterMs?: number
     retryAfterMs,
     details: { endpoint, ...fault.details },
   });
+}
+
+/**
+ * The answer toolbus makes up for a request whose real answer was too large to read: a JSON-RPC error
+ * of its own (marked), handed to the MCP client as if the server had sent it, so the call ends now.
+ */
+export function tooLargeAnswer(id: string | number, bytes: number, limit: number): JSONRPCMessage {
+  return {
+    jsonrpc: "2.0",
+    id,
+    error: {
+      code: ToolbusRpcCode.responseTooLarge,
+      message: `the backend's result is over the limit of ${limit} bytes (${bytes} bytes seen; discarded)`,
+      data: { sizeBytes: bytes, limitBytes: limit, mark: TOOLBUS_MARK },
+    },
+  };
 }

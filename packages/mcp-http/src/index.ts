@@ -1,17 +1,5 @@
-export {
-  classify,
-  clip,
-  faultReply,
-  abortReason,
-  CallAbortedError,
-  EndpointDownError,
-  ResponseTooLargeError,
-  SessionRefusedError,
-  ToolbusRpcCode,
-  TOOLBUS_MARK,
-  MAX_BACKEND_TEXT,
-} from "./faults.js";
+export { classify, clip, faultReply, abortReason, CallAbortedError, EndpointDownError, SessionRefusedError, tooLargeAnswer } from "./faults.js";
 export type { AbortKind, Fault, FaultContext, TimeoutContext } from "./faults.js";
-export { guardedFetch, idStripper } from "./http-fetch.js";
+export { guardedFetch } from "./http-fetch.js";
 export type { GuardedFetchOptions } from "./http-fetch.js";
-export { httpTarget } from "./target.js";
+export { httpTarget, portOf, within } from "./target.js";

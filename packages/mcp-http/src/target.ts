@@ -15,3 +15,24 @@ export function httpTarget(raw: string, headers: Readonly<Record<string, string>
   }
   return { url, headers: out };
 }
+
+/** The port a URL names, or its scheme's default. */
+export function portOf(url: URL): number {
+  return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+}
+
+/** True if `work` settles within `ms` (its rejection counts as settled), false if the time runs out first. */
+export async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms)))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

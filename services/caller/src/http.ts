@@ -6,7 +6,7 @@ import type { McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
-import { EndpointDownError, SessionRefusedError, TOOLBUS_MARK, ToolbusRpcCode, classify, clip, guardedFetch, httpTarget } from "@toolbus/mcp-http";
+import { EndpointDownError, SessionRefusedError, classify, clip, guardedFetch, httpTarget, portOf, tooLargeAnswer, within } from "@toolbus/mcp-http";
 
 /** The SDK's words when it gives up re-opening its GET stream: the server is gone. */
 const GAVE_UP = /Maximum reconnection attempts/;
@@ -47,16 +47,7 @@ export class HttpEndpoint extends ClientEndpoint {
         maxResponseBytes: this.maxResponseBytes,
         // The SDK reads an SSE answer on its own; a pending call would hear of the cut only at its
         // timeout. Answer it now, as the server would have, with an error of ours.
-        onTooLarge: (id, seen) =>
-          transport.onmessage?.({
-            jsonrpc: "2.0",
-            id,
-            error: {
-              code: ToolbusRpcCode.responseTooLarge,
-              message: `the backend's result is over the limit of ${this.maxResponseBytes} bytes (${seen} bytes read, the rest discarded)`,
-              data: { sizeBytes: seen, limitBytes: this.maxResponseBytes, mark: TOOLBUS_MARK },
-            },
-          }),
+        onTooLarge: (id, seen) => transport.onmessage?.(tooLargeAnswer(id, seen, this.maxResponseBytes)),
         // The GET stream's failures never reach a call: a session the server forgot is noticed here,
         // and replaced before the next call fails on it.
         onSessionError: (status, body, method) => {
@@ -77,8 +68,7 @@ export class HttpEndpoint extends ClientEndpoint {
 
   /** The port this endpoint's server listens on now. */
   get port(): number {
-    const url = this.#url;
-    return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+    return portOf(this.#url);
   }
 
   /**
@@ -155,21 +145,5 @@ export class HttpEndpoint extends ClientEndpoint {
   override async close(): Promise<void> {
     await super.close();
     await this.#agent.close().catch(() => undefined);
-  }
-}
-
-/** True if `work` settles within `ms` (its rejection counts as settled), false if the time runs out first. */
-async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work.then(
-        () => true,
-        () => true,
-      ),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms)))),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -5,7 +5,7 @@ import { deserializeMessage, serializeMessage } from "@modelcontextprotocol/sdk/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { signalGroup, trackChild } from "./children.js";
-import { TOOLBUS_MARK, ToolbusRpcCode } from "@toolbus/mcp-http";
+import { tooLargeAnswer, within } from "@toolbus/mcp-http";
 
 export interface ChildTransportOptions {
   command: string;
@@ -98,12 +98,10 @@ export class ChildProcessTransport implements Transport {
     const child = this.#child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
-    const within = (ms: number): Promise<boolean> =>
-      Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
     child.stdin.end();
-    if (await within(2_000)) return;
+    if (await within(2_000, closed)) return;
     signalGroup(child, "SIGTERM");
-    if (await within(2_000)) return;
+    if (await within(2_000, closed)) return;
     signalGroup(child, "SIGKILL");
     await closed;
   }
@@ -119,18 +117,6 @@ function idOf(head: string, tail: string): string | number | undefined {
     /^\s*\{(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")/.exec(head) ?? /"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*\}\s*$/.exec(tail);
   if (!match) return undefined;
   return match[1]!.startsWith('"') ? (JSON.parse(match[1]!) as string) : Number(match[1]);
-}
-
-function tooLargeAnswer(id: string | number, bytes: number, limit: number): JSONRPCMessage {
-  return {
-    jsonrpc: "2.0",
-    id,
-    error: {
-      code: ToolbusRpcCode.responseTooLarge,
-      message: `the backend's result is over the limit of ${limit} bytes (${bytes} bytes, discarded)`,
-      data: { sizeBytes: bytes, limitBytes: limit, mark: TOOLBUS_MARK },
-    },
-  };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { classify, guardedFetch, httpTarget } from "@toolbus/mcp-http";
+import { classify, guardedFetch, httpTarget, portOf, within } from "@toolbus/mcp-http";
 import { Agent } from "undici";
 import type { ProbeResult } from "./tracker.js";
 
@@ -107,16 +107,10 @@ export class HttpProbe {
   async close(): Promise<void> {
     const transport = this.#client?.transport as StreamableHTTPClientTransport | undefined;
     // Ending the session politely is best effort, and never holds up a stop.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([transport?.terminateSession().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 500)))]);
-    clearTimeout(timer);
+    if (transport) await within(500, transport.terminateSession());
     await this.#drop();
     await this.#agent.close().catch(() => undefined);
   }
-}
-
-function portOf(url: URL): number {
-  return url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
 }
 
 function newClient(): Client {
