@@ -1,28 +1,17 @@
-import { rmSync } from "node:fs";
-import { dirname } from "node:path";
 import { connect } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
 import { kvBuckets, type HealthEvent } from "@toolbus/protocol";
-import { startFaultHttp } from "../helpers/mcp.js";
-import { startNats } from "../helpers/nats-server.js";
-import { runToolbus, toolbusCommand, waitFor, writeConfig } from "../helpers/toolbus.js";
+import { proberFixture, type Cleanup } from "../helpers/health.js";
+import { runToolbus, toolbusCommand, waitFor } from "../helpers/toolbus.js";
 
 describe("toolbus worker health-prober, as a user runs it", () => {
-  const cleanup: Array<() => Promise<void> | void> = [];
+  const cleanup: Cleanup = [];
   afterAll(async () => {
     for (const step of cleanup.reverse()) await step();
   });
 
   it("`toolbus health` shows the endpoint healthy (exit 0), then unhealthy once its server is killed (exit 4); SIGTERM stops the prober with exit 0", async () => {
-    const nats = await startNats();
-    cleanup.push(() => nats[Symbol.asyncDispose]());
-    const server = await startFaultHttp();
-    cleanup.push(() => server.stop());
-    const config = writeConfig({
-      admin: { port: -1 },
-      backends: { web: { kind: "mcp-http", url: server.url, health: { interval: "250ms", timeout: "200ms" } } },
-    });
-    cleanup.push(() => rmSync(dirname(config), { recursive: true, force: true }));
+    const { nats, server, config } = await proberFixture(cleanup);
     const prober = runToolbus(["--config", config, "--nats", nats.url, "worker", "health-prober"]);
     cleanup.push(() => prober.kill("SIGKILL"));
 

@@ -1,13 +1,10 @@
-import { rmSync } from "node:fs";
-import { dirname } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { connect, type KV } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
 import { kvBuckets, subjects, type HealthTableReply } from "@toolbus/protocol";
-import { startFaultHttp } from "../helpers/mcp.js";
-import { startNats } from "../helpers/nats-server.js";
-import { runToolbus, waitFor, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
+import { proberFixture, type Cleanup } from "../helpers/health.js";
+import { runToolbus, waitFor, type ToolbusProcess } from "../helpers/toolbus.js";
 
 /** The fault server's count of MCP pings (what health probes send). */
 async function pings(url: string): Promise<number> {
@@ -22,21 +19,13 @@ async function pings(url: string): Promise<number> {
 }
 
 describe("two health-prober replicas", () => {
-  const cleanup: Array<() => Promise<void> | void> = [];
+  const cleanup: Cleanup = [];
   afterAll(async () => {
     for (const step of cleanup.reverse()) await step();
   });
 
   it("probe each endpoint once per interval between them; when the owner is SIGKILLed the other takes over within a few intervals", async () => {
-    const nats = await startNats();
-    cleanup.push(() => nats[Symbol.asyncDispose]());
-    const server = await startFaultHttp();
-    cleanup.push(() => server.stop());
-    const config = writeConfig({
-      admin: { port: -1 },
-      backends: { web: { kind: "mcp-http", url: server.url, health: { interval: "250ms", timeout: "200ms" } } },
-    });
-    cleanup.push(() => rmSync(dirname(config), { recursive: true, force: true }));
+    const { nats, server, config } = await proberFixture(cleanup);
     const probers: ToolbusProcess[] = [0, 1].map(() => runToolbus(["--config", config, "--nats", nats.url, "worker", "health-prober"]));
     cleanup.push(() => probers.forEach((p) => p.kill("SIGKILL")));
     const nc = await connect({ servers: nats.url });
