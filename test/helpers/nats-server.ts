@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Socket } from "node:net";
+import { endWithUs } from "@toolbus/cli";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,23 +15,11 @@ export interface TestNats {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/**
- * End `pid` when this process dies, however it dies: vitest ends a worker whose test timed out without
- * running exit handlers, which left test nats-servers (and their store dirs) behind. A shell holds a
- * pipe from us; its EOF means we are gone. The watcher keeps nothing of ours alive, and goes with the server.
- */
-function endWithUs(child: ChildProcess, storeDir: string): void {
-  const script = `read _ <&3; kill -TERM ${child.pid} 2>/dev/null; sleep 1; rm -rf "$1"`;
-  const watcher = spawn("/bin/sh", ["-c", script, "end-with-us", storeDir], { stdio: ["ignore", "ignore", "ignore", "pipe"] });
-  watcher.unref();
-  (watcher.stdio[3] as Socket).unref();
-  child.once("exit", () => watcher.kill("SIGKILL"));
-}
-
 function launch(port: number, storeDir: string, args: readonly string[]): Promise<{ child: ChildProcess; port: number }> {
   // -p -1 lets the server pick a free port; it says which on stderr.
   const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "ignore", "pipe"] });
-  if (child.pid !== undefined) endWithUs(child, storeDir);
+  // Vitest ends a worker whose test timed out without exit handlers: the server must not outlive it.
+  endWithUs(child, storeDir);
   return new Promise((resolve, reject) => {
     let output = "";
     const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${output}`)), 10_000);

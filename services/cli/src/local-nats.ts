@@ -45,15 +45,16 @@ export function natsServerOnPath(): boolean {
 }
 
 /**
- * Stop `pid` (and remove `dir`) when this process dies, even by SIGKILL: a shell holds a pipe from us
- * and its read ends when we are gone. It keeps nothing of ours alive.
+ * Stop `child` (and remove `dir`) when this process dies, even by SIGKILL: a shell holds a pipe from
+ * us and its read ends when we are gone. It keeps nothing of ours alive, and goes when `child` exits.
  */
-function endWithUs(pid: number, dir: string): void {
-  const script = `read _ <&3; kill -TERM ${pid} 2>/dev/null; sleep 1; rm -rf "$1"`;
-  const watcher = spawn("/bin/sh", ["-c", script, "toolbus-nats-watch", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], detached: true });
+export function endWithUs(child: ChildProcess, dir: string): void {
+  if (child.pid === undefined) return;
+  const script = `read _ <&3; kill -TERM ${child.pid} 2>/dev/null; sleep 1; rm -rf "$1"`;
+  const watcher = spawn("/bin/sh", ["-c", script, "toolbus-end-with-us", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], detached: true });
   watcher.unref();
   (watcher.stdio[3] as Socket).unref();
-  process.once("exit", () => watcher.kill("SIGKILL"));
+  child.once("exit", () => watcher.kill("SIGKILL"));
 }
 
 /**
@@ -68,7 +69,7 @@ export async function startLocalNats(host: string, port: number, timeoutMs = 10_
     stdio: ["ignore", "ignore", "pipe"],
     detached: true,
   });
-  if (child.pid !== undefined) endWithUs(child.pid, storeDir);
+  endWithUs(child, storeDir);
   let output = "";
   child.stderr?.on("data", (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4_000)));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
