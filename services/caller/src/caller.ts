@@ -3,19 +3,15 @@ import { checkToolCall } from "@toolbus/tool-index";
 import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
-  EndpointMovedSchema,
   ErrorCode,
-  HealthEventSchema,
   ToolCallRequestSchema,
   decodeToolsListRequest,
   encodeJson,
   errorReply,
-  kvBuckets,
   monotonicNow,
   queueGroups,
   subjects,
   type BreakerEvent,
-  type HealthReport,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
@@ -33,8 +29,8 @@ import {
   type Worker,
   type WorkerDeps,
 } from "@toolbus/runtime";
-import { classify } from "@toolbus/mcp-http";
 import { CallRegistry } from "./cancellation.js";
+import { CallerHealth } from "./health.js";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { HttpEndpoint } from "./http.js";
 import { LaunchedServer } from "./launched.js";
@@ -77,11 +73,9 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */
   const calls = new CallRegistry();
 
-  /** Endpoints that have connected at least once: one still starting is not reported down. */
-  const started = new Set<Endpoint>();
   const events: EndpointEvents = {
     onLive: (endpoint) => {
-      started.add(endpoint);
+      health.connected(endpoint);
       void tools.refresh(endpoint);
     },
     onToolsChanged: (endpoint) => {
@@ -98,6 +92,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       : backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
   const tools = new ToolList(endpoints, log, () => presence.announce());
   const policy = new CallPolicy(backend, endpoints, { onBreaker: (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t) });
+  const health = new CallerHealth(nc, backend, endpoints, policy.breakers, deps.workerId);
 
   const presence = new Presence(nc, {
     backend: backend.name,
@@ -124,31 +119,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         breaker: policy.breakers.get(e)!.state,
       })),
     }),
-    // Health is what the callers' breakers share: an endpoint the prober finds unhealthy is refused at
-    // once (no call has to fail on it first); one found healthy again gets a probe call at once.
-    // Changes only: a heartbeat repeats a state the breakers already heard, and must not cut short a
-    // recovery time that failed calls started.
-    onHealth: (event) => {
-      // A stdio child's health concerns only the caller replica that owns it.
-      if (!event.change || (event.caller !== undefined && event.caller !== deps.workerId)) return;
-      const endpoint = endpoints.find((e) => e.id === event.endpoint);
-      const breaker = endpoint && policy.breakers.get(endpoint);
-      if (!endpoint || !breaker) return;
-      if (event.state === "unhealthy" || event.state === "lost") {
-        breaker.open(`health prober: ${event.state} (${event.reason})`);
-      } else if ((event.state === "healthy" || event.state === "degraded") && breaker.state === "open") {
-        breaker.halfOpen(`health prober: ${event.state} (${event.reason})`);
-        // It is back: reconnect now rather than when the backoff says.
-        endpoint.wake();
-      }
-    },
-    onMoved: (moved) => {
-      const endpoint = endpoints.find((e) => e.id === moved.endpoint);
-      if (!(endpoint instanceof HttpEndpoint) || !movable(moved.newPort)) return;
-      // The prober has just seen the server answer `initialize` there: the next call may probe it now.
-      policy.breakers.get(endpoint)!.halfOpen(`moved to port ${moved.newPort} (health prober)`);
-      endpoint.moveTo(moved.newPort);
-    },
+    onHealth: (event) => health.onHealth(event),
+    onMoved: (moved) => health.onMoved(moved),
     onCancel: ({ requestId, reason }) => {
       if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "call cancelled by the client");
     },
@@ -199,80 +171,8 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     respondJson(msg, reply, maxPayload());
   }
 
-  /** A move the prober reports is taken only into the configured range (a stray message cannot send our credentials elsewhere). */
-  function movable(port: number): boolean {
-    return backend.kind === "mcp-http" && backend.rediscover !== undefined && port >= backend.rediscover.portFrom && port <= backend.rediscover.portTo;
-  }
-
-  /**
-   * A caller that starts after the prober found an endpoint unhealthy has missed the event: it reads
-   * the latest states from KV once (no bucket, no JetStream: nothing to learn).
-   */
-  async function healthFromKv(): Promise<void> {
-    if (backend.kind !== "mcp-http") return;
-    // Where endpoints moved (a server the prober found on another port), before their health.
-    try {
-      const moves = await nc.jetstream().views.kv(kvBuckets.endpoints, { bindOnly: true });
-      for (let i = 0; i < endpoints.length; i++) {
-        const entry = await moves.get(`${backend.name}.${i}`);
-        const parsed = entry && entry.length > 0 ? EndpointMovedSchema.safeParse(entry.json()) : undefined;
-        const endpoint = endpoints[i];
-        if (parsed?.success && endpoint instanceof HttpEndpoint && movable(parsed.data.newPort)) endpoint.moveTo(parsed.data.newPort);
-      }
-    } catch {
-      // Nothing moved yet.
-    }
-    try {
-      const kv = await nc.jetstream().views.kv(kvBuckets.health, { bindOnly: true });
-      for (let i = 0; i < endpoints.length; i++) {
-        const entry = await kv.get(`${backend.name}.${i}`);
-        const parsed = entry && entry.length > 0 ? HealthEventSchema.safeParse(entry.json()) : undefined;
-        if (parsed?.success && (parsed.data.state === "unhealthy" || parsed.data.state === "lost"))
-          policy.breakers.get(endpoints[i]!)!.open(`health prober: ${parsed.data.state} (${parsed.data.reason})`);
-      }
-    } catch {
-      // No health state stored yet.
-    }
-  }
-
-  /**
-   * Stdio children are ours alone (the prober must never start a copy of one): on the health interval,
-   * ping each through its own connection and report to the prober, which keeps their state as for any
-   * endpoint. One round at a time; a child that is down is a failed probe.
-   */
-  let reporting = false;
-  let stoppingReports = false;
-  async function reportChildren(): Promise<void> {
-    if (reporting || stoppingReports || nc.isClosed()) return;
-    reporting = true;
-    try {
-      await Promise.all(
-        endpoints
-          .filter((endpoint) => started.has(endpoint))
-          .map(async (endpoint) => {
-            let report: HealthReport;
-            const base = { backend: backend.name, endpoint: endpoint.id, caller: deps.workerId, intervalMs: backend.health.intervalMs };
-            try {
-              report = { ...base, ok: true, latencyMs: Math.round((await endpoint.ping(backend.health.timeoutMs)) * 1000) / 1000 };
-            } catch (err) {
-              report = { ...base, ok: false, reason: classify(err, { sessionSent: false }).message };
-            }
-            // Not once the caller is stopping: its children's pings then fail for no fault of theirs.
-            if (stoppingReports || nc.isClosed()) return;
-            try {
-              nc.publish(subjects.healthReport(backend.name), encodeJson(report));
-            } catch {
-              // draining: nobody to tell
-            }
-          }),
-      );
-    } finally {
-      reporting = false;
-    }
-  }
-
   // Before the endpoints connect: one that moved is reached where it is now, not where the config says.
-  await healthFromKv();
+  await health.fromKv();
   launched?.start();
   for (const endpoint of endpoints) endpoint.start();
 
@@ -292,8 +192,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   await presence.start();
-  const reporter = backend.kind === "mcp-stdio" ? setInterval(() => void reportChildren(), backend.health.intervalMs) : undefined;
-  reporter?.unref();
+  health.startReports();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
 
   let stopped: Promise<void> | undefined;
@@ -308,8 +207,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
     stop: (graceMs = 10_000) => {
       stopped ??= (async () => {
-        stoppingReports = true;
-        clearInterval(reporter);
+        health.stop();
         presence.stop();
         // Drain: messages already delivered to us are still handled; no new ones arrive.
         await service.stop();
