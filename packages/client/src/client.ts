@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "nats";
 import {
+  CacheInvalidateReplySchema,
+  CacheStatusSchema,
   CallerStatusSchema,
   ErrorCode,
   ErrorReplySchema,
@@ -12,6 +14,8 @@ import {
   isBackendName,
   subjects,
   type BackendTools,
+  type CacheInvalidateRequest,
+  type CacheStatus,
   type CallMeta,
   type CancelRequest,
   type CallerStatus,
@@ -69,7 +73,13 @@ export interface CallOptions {
   /** W3C trace context to pass through. */
   traceparent?: string;
   conversationId?: string;
+  /** "bypass": skip the cache (no lookup, no store); the call reaches the backend. */
   cache?: "default" | "bypass";
+  /**
+   * More headers to send, e.g. the one naming the user that a backend's results vary by (its
+   * `cache.vary`). toolbus's own headers (Toolbus-*) cannot be set this way.
+   */
+  headers?: Record<string, string>;
 }
 
 export interface HealthOptions {
@@ -182,6 +192,34 @@ export class ToolbusClient {
     return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
   }
 
+  /** Every running cache replica's counters (hits by tier, misses, entries, bytes), collected for `waitMs`. */
+  async cacheStatus(waitMs = 500): Promise<CacheStatus[]> {
+    const statuses: CacheStatus[] = [];
+    try {
+      const replies = await this.nc.requestMany(subjects.cacheStatus(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: waitMs });
+      for await (const msg of replies) {
+        const parsed = CacheStatusSchema.safeParse(decodeJson(msg.data));
+        if (parsed.success) statuses.push(parsed.data);
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code !== "503") throw err;
+    }
+    return statuses.sort((a, b) => a.workerId.localeCompare(b.workerId));
+  }
+
+  /**
+   * Drop every cached result of `backend` (or of one of its tools) from every cache replica. Resolves
+   * with how many entries the shared tier held; rejects with BACKEND_UNAVAILABLE when no cache runs.
+   */
+  async invalidateCache(backend: string, tool?: string, options: { timeoutMs?: number } = {}): Promise<number> {
+    const body: CacheInvalidateRequest = tool === undefined ? { backend } : { backend, tool };
+    const reply = await this.#request(subjects.cacheInvalidate(), encodeJson(body), { timeoutMs: options.timeoutMs }, "no cache worker is running");
+    const parsed = CacheInvalidateReplySchema.safeParse(reply);
+    if (!parsed.success) throw ToolbusError.of(ErrorCode.INTERNAL, "the cache's answer is not an invalidation reply");
+    if (!parsed.data.ok) throw new ToolbusError(parsed.data.error);
+    return parsed.data.removed;
+  }
+
   /**
    * The health prober's table: the latest HealthEvent of every endpoint it probes. Rejects with
    * BACKEND_UNAVAILABLE at once when no health prober is running.
@@ -263,6 +301,9 @@ export class ToolbusClient {
     if (signal?.aborted) return Promise.reject(ToolbusError.of(ErrorCode.CANCELLED, "the call was cancelled before it was sent"));
     if (this.nc.isClosed()) return Promise.reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, "the NATS connection is closed"));
     const h = natsHeaders();
+    for (const [name, value] of Object.entries(options.headers ?? {})) {
+      if (!name.toLowerCase().startsWith("toolbus-")) h.set(name, value);
+    }
     h.set(Headers.TimeoutMs, String(timeoutMs));
     // The same id names the call in a CancelRequest, so it is fixed here rather than by a later hop.
     const requestId = options.requestId ?? randomUUID();

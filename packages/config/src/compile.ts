@@ -31,8 +31,35 @@ export interface PolicyConfig {
   readonly rateLimit: { readonly ratePerSec: number; readonly burst: number } | undefined;
   readonly bulkhead: ProfileDefaults["bulkhead"];
   readonly adaptive: ProfileDefaults["adaptive"];
-  /** Overrides of what a tool's annotations say about repeating it safely. */
-  readonly tools: Readonly<Record<string, { readonly idempotent?: boolean; readonly readOnly?: boolean }>>;
+  /** Overrides of what a tool's annotations say about repeating it safely, and about caching it. */
+  readonly tools: Readonly<Record<string, ToolOverride>>;
+}
+
+export interface ToolOverride {
+  readonly idempotent?: boolean;
+  readonly readOnly?: boolean;
+  /** Cache its results (true) or never (false), whatever its annotations say. */
+  readonly cache?: boolean;
+  readonly cacheTtlMs?: number;
+}
+
+/** Caching of one backend's results. */
+export interface BackendCacheConfig {
+  readonly enabled: boolean;
+  readonly ttlMs: number;
+  /** Header names whose values are part of every key. */
+  readonly vary: readonly string[];
+}
+
+/** The cache worker's settings, shared by the router (what to hand it) and the callers (what to store). */
+export interface CacheConfig {
+  readonly enabled: boolean;
+  readonly ttlMs: number;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly maxValueBytes: number;
+  readonly shared: { readonly enabled: boolean; readonly ttlMs: number; readonly maxBytes: number; readonly timeoutMs: number };
+  readonly handoffTimeoutMs: number;
 }
 
 interface BackendCommon {
@@ -40,6 +67,7 @@ interface BackendCommon {
   readonly connectTimeoutMs: number;
   readonly callTimeoutMs: number;
   readonly policy: PolicyConfig;
+  readonly cache: BackendCacheConfig;
   /** Health probes of the endpoints: by the prober (HTTP), or by the caller that owns them (stdio children). */
   readonly health: HealthDefaults;
 }
@@ -87,6 +115,7 @@ export interface ToolbusConfig {
   readonly log: { readonly level: string };
   readonly heartbeatMs: number;
   readonly shutdownGraceMs: number;
+  readonly cache: CacheConfig;
   readonly backends: Readonly<Record<string, BackendConfig>>;
 }
 
@@ -241,13 +270,16 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         minSamples: b.timeouts.minSamples ?? defaults.adaptive.minSamples,
         window: defaults.adaptive.window,
       },
-      tools: b.tools,
+      tools: Object.fromEntries(
+        Object.entries(b.tools).map(([tool, { cacheTtl, ...rest }]) => [tool, cacheTtl === undefined ? rest : { ...rest, cacheTtlMs: cacheTtl }]),
+      ),
     };
     const common = {
       name,
       connectTimeoutMs: b.timeouts.connect ?? defaults.connectTimeoutMs,
       callTimeoutMs: b.timeouts.call ?? defaults.callTimeoutMs,
       policy,
+      cache: { enabled: b.cache.enabled, ttlMs: b.cache.ttl ?? file.cache.ttl, vary: b.cache.vary },
       health: {
         intervalMs: b.health.interval ?? defaults.health.intervalMs,
         timeoutMs: b.health.timeout ?? defaults.health.timeoutMs,
@@ -275,6 +307,9 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }
+  const c = file.cache;
+  // The router must give the cache time to try its shared tier before it sends the call on itself.
+  if (c.handoffTimeout <= c.shared.timeout) problems.push(`cache.handoffTimeout: must be more than cache.shared.timeout (${formatDuration(c.shared.timeout)})`);
   if (problems.length > 0) throw new ConfigError(problems, options.source);
   return deepFreeze({
     source: options.source,
@@ -289,6 +324,15 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
     log: file.log,
     heartbeatMs: file.heartbeat ?? defaults.heartbeatMs,
     shutdownGraceMs: file.shutdownGrace ?? 10_000,
+    cache: {
+      enabled: c.enabled,
+      ttlMs: c.ttl,
+      maxEntries: c.maxEntries,
+      maxBytes: c.maxBytes,
+      maxValueBytes: c.maxValueBytes,
+      shared: { enabled: c.shared.enabled, ttlMs: c.shared.ttl, maxBytes: c.shared.maxBytes, timeoutMs: c.shared.timeout },
+      handoffTimeoutMs: c.handoffTimeout,
+    },
     backends,
   });
 }

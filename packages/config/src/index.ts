@@ -1,5 +1,18 @@
 export { loadConfig, compileConfig, ConfigError, isConfigError } from "./compile.js";
-export type { ToolbusConfig, BackendConfig, McpStdioBackendConfig, McpHttpBackendConfig, LaunchConfig, ConfigFlags, LoadConfigOptions } from "./compile.js";
+export type {
+  ToolbusConfig,
+  BackendConfig,
+  BackendCacheConfig,
+  CacheConfig,
+  ToolOverride,
+  McpStdioBackendConfig,
+  McpHttpBackendConfig,
+  LaunchConfig,
+  ConfigFlags,
+  LoadConfigOptions,
+} from "./compile.js";
+export { cacheRule } from "./cache-rule.js";
+export type { CacheRule } from "./cache-rule.js";
 export { parseDuration } from "./duration.js";
 export { Profile, PROFILE_DEFAULTS } from "./profiles.js";
 export type { ProfileDefaults, HealthDefaults } from "./profiles.js";

@@ -82,8 +82,37 @@ const PolicySchema = {
     .object({ maxConcurrent: bounded({ min: 1 }).optional(), maxQueue: bounded({ min: 0 }).optional() })
     .strict()
     .default({}),
-  /** Per tool: override what its annotations say about repeating it safely. */
-  tools: z.record(z.string(), z.object({ idempotent: z.boolean().optional(), readOnly: z.boolean().optional() }).strict()).default({}),
+  /**
+   * Per tool: override what its annotations say about repeating it safely, and whether its results
+   * are cached (by default: when it is read-only) and for how long.
+   */
+  tools: z
+    .record(
+      z.string(),
+      z
+        .object({
+          idempotent: z.boolean().optional(),
+          readOnly: z.boolean().optional(),
+          cache: z.boolean().optional(),
+          cacheTtl: duration({ min: 1, max: DAY }).optional(),
+        })
+        .strict(),
+    )
+    .default({}),
+  /** Caching of this backend's results; see the top-level `cache` for the shared settings. */
+  cache: z
+    .object({
+      /** false: nothing of this backend is cached. */
+      enabled: z.boolean().default(true),
+      ttl: duration({ min: 1, max: DAY }).optional(),
+      /**
+       * Request headers the results depend on (e.g. one naming the user): their values are part of the
+       * key, so one user's result is never served to another. A call without one of them is not cached.
+       */
+      vary: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "must be an HTTP header name")).default([]),
+    })
+    .strict()
+    .default({ enabled: true, vary: [] }),
 };
 
 const EnvMapSchema = z.record(z.string(), z.string());
@@ -206,6 +235,45 @@ export const ConfigFileSchema = z
     heartbeat: duration({ min: 100, max: HOUR }).optional(),
     // 0 stops at once without waiting for calls in flight; no orchestrator waits an hour for a pod.
     shutdownGrace: duration({ min: 0, max: HOUR }).optional(),
+    cache: z
+      .object({
+        /** false: the router sends no call to a cache worker (and `toolbus up` starts none). */
+        enabled: z.boolean().default(true),
+        /** How long an entry lives, unless its backend or tool says otherwise. */
+        ttl: duration({ min: 1, max: DAY }).default(5 * MINUTE),
+        /** The in-memory tier of each cache replica: at most this many entries and bytes. */
+        maxEntries: bounded({ min: 1, max: 10_000_000 }).default(10_000),
+        maxBytes: bounded({ min: 1024, max: 64 * 1024 * 1024 * 1024, unit: "bytes" }).default(64 * 1024 * 1024),
+        /** A result larger than this is not cached (the call still succeeds). */
+        maxValueBytes: bounded({ min: 1, max: 64 * 1024 * 1024, unit: "bytes" }).default(256 * 1024),
+        /** The tier every cache replica shares: KV bucket toolbus_cache. */
+        shared: z
+          .object({
+            enabled: z.boolean().default(true),
+            /** The bucket's TTL: the longest any entry lives there (fixed when the bucket is created). */
+            ttl: duration({ min: 1000, max: 30 * DAY }).default(HOUR),
+            maxBytes: bounded({ min: 1024 * 1024, unit: "bytes" }).default(1024 * 1024 * 1024),
+            /** A lookup in the shared tier slower than this is a miss (the call goes on to the backend). */
+            timeout: duration({ min: 1, max: 10_000 }).default(50),
+          })
+          .strict()
+          .default({ enabled: true, ttl: HOUR, maxBytes: 1024 * 1024 * 1024, timeout: 50 }),
+        /**
+         * A call handed to the cache that it has neither answered nor sent on within this time (it died
+         * or stalls) is sent to the backend by the router. Above the shared tier's timeout.
+         */
+        handoffTimeout: duration({ min: 10, max: 60_000 }).default(250),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        ttl: 5 * MINUTE,
+        maxEntries: 10_000,
+        maxBytes: 64 * 1024 * 1024,
+        maxValueBytes: 256 * 1024,
+        shared: { enabled: true, ttl: HOUR, maxBytes: 1024 * 1024 * 1024, timeout: 50 },
+        handoffTimeout: 250,
+      }),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),
   })
   .strict();

@@ -6,6 +6,7 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import {
   CallToolRequestSchema,
   ErrorCode,
+  ListResourcesRequestSchema,
   ListToolsRequestSchema,
   McpError,
   PingRequestSchema,
@@ -87,7 +88,7 @@ const IDEMPOTENT = { readOnlyHint: false, idempotentHint: true };
  * The tools, by what they do to a caller. Annotations differ on purpose: retries may repeat only
  * read-only or idempotent tools, so `flaky` exists with and without them.
  */
-function tools(state: FaultState, sendListChanged: () => void): Map<string, FaultTool> {
+function tools(state: FaultState, sendListChanged: () => void, sendResourceUpdated: (uri: string) => void): Map<string, FaultTool> {
   const registry = new Map<string, FaultTool>();
   const add = (
     name: string,
@@ -212,6 +213,17 @@ function tools(state: FaultState, sendListChanged: () => void): Map<string, Faul
     false,
   );
   add(
+    "touch-resource",
+    "Sends notifications/resources/updated for `uri` (a resource changed: cached results may be stale)",
+    schema({ uri: { type: "string" } }, ["uri"]),
+    undefined,
+    async (args) => {
+      sendResourceUpdated(str(args, "uri"));
+      return text(`touched ${str(args, "uri")}`);
+    },
+    false,
+  );
+  add(
     "stats",
     "Calls received, in flight (and the most at once), cancelled and completed",
     schema({}),
@@ -239,8 +251,14 @@ function tools(state: FaultState, sendListChanged: () => void): Map<string, Faul
 
 /** Build an MCP server whose tools misbehave on request. `state` is shared by every session. */
 export function createFaultServer(state: FaultState, name = "toolbus-fault-server"): Server {
-  const server = new Server({ name, version: "0.1.0" }, { capabilities: { tools: { listChanged: true } } });
-  const registry = tools(state, () => void server.sendToolListChanged().catch(() => undefined));
+  // Resources only so that it may send resource notifications; it has none.
+  const server = new Server({ name, version: "0.1.0" }, { capabilities: { tools: { listChanged: true }, resources: {} } });
+  const registry = tools(
+    state,
+    () => void server.sendToolListChanged().catch(() => undefined),
+    (uri) => void server.sendResourceUpdated({ uri }).catch(() => undefined),
+  );
+  server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [] }));
   const { stats } = state;
 
   server.setRequestHandler(PingRequestSchema, async () => {

@@ -8,5 +8,18 @@ export const Headers = {
   TraceParent: "traceparent",
   /** Set by the router on a forwarded call: the worker id that forwarded it. */
   ForwardedBy: "Toolbus-Forwarded-By",
+  /**
+   * Set by the router on a call it judged cacheable: the entry's key (see cacheKey). The cache worker
+   * looks it up; the caller, when it also computes this key, stores the result under it.
+   */
+  CacheKey: "Toolbus-Cache-Key",
+  /**
+   * On a call the router hands to the cache: the client's reply subject. It travels as a header, not as
+   * the message's reply, so a cache that has just died makes the server answer "no responders" to nobody
+   * (the router's watchdog sends the call on) rather than to the client.
+   */
+  ReplyTo: "Toolbus-Reply-To",
+  /** On a call the router hands to the cache: the router's number for it, acknowledged once the cache has answered or forwarded it. */
+  CacheTicket: "Toolbus-Cache-Ticket",
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];

@@ -29,6 +29,14 @@ export {
   HealthTableReplySchema,
   HealthReportSchema,
   EndpointMovedSchema,
+  CacheHeartbeatSchema,
+  CacheInvalidateRequestSchema,
+  CacheInvalidateOkReplySchema,
+  CacheInvalidateReplySchema,
+  CacheInvalidatedSchema,
+  BackendChangedSchema,
+  CacheSetHeadSchema,
+  CacheStatusSchema,
 } from "./schemas.js";
 export type {
   ToolCallRequest,
@@ -53,6 +61,15 @@ export type {
   HealthTableReply,
   HealthReport,
   EndpointMoved,
+  CacheHeartbeat,
+  CacheInvalidateRequest,
+  CacheInvalidateOkReply,
+  CacheInvalidateReply,
+  CacheInvalidated,
+  BackendChanged,
+  CacheSetHead,
+  CacheStatus,
 } from "./schemas.js";
+export { cacheKey, cacheKeyPrefix, parseCacheKey } from "./cache-key.js";
 export { encodeJson, decodeJson, parseJsonOrUndefined, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";

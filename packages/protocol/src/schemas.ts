@@ -49,7 +49,8 @@ export const CallMetaSchema = z.object({
   backend: z.string(),
   endpoint: z.string(),
   attempts: z.number().int().nonnegative(),
-  cached: z.boolean(),
+  /** false when the backend answered; otherwise the cache tier that did (`l1`: the replica's memory, `l2`: the shared KV bucket). */
+  cached: z.union([z.literal(false), z.enum(["l1", "l2"])]),
   durationMs: z.number().nonnegative(),
 });
 export type CallMeta = z.infer<typeof CallMetaSchema>;
@@ -228,3 +229,77 @@ export const EndpointMovedSchema = z.object({
   time: z.string(),
 });
 export type EndpointMoved = z.infer<typeof EndpointMovedSchema>;
+
+/** Published by every cache replica on `toolbus.v1.evt.cache.heartbeat`, and as its answer to a discovering router. */
+export const CacheHeartbeatSchema = z.object({
+  workerId: z.string(),
+  status: z.enum(["up", "down"]),
+  intervalMs: z.number().int().positive(),
+});
+export type CacheHeartbeat = z.infer<typeof CacheHeartbeatSchema>;
+
+/** Body of `toolbus.v1.cache.invalidate`: every entry of a backend, or of one of its tools. */
+export const CacheInvalidateRequestSchema = z.object({
+  backend: BackendNameSchema,
+  tool: z.string().min(1).max(256).optional(),
+});
+export type CacheInvalidateRequest = z.infer<typeof CacheInvalidateRequestSchema>;
+
+/** The answer to an invalidation: how many entries were removed from the shared tier. */
+export const CacheInvalidateOkReplySchema = z.object({ ok: z.literal(true), removed: z.number().int().nonnegative() });
+export type CacheInvalidateOkReply = z.infer<typeof CacheInvalidateOkReplySchema>;
+export const CacheInvalidateReplySchema = z.discriminatedUnion("ok", [CacheInvalidateOkReplySchema, ErrorReplySchema]);
+export type CacheInvalidateReply = z.infer<typeof CacheInvalidateReplySchema>;
+
+/** Published on `toolbus.v1.evt.cache.invalidated` once the shared tier is clean: every replica drops these from its memory. */
+export const CacheInvalidatedSchema = z.object({
+  backend: BackendNameSchema,
+  tool: z.string().optional(),
+  /** Why, for the logs: "requested", "tools changed", "server restarted", ... */
+  reason: z.string(),
+  workerId: z.string(),
+});
+export type CacheInvalidated = z.infer<typeof CacheInvalidatedSchema>;
+
+/** Published by a caller on `toolbus.v1.evt.changed.<backend>` when cached results of the backend may be stale. */
+export const BackendChangedSchema = z.object({
+  backend: BackendNameSchema,
+  endpoint: z.string(),
+  /** tools: notifications/tools/list_changed; resources: a resource changed; restarted: a new connection or session. */
+  what: z.enum(["tools", "resources", "restarted"]),
+  /** The resource, for `resources`. */
+  uri: z.string().optional(),
+  workerId: z.string(),
+  time: z.string(),
+});
+export type BackendChanged = z.infer<typeof BackendChangedSchema>;
+
+/**
+ * The first line of a `toolbus.v1.cache.set` message; the rest is the result's JSON as the caller
+ * answered it, so the cache stores and serves it without parsing it.
+ */
+export const CacheSetHeadSchema = z.object({
+  key: z.string().min(1).max(1024),
+  backend: BackendNameSchema,
+  tool: z.string().min(1).max(256),
+  endpoint: z.string(),
+  ttlMs: z.number().int().positive(),
+  /** How long ago the call started, in ms (relative, like budgets): a result of a call that started before an invalidation is not stored. */
+  ageMs: z.number().nonnegative(),
+});
+export type CacheSetHead = z.infer<typeof CacheSetHeadSchema>;
+
+/** One cache replica's answer on `toolbus.v1.status.caches`. */
+export const CacheStatusSchema = z.object({
+  workerId: z.string(),
+  /** Lookups answered from memory, from the shared tier, and not answered (sent on to the backend). */
+  hits: z.object({ l1: z.number().int().nonnegative(), l2: z.number().int().nonnegative() }),
+  misses: z.number().int().nonnegative(),
+  stores: z.number().int().nonnegative(),
+  evictions: z.number().int().nonnegative(),
+  entries: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  /** False when JetStream is not available: this replica caches in memory only. */
+  shared: z.boolean(),
+});
+export type CacheStatus = z.infer<typeof CacheStatusSchema>;

@@ -6,6 +6,14 @@
 /** Version prefix of every subject; a breaking wire change gets a new one. */
 export const SUBJECT_PREFIX = "toolbus.v1";
 
+/** Worker ids (`router-1a2b3c4d`) become subject tokens too. */
+const WORKER_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+
+function workerToken(workerId: string): string {
+  if (!WORKER_ID_PATTERN.test(workerId)) throw new TypeError(`invalid worker id ${JSON.stringify(workerId)}: must match ${WORKER_ID_PATTERN}`);
+  return workerId;
+}
+
 /** Backend names are subject tokens: lowercase, no dots or wildcards. */
 export const BACKEND_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
@@ -57,6 +65,29 @@ export const subjects = {
   endpointEvents: (backend: string): string => `${SUBJECT_PREFIX}.evt.endpoint.${backendToken(backend)}`,
   /** The current health table (the health prober answers). */
   healthGet: (): string => `${SUBJECT_PREFIX}.health.get`,
+  /**
+   * A backend said something that makes cached results stale (its tools or a resource changed) or its
+   * server restarted: published by its callers (BackendChanged); the cache drops the backend's entries.
+   */
+  backendChanged: (backend: string): string => `${SUBJECT_PREFIX}.evt.changed.${backendToken(backend)}`,
+  /** Wildcard for every backend's changes. */
+  backendChangedAll: (): string => `${SUBJECT_PREFIX}.evt.changed.*`,
+  /** Cacheable tool calls the router hands to the cache worker (a hit is answered there, a miss goes on to the caller). */
+  cacheLookup: (): string => `${SUBJECT_PREFIX}.cache.lookup`,
+  /** A caller's result to store (CacheSetHead, a newline, the result's JSON); fire and forget. */
+  cacheSet: (): string => `${SUBJECT_PREFIX}.cache.set`,
+  /** Request: drop a backend's (or one tool's) entries (CacheInvalidateRequest). */
+  cacheInvalidate: (): string => `${SUBJECT_PREFIX}.cache.invalidate`,
+  /** Every cache replica drops these entries from its memory (CacheInvalidated); no queue group. */
+  cacheInvalidated: (): string => `${SUBJECT_PREFIX}.evt.cache.invalidated`,
+  /** Cache replicas' heartbeats (CacheHeartbeat): the router hands calls to the cache only while one is alive. */
+  cacheHeartbeat: (): string => `${SUBJECT_PREFIX}.evt.cache.heartbeat`,
+  /** A starting router asks here; every cache replica answers with its heartbeat at once. */
+  cacheDiscovery: (): string => `${SUBJECT_PREFIX}.discover.caches`,
+  /** Every cache replica answers with its counters (CacheStatus): what `toolbus status` shows. */
+  cacheStatus: (): string => `${SUBJECT_PREFIX}.status.caches`,
+  /** Where a cache replica acknowledges, in batches, the calls one router handed it (their tickets). */
+  cacheAck: (routerId: string): string => `${SUBJECT_PREFIX}.cache.ack.${workerToken(routerId)}`,
 } as const;
 
 /** JetStream KV buckets: shared, durable state that a late joiner reads at once. */
@@ -67,6 +98,8 @@ export const kvBuckets = {
   healthLeases: "toolbus_health_leases",
   /** Where an HTTP endpoint moved (EndpointMoved), key `<backend>.<n>`: a caller that starts later uses it. */
   endpoints: "toolbus_endpoints",
+  /** Cached tool results shared by every cache replica, key from cacheKey; the bucket's TTL bounds every entry. */
+  cache: "toolbus_cache",
 } as const;
 
 /** Queue groups: every replica of a worker joins the same group, so replicas share the load. */
@@ -74,4 +107,5 @@ export const queueGroups = {
   router: (): string => "router",
   caller: (backend: string): string => `caller.${backendToken(backend)}`,
   healthProber: (): string => "health-prober",
+  cache: (): string => "cache",
 } as const;

@@ -13,3 +13,4 @@ export type { Worker, WorkerDeps, RunWorkersOptions, RunningProcess } from "./li
 export { TOOLBUS_VERSION } from "./version.js";
 export { admitRequest, answerInternal, maxPayloadOf, respondJson } from "./admit.js";
 export type { Admitted, AdmitLimits } from "./admit.js";
+export { cacheKeyFor } from "./cache-key.js";

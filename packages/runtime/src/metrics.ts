@@ -13,6 +13,19 @@ export interface Metrics {
   readonly probeDuration: Histogram<"backend" | "endpoint">;
   /** Probes that failed. */
   readonly probeFailures: Counter<"backend" | "endpoint">;
+  /** Cache lookups by how they ended: `l1`, `l2` (hits by tier) or `miss`. */
+  readonly cacheLookups: Counter<"tier">;
+  /** Results offered to the cache, by outcome: `stored`, `too_large`, `stale` (an invalidation came after the call started), `failed`. */
+  readonly cacheStores: Counter<"outcome">;
+  /** L1 entries dropped to make room. */
+  readonly cacheEvictions: Counter;
+  /** What the L1 tier holds (set at every heartbeat). */
+  readonly cacheBytes: Gauge;
+  readonly cacheEntries: Gauge;
+  /** Calls that joined an identical call already in flight instead of calling the backend. */
+  readonly singleFlightJoins: Counter<"backend">;
+  /** The router's cacheable calls: `handed` to the cache, `rescued` (the cache did not take them in time), `bypassed` (no cache alive). */
+  readonly cacheHandoffs: Counter<"outcome">;
 }
 
 export function createMetrics(): Metrics {
@@ -50,6 +63,33 @@ export function createMetrics(): Metrics {
       name: "toolbus_health_probe_failures_total",
       help: "Health probes that failed",
       labelNames: ["backend", "endpoint"],
+      registers: [registry],
+    }),
+    cacheLookups: new Counter({
+      name: "toolbus_cache_lookups_total",
+      help: "Cache lookups: l1 and l2 hits, and misses",
+      labelNames: ["tier"],
+      registers: [registry],
+    }),
+    cacheStores: new Counter({
+      name: "toolbus_cache_stores_total",
+      help: "Results offered to the cache, by outcome",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    cacheEvictions: new Counter({ name: "toolbus_cache_evictions_total", help: "L1 entries dropped to make room", registers: [registry] }),
+    cacheBytes: new Gauge({ name: "toolbus_cache_bytes", help: "Bytes held by the L1 tier", registers: [registry] }),
+    cacheEntries: new Gauge({ name: "toolbus_cache_entries", help: "Entries held by the L1 tier", registers: [registry] }),
+    singleFlightJoins: new Counter({
+      name: "toolbus_single_flight_joins_total",
+      help: "Calls that shared an identical call already in flight",
+      labelNames: ["backend"],
+      registers: [registry],
+    }),
+    cacheHandoffs: new Counter({
+      name: "toolbus_cache_handoffs_total",
+      help: "Cacheable calls at the router: handed to the cache, rescued from it, or bypassing it",
+      labelNames: ["outcome"],
       registers: [registry],
     }),
   };

@@ -1,9 +1,10 @@
 import type { Msg } from "nats";
 import { checkToolCall } from "@toolbus/tool-index";
-import type { BackendConfig, ToolbusConfig } from "@toolbus/config";
+import { cacheRule, type BackendConfig, type CacheConfig, type ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
   ErrorCode,
+  Headers,
   ToolCallRequestSchema,
   decodeToolsListRequest,
   encodeJson,
@@ -11,7 +12,9 @@ import {
   monotonicNow,
   queueGroups,
   subjects,
+  type BackendChanged,
   type BreakerEvent,
+  type CacheSetHead,
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
@@ -23,6 +26,7 @@ import {
   addService,
   admitRequest,
   answerInternal,
+  cacheKeyFor,
   maxPayloadOf,
   respondJson,
   type Logger,
@@ -36,6 +40,7 @@ import { HttpEndpoint } from "./http.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy, REPLY_MARGIN_MS } from "./policy.js";
 import { Presence } from "./presence.js";
+import { SingleFlight, type CallReply } from "./single-flight.js";
 import { StdioEndpoint } from "./stdio.js";
 import { ToolList } from "./tool-list.js";
 
@@ -49,6 +54,8 @@ export interface CallerOptions {
   backend: BackendConfig;
   limits: ToolbusConfig["limits"];
   heartbeatMs: number;
+  /** Which calls share a flight and are offered to the cache; without it, none. */
+  cache?: CacheConfig;
 }
 
 export interface CallerWorker extends Worker {
@@ -73,16 +80,35 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */
   const calls = new CallRegistry();
 
+  /** Endpoints that have been live once: live again means a new process or session, whose results may differ. */
+  const connectedBefore = new Set<Endpoint>();
   const events: EndpointEvents = {
     onLive: (endpoint) => {
       health.connected(endpoint);
       void tools.refresh(endpoint);
+      if (connectedBefore.has(endpoint)) changed(endpoint, "restarted");
+      connectedBefore.add(endpoint);
     },
     onToolsChanged: (endpoint) => {
       log.info({ endpoint: endpoint.id }, "backend tool list changed; refreshing");
       void tools.refresh(endpoint);
+      changed(endpoint, "tools");
     },
+    onResourcesChanged: (endpoint, uri) => changed(endpoint, "resources", uri),
   };
+
+  /** Tell the cache that results of this backend may be stale (BackendChanged). */
+  function changed(endpoint: Endpoint, what: BackendChanged["what"], uri?: string): void {
+    const event: BackendChanged = {
+      backend: backend.name,
+      endpoint: endpoint.id,
+      what,
+      workerId: deps.workerId,
+      time: new Date().toISOString(),
+      ...(uri !== undefined ? { uri } : {}),
+    };
+    if (!nc.isClosed()) nc.publish(subjects.backendChanged(backend.name), encodeJson(event));
+  }
   const launched = backend.kind === "mcp-http" && backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
   const maxResponseBytes = maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES;
   // Ids go into logs, events, replies and `toolbus status`: never a URL, which may hold a token.
@@ -128,6 +154,9 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
 
   const maxPayload = (): number => maxPayloadOf(nc);
   const finish = replyAndCount(deps, backend.name, maxPayload);
+  const cacheSettings = options.cache?.enabled ? options.cache : undefined;
+  const flights = new SingleFlight();
+  const joins = deps.metrics.singleFlightJoins.labels(backend.name);
 
   async function handleCall(msg: Msg): Promise<void> {
     const started = monotonicNow();
@@ -145,11 +174,39 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     }
     const controller = calls.start(admitted.requestId, admitted.deadline - monotonicNow() - REPLY_MARGIN_MS);
     try {
-      const reply = await policy.execute(request, admitted.deadline, index?.get(request.tool), controller.signal);
+      const descriptor = index?.get(request.tool);
+      const call = (): Promise<CallReply> => policy.execute(request, admitted.deadline, descriptor, controller.signal);
+      const rule = cacheSettings && request.cache !== "bypass" ? cacheRule(cacheSettings, backend, request.tool, descriptor) : undefined;
+      const key = rule && cacheKeyFor(request, rule, msg.headers);
+      let reply: CallReply;
+      if (key === undefined) {
+        reply = await call();
+      } else {
+        const shared = await flights.run(key, controller.signal, call, () => joins.inc());
+        reply = shared.reply;
+        // The leader offers the result to the cache, if the call came through it under this very key.
+        if (shared.led && msg.headers?.get(Headers.CacheKey) === key) offer(key, request.tool, rule!.ttlMs, reply, started);
+      }
       if (!reply.ok) log.warn({ requestId: admitted.requestId, tool: request.tool, code: reply.error.code, err: reply.error.message }, "tool call failed");
       finish(msg, reply, started);
     } finally {
       calls.end(controller);
+    }
+  }
+
+  /**
+   * Offer a result to the cache (fire and forget): never a tool error, never one over the size cap.
+   * The message is a head line and the result's JSON, which the cache stores without parsing.
+   */
+  function offer(key: string, tool: string, ttlMs: number, reply: CallReply, started: number): void {
+    if (!reply.ok || reply.result.isError === true) return;
+    const result = JSON.stringify(reply.result);
+    if (Buffer.byteLength(result) > cacheSettings!.maxValueBytes) return;
+    const head: CacheSetHead = { key, backend: backend.name, tool, endpoint: reply.meta.endpoint, ttlMs, ageMs: monotonicNow() - started };
+    try {
+      nc.publish(subjects.cacheSet(), `${JSON.stringify(head)}\n${result}`);
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, "could not offer a result to the cache");
     }
   }
 

@@ -1,6 +1,12 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { ToolListChangedNotificationSchema, type CallToolResult as McpCallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import {
+  ResourceListChangedNotificationSchema,
+  ResourceUpdatedNotificationSchema,
+  ToolListChangedNotificationSchema,
+  type CallToolResult as McpCallToolResult,
+  type Tool,
+} from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "@toolbus/runtime";
 import { EndpointDownError } from "@toolbus/mcp-http";
 
@@ -45,6 +51,8 @@ export interface EndpointEvents {
   onLive(endpoint: Endpoint): void;
   /** The server said its tools changed. */
   onToolsChanged(endpoint: Endpoint): void;
+  /** The server said a resource (`uri`) or its list of resources changed: cached results may be stale. */
+  onResourcesChanged(endpoint: Endpoint, uri: string | undefined): void;
 }
 
 /** Asking for progress (a progress token) is what lets the SDK restart the timer on each notification. */
@@ -149,6 +157,8 @@ export abstract class ClientEndpoint implements Endpoint {
     client.onclose = () => this.#dropped(client);
     client.onerror = (err) => this.transportError(client, err);
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => this.events.onToolsChanged(this));
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => this.events.onResourcesChanged(this, n.params.uri));
+    client.setNotificationHandler(ResourceListChangedNotificationSchema, async () => this.events.onResourcesChanged(this, undefined));
     try {
       await client.connect(transport, { timeout: this.connectTimeoutMs });
     } catch (err) {

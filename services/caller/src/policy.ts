@@ -320,7 +320,7 @@ function cancelledBy(signal: AbortSignal): AbortKind | undefined {
 }
 
 /** The answer for a call whose signal aborted: CANCELLED, or DEADLINE_EXCEEDED at the deadline. */
-function aborted(signal: AbortSignal): ErrorReply {
+export function aborted(signal: AbortSignal): ErrorReply {
   const fault = classify(signal.reason, { sessionSent: false });
   return errorReply(fault.code === ErrorCode.DEADLINE_EXCEEDED ? fault.code : ErrorCode.CANCELLED, fault.message);
 }

@@ -139,7 +139,7 @@ program
 
 program
   .command("worker")
-  .description("run one worker (one Kubernetes pod): router, caller --backend <name>, or health-prober")
+  .description("run one worker (one Kubernetes pod): router, caller --backend <name>, cache, or health-prober")
   .argument("<name>", `worker to run: ${WORKER_NAMES.join(", ")}`)
   .option("-b, --backend <backend>", "backend for a caller")
   .action(async (name: string, opts: { backend?: string }) => {
@@ -202,32 +202,73 @@ program
   .argument("[arguments]", "tool arguments as a JSON object", "{}")
   .option("-t, --timeout <duration>", "budget for the whole call, e.g. 500ms, 5s (default: the profile's)", parseTimeout)
   .option("--direct", "send straight to the backend's caller instead of through the router")
+  .option("--no-cache", "skip the cache: no lookup, no store (the call reaches the backend)")
+  .option("-H, --header <name:value>", "send a header, e.g. the user a backend's results vary by (repeatable)", collectHeader, {})
   .option("--json", "print the whole reply as JSON")
-  .action(async (backend: string, tool: string, rawArgs: string, opts: { timeout?: number; direct?: boolean; json?: boolean }) => {
-    let args: unknown;
-    try {
-      args = JSON.parse(rawArgs);
-    } catch (err) {
-      program.error(`arguments must be a JSON object: ${(err as Error).message}`, { exitCode: ExitCode.USAGE });
-    }
-    if (typeof args !== "object" || args === null || Array.isArray(args)) program.error("arguments must be a JSON object", { exitCode: ExitCode.USAGE });
+  .action(
+    async (
+      backend: string,
+      tool: string,
+      rawArgs: string,
+      opts: { timeout?: number; direct?: boolean; json?: boolean; cache: boolean; header: Record<string, string> },
+    ) => {
+      let args: unknown;
+      try {
+        args = JSON.parse(rawArgs);
+      } catch (err) {
+        program.error(`arguments must be a JSON object: ${(err as Error).message}`, { exitCode: ExitCode.USAGE });
+      }
+      if (typeof args !== "object" || args === null || Array.isArray(args)) program.error("arguments must be a JSON object", { exitCode: ExitCode.USAGE });
+      const cfg = config();
+      await withClient(cfg, async (client) => {
+        try {
+          const { result, meta } = await client.callTool(backend, tool, args as Record<string, unknown>, {
+            timeoutMs: opts.timeout ?? cfg.limits.defaultBudgetMs,
+            direct: opts.direct,
+            cache: opts.cache ? "default" : "bypass",
+            headers: opts.header,
+          });
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify({ ok: true, result, meta })}\n`);
+          } else {
+            for (const item of result.content) {
+              const text = (item as { text?: unknown }).text;
+              process.stdout.write(`${typeof text === "string" ? text : JSON.stringify(item)}\n`);
+            }
+            if (result.structuredContent && result.content.length === 0) process.stdout.write(`${JSON.stringify(result.structuredContent, null, 2)}\n`);
+          }
+          process.exitCode = result.isError ? ExitCode.TOOL_ERROR : ExitCode.OK;
+        } catch (err) {
+          fail(err, opts.json === true);
+        }
+      });
+    },
+  );
+
+function collectHeader(value: string, previous: Record<string, string>): Record<string, string> {
+  const colon = value.indexOf(":");
+  if (colon <= 0) throw new InvalidArgumentError("expected name:value");
+  return { ...previous, [value.slice(0, colon).trim()]: value.slice(colon + 1).trim() };
+}
+
+const cacheCommand = program.command("cache").description("the cache of tool results");
+cacheCommand
+  .command("invalidate")
+  .description("drop every cached result of a backend, or of one of its tools, from every cache replica")
+  .argument("<backend>", "backend name")
+  .argument("[tool]", "only this tool")
+  .option("-t, --timeout <duration>", "how long to wait for the cache", parseTimeout, 5_000)
+  .option("--json", "print JSON")
+  .action(async (backend: string, tool: string | undefined, opts: { timeout: number; json?: boolean }) => {
     const cfg = config();
     await withClient(cfg, async (client) => {
       try {
-        const { result, meta } = await client.callTool(backend, tool, args as Record<string, unknown>, {
-          timeoutMs: opts.timeout ?? cfg.limits.defaultBudgetMs,
-          direct: opts.direct,
-        });
-        if (opts.json) {
-          process.stdout.write(`${JSON.stringify({ ok: true, result, meta })}\n`);
-        } else {
-          for (const item of result.content) {
-            const text = (item as { text?: unknown }).text;
-            process.stdout.write(`${typeof text === "string" ? text : JSON.stringify(item)}\n`);
-          }
-          if (result.structuredContent && result.content.length === 0) process.stdout.write(`${JSON.stringify(result.structuredContent, null, 2)}\n`);
-        }
-        process.exitCode = result.isError ? ExitCode.TOOL_ERROR : ExitCode.OK;
+        const removed = await client.invalidateCache(backend, tool, { timeoutMs: opts.timeout });
+        if (opts.json) process.stdout.write(`${JSON.stringify({ ok: true, removed })}\n`);
+        else
+          process.stdout.write(
+            `invalidated ${tool === undefined ? `backend ${backend}` : `${backend} tool ${tool}`}: ${removed} shared entr${removed === 1 ? "y" : "ies"} removed\n`,
+          );
       } catch (err) {
         fail(err, opts.json === true);
       }
@@ -266,21 +307,28 @@ program
 
 program
   .command("status")
-  .description("every running caller: its endpoints, whether they are live, their load and breaker state")
+  .description("every running caller (its endpoints, whether they are live, their load and breaker state) and cache (its hit ratio)")
   .option("--wait <duration>", "how long to collect answers", parseTimeout, 500)
   .option("--json", "print JSON")
   .action(async (opts: { wait: number; json?: boolean }) => {
     const cfg = config();
     await withClient(cfg, async (client) => {
-      const statuses = await client.callerStatus(opts.wait);
+      const [statuses, caches] = await Promise.all([client.callerStatus(opts.wait), client.cacheStatus(opts.wait)]);
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify(statuses)}\n`);
+        process.stdout.write(`${JSON.stringify({ callers: statuses, caches })}\n`);
         return;
       }
       if (statuses.length === 0) {
         process.stdout.write("no caller answered (is toolbus running? start it with: toolbus up)\n");
         process.exitCode = ExitCode.FAILED;
         return;
+      }
+      for (const c of caches) {
+        const lookups = c.hits.l1 + c.hits.l2 + c.misses;
+        const ratio = lookups === 0 ? "-" : `${((100 * (c.hits.l1 + c.hits.l2)) / lookups).toFixed(1)}%`;
+        process.stdout.write(
+          `cache ${c.workerId}: hit ratio ${ratio} (${c.hits.l1} memory, ${c.hits.l2} shared, ${c.misses} misses), ${c.entries} entries, ${(c.bytes / 1024).toFixed(0)} KiB${c.shared ? "" : ", memory only"}\n`,
+        );
       }
       for (const s of statuses) {
         process.stdout.write(`${s.backend}  (caller ${s.workerId})\n`);

@@ -1,15 +1,19 @@
+import { startCache } from "@toolbus/cache";
 import { startCaller } from "@toolbus/caller";
 import { startHealthProber } from "@toolbus/health-prober";
 import type { ToolbusConfig } from "@toolbus/config";
 import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startRouter } from "@toolbus/router";
 
-export const WORKER_NAMES = ["router", "caller", "health-prober"] as const;
+export const WORKER_NAMES = ["router", "caller", "cache", "health-prober"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 /** Start a router. */
 export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
-  return startRouter({ ...deps, workerId: newWorkerId("router") }, { backends: Object.keys(config.backends), limits: config.limits });
+  return startRouter(
+    { ...deps, workerId: newWorkerId("router") },
+    { backends: Object.keys(config.backends), limits: config.limits, caching: { settings: config.cache, backends: config.backends } },
+  );
 }
 
 /** Start the caller of one configured backend. */
@@ -19,7 +23,7 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
     throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
   return startCaller(
     { ...deps, workerId: newWorkerId(`caller-${backend}`) },
-    { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs },
+    { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs, cache: config.cache },
   );
 }
 
@@ -31,21 +35,29 @@ export function healthProber(deps: Omit<WorkerDeps, "workerId">, config: Toolbus
   );
 }
 
+/** Start a cache worker (L1 in memory, L2 shared through NATS KV). */
+export function cache(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  return startCache({ ...deps, workerId: newWorkerId("cache") }, { config, heartbeatMs: config.heartbeatMs });
+}
+
 /** Start the worker `name` (`toolbus worker <name>`). */
 export async function worker(name: WorkerName, deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend?: string): Promise<Worker> {
   if (name === "router") return router(deps, config);
   if (name === "health-prober") return healthProber(deps, config);
+  if (name === "cache") return cache(deps, config);
   return caller(deps, config, backend!);
 }
 
 /**
  * Every worker for one process (`toolbus up`): the router first, so on stop it drains before the
- * callers it forwards to; then a caller per backend; then the health prober.
+ * workers it forwards to; then the cache (unless caching is off), which forwards misses to the callers;
+ * then a caller per backend; then the health prober.
  */
 export async function allWorkers(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker[]> {
   const workers: Worker[] = [];
   try {
     workers.push(await router(deps, config));
+    if (config.cache.enabled) workers.push(await cache(deps, config));
     for (const name of Object.keys(config.backends)) workers.push(await caller(deps, config, name));
     // Last: on stop it goes after the callers, so their breakers hear its events to the end.
     workers.push(await healthProber(deps, config));

@@ -1,6 +1,6 @@
-import type { Msg } from "nats";
+import type { Msg, MsgHdrs } from "nats";
 import { checkToolCall, unknownBackend } from "@toolbus/tool-index";
-import type { ToolbusConfig } from "@toolbus/config";
+import { cacheRule, type BackendConfig, type CacheConfig, type ToolbusConfig } from "@toolbus/config";
 import {
   ErrorCode,
   Headers,
@@ -12,9 +12,22 @@ import {
   stampBudget,
   subjects,
   type ErrorReply,
+  type ToolCallRequest,
+  type ToolDescriptor,
   type ToolsListOkReply,
 } from "@toolbus/protocol";
-import { TOOLBUS_VERSION, addService, admitRequest, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import {
+  TOOLBUS_VERSION,
+  addService,
+  admitRequest,
+  answerInternal,
+  cacheKeyFor,
+  maxPayloadOf,
+  respondJson,
+  type Worker,
+  type WorkerDeps,
+} from "@toolbus/runtime";
+import { CacheHandoff } from "./cache-handoff.js";
 import { LiveBackends } from "./live-backends.js";
 
 /** How long a starting router collects answers from running callers before it serves. */
@@ -24,10 +37,17 @@ export interface RouterOptions {
   /** Backends named in the config (more are learned from caller heartbeats). */
   backends: readonly string[];
   limits: ToolbusConfig["limits"];
+  /**
+   * What is cacheable: the cache settings and the configured backends (a backend known only from its
+   * caller's heartbeat has no cache settings here, so none of its calls is cached). Without it, no call is.
+   */
+  caching?: { settings: CacheConfig; backends: Readonly<Record<string, BackendConfig>> };
 }
 
 export interface RouterWorker extends Worker {
   readonly liveBackends: LiveBackends;
+  /** The cache replicas this router hands calls to (undefined when caching is off). */
+  readonly cache: CacheHandoff | undefined;
 }
 
 /**
@@ -40,7 +60,12 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const log = deps.logger.child({ worker: "router", workerId: deps.workerId });
   const liveBackends = new LiveBackends(nc, log, options.backends);
   const stopListening = liveBackends.listen();
-  await liveBackends.discover(DISCOVERY_WAIT_MS);
+  const caching = options.caching?.settings.enabled ? options.caching : undefined;
+  const cache = caching && new CacheHandoff(nc, log, metrics, deps.workerId, caching.settings.handoffTimeoutMs);
+  cache?.listen();
+  await Promise.all([liveBackends.discover(DISCOVERY_WAIT_MS), cache?.discover(DISCOVERY_WAIT_MS)]);
+  const handed = metrics.cacheHandoffs.labels("handed");
+  const bypassed = metrics.cacheHandoffs.labels("bypassed");
   const maxPayload = (): number => maxPayloadOf(nc);
 
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
@@ -81,9 +106,26 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     h.set(Headers.TimeoutMs, stampBudget(deadline, now));
     h.set(Headers.RequestId, requestId);
     h.set(Headers.ForwardedBy, deps.workerId);
+    const key = cache && request.cache !== "bypass" ? cacheKeyOf(request, index?.get(request.tool), h) : undefined;
+    if (key !== undefined) {
+      if (cache!.available(now)) {
+        cache!.hand(msg, backend, deadline, key, now);
+        handed.inc();
+        metrics.requests.inc({ worker: "router", backend, outcome: "to_cache" });
+        return;
+      }
+      bypassed.inc();
+    }
     nc.publish(subjects.backendCall(backend), msg.data, { reply: msg.reply, headers: h });
     metrics.requests.inc({ worker: "router", backend, outcome: "forwarded" });
     metrics.duration.observe({ worker: "router", backend, outcome: "forwarded" }, (monotonicNow() - started) / 1000);
+  }
+
+  /** The cache key of a call the cache may answer, or undefined (not cacheable, or a header it varies by is missing). */
+  function cacheKeyOf(request: ToolCallRequest, tool: ToolDescriptor | undefined, h: MsgHdrs): string | undefined {
+    const backend = caching!.backends[request.backend];
+    const rule = backend && cacheRule(caching!.settings, backend, request.tool, tool);
+    return rule ? cacheKeyFor(request, rule, h) : undefined;
   }
 
   function handleList(msg: Msg): void {
@@ -123,11 +165,13 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   return {
     name: "router",
     liveBackends,
+    cache,
     notReady: () => [],
     // Forwarding is synchronous, so once the endpoints are drained nothing is left in flight here.
     stop: () => {
       stopping ??= (async () => {
         await service.stop();
+        await cache?.stop();
         await stopListening();
         log.info("router stopped");
         resolveStopped();

@@ -1,0 +1,323 @@
+import type { Msg, MsgHdrs, Subscription } from "nats";
+import type { ToolbusConfig } from "@toolbus/config";
+import {
+  BackendChangedSchema,
+  CacheInvalidateRequestSchema,
+  CacheInvalidatedSchema,
+  CacheSetHeadSchema,
+  ErrorCode,
+  Headers,
+  ToolCallRequestSchema,
+  decodeRequest,
+  encodeJson,
+  errorReply,
+  monotonicNow,
+  parseJsonOrUndefined,
+  queueGroups,
+  readBudget,
+  stampBudget,
+  subjects,
+  type CacheHeartbeat,
+  type CacheInvalidateOkReply,
+  type CacheInvalidated,
+  type CacheStatus,
+  type ErrorReply,
+} from "@toolbus/protocol";
+import { InFlight, TOOLBUS_VERSION, addService, cacheKeyFor, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Acks } from "./acks.js";
+import { MemoryTier, SharedTier, type Entry } from "./tiers.js";
+
+/** The least budget a call must keep for the backend after a shared-tier lookup. */
+const LOOKUP_MARGIN_MS = 5;
+
+export interface CacheOptions {
+  config: ToolbusConfig;
+  heartbeatMs: number;
+}
+
+export interface CacheWorker extends Worker {
+  /** Counters and sizes, as `toolbus status` shows them. */
+  status(): CacheStatus;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * The cache worker. Serves, in queue group `cache`:
+ * - `toolbus.v1.cache.lookup`: calls the router judged cacheable. A hit is answered here, to the
+ *   client (`meta.cached` names the tier); a miss goes on to the backend's caller with the budget left.
+ *   Either way the router hears (Acks) that the call is no longer in our hands.
+ * - `toolbus.v1.cache.set`: results the callers offer; stored in L1 and in the shared L2.
+ * - `toolbus.v1.cache.invalidate`: requests to drop a backend's or a tool's entries.
+ * And, as every replica: changes callers report (a backend's tools changed, its server restarted) and
+ * invalidations, which drop entries from this replica's memory.
+ */
+export async function startCache(deps: WorkerDeps, options: CacheOptions): Promise<CacheWorker> {
+  const { nc, metrics } = deps;
+  const { config } = options;
+  const settings = config.cache;
+  const log = deps.logger.child({ worker: "cache", workerId: deps.workerId });
+  const memory = new MemoryTier(settings);
+  const shared = settings.shared.enabled ? await SharedTier.open(nc, settings.shared, log) : undefined;
+  const acks = new Acks(nc);
+  const inFlight = new InFlight();
+  const maxPayload = (): number => maxPayloadOf(nc);
+  const counts = { l1: 0, l2: 0, misses: 0, stores: 0 };
+  let evictionsCounted = 0;
+  /** When entries of a backend (key `b`) or of a tool (`b\0tool`) were last invalidated, on our monotonic clock. */
+  const invalidatedAt = new Map<string, number>();
+
+  const hitL1 = metrics.cacheLookups.labels("l1");
+  const hitL2 = metrics.cacheLookups.labels("l2");
+  const miss = metrics.cacheLookups.labels("miss");
+
+  /** Answer a hit: the stored result pasted into a reply, never parsed. */
+  function answerHit(replyTo: string, backend: string, entry: Entry, tier: "l1" | "l2", started: number): void {
+    const meta = JSON.stringify({ backend, endpoint: entry.endpoint, attempts: 0, cached: tier, durationMs: monotonicNow() - started });
+    nc.publish(replyTo, encoder.encode(`{"ok":true,"result":${entry.result},"meta":${meta}}`));
+  }
+
+  function answerError(replyTo: string, reply: ErrorReply): void {
+    nc.publish(replyTo, encodeJson(reply));
+  }
+
+  /**
+   * A call handed over by a router. Whatever happens, the router is told once it is out of our hands;
+   * the reply goes to the client's subject, which travels in a header (see Headers.ReplyTo).
+   */
+  function handleLookup(msg: Msg): void {
+    const started = monotonicNow();
+    const h = msg.headers;
+    const replyTo = h?.get(Headers.ReplyTo);
+    const ticket = h?.get(Headers.CacheTicket);
+    const router = h?.get(Headers.ForwardedBy);
+    const done = (): void => {
+      if (ticket && router) acks.add(router, ticket);
+    };
+    if (!h || !replyTo) return done();
+    const budget = readBudget(h.get(Headers.TimeoutMs), started, config.limits.maxBudgetMs);
+    if (!budget.ok) {
+      answerError(replyTo, errorReply(budget.code, budget.message));
+      return done();
+    }
+    const decoded = decodeRequest(msg.data, ToolCallRequestSchema, config.limits.maxRequestBytes);
+    if (!decoded.ok) {
+      answerError(replyTo, decoded.reply);
+      return done();
+    }
+    const request = decoded.value;
+    const key = verifiedKey(request, h);
+    if (key) {
+      const entry = memory.get(key);
+      if (entry) {
+        counts.l1 += 1;
+        hitL1.inc();
+        answerHit(replyTo, request.backend, entry, "l1", started);
+        return done();
+      }
+    }
+    if (!key || !shared) return forward(msg, h, replyTo, request.backend, budget.deadline, key, done);
+    const waitMs = Math.min(settings.shared.timeoutMs, budget.deadline - monotonicNow() - LOOKUP_MARGIN_MS);
+    inFlight.track(
+      shared.get(key, waitMs).then((entry) => {
+        if (entry) {
+          counts.l2 += 1;
+          hitL2.inc();
+          memory.set(key, entry);
+          answerHit(replyTo, request.backend, entry, "l2", started);
+          return done();
+        }
+        forward(msg, h, replyTo, request.backend, budget.deadline, key, done);
+      }),
+    );
+  }
+
+  /**
+   * The key the router sent, if it is the one this request has. A key that does not match its request
+   * (sent by something other than a router) is not used: no entry is served or stored under it.
+   */
+  function verifiedKey(request: { backend: string; tool: string; arguments: Record<string, unknown> }, h: MsgHdrs): string | undefined {
+    const sent = h.get(Headers.CacheKey);
+    const backend = config.backends[request.backend];
+    if (!sent || !backend) return undefined;
+    const key = cacheKeyFor(request, { ttlMs: 0, vary: backend.cache.vary }, h);
+    if (key === sent) return key;
+    log.debug({ backend: request.backend, tool: request.tool }, "ignoring a cache key that does not match its request");
+    return undefined;
+  }
+
+  /** A miss: on to the backend's callers with the budget left; they answer the client (and offer us the result). */
+  function forward(msg: Msg, h: MsgHdrs, replyTo: string, backend: string, deadline: number, key: string | undefined, done: () => void): void {
+    counts.misses += 1;
+    miss.inc();
+    const now = monotonicNow();
+    if (deadline - now <= 1) {
+      answerError(replyTo, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed in the cache"));
+      return done();
+    }
+    h.set(Headers.TimeoutMs, stampBudget(deadline, now));
+    if (key === undefined) h.delete(Headers.CacheKey);
+    h.delete(Headers.ReplyTo);
+    h.delete(Headers.CacheTicket);
+    nc.publish(subjects.backendCall(backend), msg.data, { reply: replyTo, headers: h });
+    done();
+  }
+
+  function isStale(backend: string, tool: string, startedAt: number): boolean {
+    const at = Math.max(invalidatedAt.get(backend) ?? -Infinity, invalidatedAt.get(`${backend}\0${tool}`) ?? -Infinity);
+    return at >= startedAt;
+  }
+
+  /** A caller's result: a head line (CacheSetHead), then the result's JSON. */
+  function handleSet(msg: Msg): void {
+    const text = decoder.decode(msg.data);
+    const newline = text.indexOf("\n");
+    const head = CacheSetHeadSchema.safeParse(newline > 0 ? parseJsonOrUndefined(msg.data.subarray(0, newline)) : undefined);
+    if (!head.success) return void log.debug("ignoring a malformed cache store");
+    const { key, backend, tool, endpoint, ttlMs, ageMs } = head.data;
+    const result = text.slice(newline + 1);
+    if (Buffer.byteLength(result) > settings.maxValueBytes) return void metrics.cacheStores.inc({ outcome: "too_large" });
+    // Relative age, like budgets: hosts' clocks need not agree.
+    if (isStale(backend, tool, monotonicNow() - ageMs)) return void metrics.cacheStores.inc({ outcome: "stale" });
+    const entry: Entry = { result, endpoint, expiresAt: Date.now() + ttlMs - ageMs };
+    memory.set(key, entry);
+    counts.stores += 1;
+    if (!shared) return void metrics.cacheStores.inc({ outcome: "stored" });
+    inFlight.track(
+      shared.put(key, entry).then(
+        () => metrics.cacheStores.inc({ outcome: "stored" }),
+        (err: unknown) => {
+          metrics.cacheStores.inc({ outcome: "failed" });
+          log.debug({ err: (err as Error).message }, "could not store in the shared tier");
+        },
+      ),
+    );
+  }
+
+  /** Drop entries everywhere: the shared tier here, every replica's memory through the broadcast. */
+  async function invalidate(backend: string, tool: string | undefined, reason: string): Promise<number> {
+    const now = monotonicNow();
+    invalidatedAt.set(tool === undefined ? backend : `${backend}\0${tool}`, now);
+    let removed = memory.invalidate(backend, tool);
+    if (shared) {
+      try {
+        removed = await shared.invalidate(backend, tool);
+      } catch (err) {
+        log.warn({ backend, tool, err: (err as Error).message }, "could not purge the shared tier; its entries expire with their TTL");
+      }
+    }
+    const event: CacheInvalidated = { backend, reason, workerId: deps.workerId, ...(tool !== undefined ? { tool } : {}) };
+    nc.publish(subjects.cacheInvalidated(), encodeJson(event));
+    log.info({ backend, tool, reason, removed }, "cache entries invalidated");
+    return removed;
+  }
+
+  async function handleInvalidate(msg: Msg): Promise<void> {
+    const decoded = decodeRequest(msg.data, CacheInvalidateRequestSchema, config.limits.maxRequestBytes);
+    if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
+    const { backend, tool } = decoded.value;
+    const removed = await invalidate(backend, tool, "requested");
+    const reply: CacheInvalidateOkReply = { ok: true, removed };
+    respondJson(msg, reply, maxPayload());
+  }
+
+  const why = { tools: "its tools changed", resources: "a resource changed", restarted: "its server restarted" } as const;
+
+  const heartbeat = (status: CacheHeartbeat["status"]): CacheHeartbeat => ({ workerId: deps.workerId, status, intervalMs: options.heartbeatMs });
+  const status = (): CacheStatus => ({
+    workerId: deps.workerId,
+    hits: { l1: counts.l1, l2: counts.l2 },
+    misses: counts.misses,
+    stores: counts.stores,
+    evictions: memory.evictions,
+    entries: memory.entries,
+    bytes: memory.bytes,
+    shared: shared !== undefined,
+  });
+  const beat = (state: CacheHeartbeat["status"]): void => {
+    metrics.cacheBytes.set(memory.bytes);
+    metrics.cacheEntries.set(memory.entries);
+    metrics.cacheEvictions.inc(memory.evictions - evictionsCounted);
+    evictionsCounted = memory.evictions;
+    if (!nc.isClosed()) nc.publish(subjects.cacheHeartbeat(), encodeJson(heartbeat(state)));
+  };
+
+  const guard =
+    (name: string, fn: (msg: Msg) => void | Promise<void>) =>
+    (_err: unknown, msg: Msg): void => {
+      try {
+        const work = fn(msg);
+        if (work) inFlight.track(work.catch((err: unknown) => log.error({ err }, `cache ${name} handler failed`)));
+      } catch (err) {
+        // A bug must not take the cache down; the router's watchdog sends an unanswered call on.
+        log.error({ err }, `cache ${name} handler failed`);
+      }
+    };
+
+  const subscriptions: Subscription[] = [
+    // Every replica drops what any replica invalidated.
+    nc.subscribe(subjects.cacheInvalidated(), {
+      callback: guard("invalidated", (msg) => {
+        const event = CacheInvalidatedSchema.safeParse(parseJsonOrUndefined(msg.data));
+        if (!event.success) return;
+        invalidatedAt.set(event.data.tool === undefined ? event.data.backend : `${event.data.backend}\0${event.data.tool}`, monotonicNow());
+        memory.invalidate(event.data.backend, event.data.tool);
+      }),
+    }),
+    // One replica purges the shared tier for a change a caller reported, and tells the others.
+    nc.subscribe(subjects.backendChangedAll(), {
+      queue: queueGroups.cache(),
+      callback: guard("changed", async (msg) => {
+        const change = BackendChangedSchema.safeParse(parseJsonOrUndefined(msg.data));
+        if (!change.success) return;
+        await invalidate(change.data.backend, undefined, why[change.data.what]);
+      }),
+    }),
+    nc.subscribe(subjects.cacheDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeat("up"))) }),
+    nc.subscribe(subjects.cacheStatus(), { callback: (_err, msg) => void msg.respond(encodeJson(status())) }),
+  ];
+
+  const service = await addService(nc, {
+    name: "toolbus-cache",
+    version: TOOLBUS_VERSION,
+    description: "toolbus cache: answers repeated read-only tool calls from memory or NATS KV",
+    workerId: deps.workerId,
+    metadata: { shared: String(shared !== undefined) },
+  });
+  const queue = queueGroups.cache();
+  service.addEndpoint("lookup", { subject: subjects.cacheLookup(), queue, handler: guard("lookup", handleLookup) });
+  service.addEndpoint("set", { subject: subjects.cacheSet(), queue, handler: guard("set", handleSet) });
+  service.addEndpoint("invalidate", { subject: subjects.cacheInvalidate(), queue, handler: guard("invalidate", handleInvalidate) });
+  await nc.flush();
+  beat("up");
+  const timer = setInterval(() => beat("up"), options.heartbeatMs);
+  timer.unref();
+  log.info({ shared: shared !== undefined, maxEntries: settings.maxEntries, maxBytes: settings.maxBytes }, "cache started");
+
+  let stopping: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  return {
+    name: "cache",
+    status,
+    // A cache is never needed to serve: without one, calls go straight to the callers.
+    notReady: () => [],
+    stop: (graceMs = 10_000) => {
+      stopping ??= (async () => {
+        clearInterval(timer);
+        // Routers stop handing us calls at once, rather than after missed heartbeats.
+        beat("down");
+        await service.stop();
+        await inFlight.idle(graceMs);
+        acks.flush();
+        await Promise.allSettled(subscriptions.map((s) => s.drain()));
+        memory.clear();
+        log.info("cache stopped");
+        resolveStopped();
+      })();
+      return stopping;
+    },
+    stopped,
+  };
+}
