@@ -6,7 +6,8 @@
  * by the router's subject and straight to the caller's. Sequential calls and 64 in flight; p50/p95/p99
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
  * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows
- * (`--only recovery`: the recovery figures alone, see recovery.ts).
+ * (`--only recovery`: the recovery figures alone, see recovery.ts; `--only cache`: the cache rows).
+ * Rows other than the cache's bypass the cache, so they measure the path to the backend.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,7 +15,8 @@ import { ToolbusClient } from "@toolbus/client";
 import { directHttp, directStdio, faultStdio, freePort, httpBackend, startFaultHttp } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
-import { runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { zipfBench, type ZipfFigures } from "./cache.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -128,6 +130,7 @@ async function main(): Promise<void> {
   const policiesOn: Row[] = [];
   const policiesOff: Row[] = [];
   const rejections: Array<{ code: string; callerP99AtMostMs: number | undefined } & Stats> = [];
+  let zipf: ZipfFigures | undefined;
   const args = { message: "bench" };
   try {
     {
@@ -170,8 +173,29 @@ async function main(): Promise<void> {
         ] as const) {
           const name = `toolbus ${via} → ${backend}`;
           if (name.includes(only))
-            rows.push(await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct }), up.child.pid));
+            rows.push(
+              await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct, cache: "bypass" }), up.child.pid),
+            );
         }
+      }
+      if ("toolbus router → cache".includes(only) || only === "") {
+        // A hit: the same arguments every time (the first call stores them). A miss: new arguments every
+        // time, so each goes router → cache → caller → backend and is then stored.
+        await waitFor("the router to use the cache", async () => {
+          await client.callTool("stdio", "echo", args, { timeoutMs: 10_000 });
+          return (await client.callTool("stdio", "echo", args, { timeoutMs: 10_000 })).meta.cached === "l1";
+        });
+        rows.push(await measure("toolbus router → cache hit", "stdio", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000 }), up.child.pid));
+        let n = 0;
+        rows.push(
+          await measure(
+            "toolbus router → cache miss → stdio",
+            "stdio",
+            () => client.callTool("stdio", "echo", { message: `miss-${n++}` }, { timeoutMs: 10_000 }),
+            up.child.pid,
+          ),
+        );
+        zipf = await zipfBench(client, "stdio", smoke ? 500 : quick ? 5_000 : 20_000, IN_FLIGHT);
       }
       if ("policies".includes(only) || only === "") {
         // On and off alternate twice, so a noisy neighbour does not favour either side.
@@ -183,7 +207,7 @@ async function main(): Promise<void> {
             const row = await measure(
               `policies ${label} (caller → stdio)`,
               "stdio",
-              () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct: true }),
+              () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct: true, cache: "bypass" }),
               up.child.pid,
             );
             (label === "on" ? policiesOn : policiesOff).push(row);
@@ -200,7 +224,7 @@ async function main(): Promise<void> {
           ["full", "OVERLOADED", "echo"],
         ] as const) {
           const rejected = (): Promise<void> =>
-            client.callTool(backend, tool, args, { timeoutMs: 5_000, direct: true }).then(
+            client.callTool(backend, tool, args, { timeoutMs: 5_000, direct: true, cache: "bypass" }).then(
               () => Promise.reject(new Error(`${backend}: expected ${code}`)),
               (err: { code?: string }) => (err.code === code ? undefined : Promise.reject(err)),
             );
@@ -256,9 +280,39 @@ async function main(): Promise<void> {
     console.log("\nrejected calls, sequential, as the client sees them (NATS round trip included):");
     console.table(rejections.map((r) => ({ rejection: r.code, "client p50 ms": r.p50, "client p99 ms": r.p99, "caller p99 ≤ ms": r.callerP99AtMostMs })));
   }
+  const hit = rows.find((r) => r.name === "toolbus router → cache hit");
+  const uncached = rows.find((r) => r.name === "toolbus router → stdio");
+  const cache =
+    hit && uncached
+      ? {
+          "hit p50 ms": hit.sequential.p50,
+          "hit p99 ms": hit.sequential.p99,
+          "hit 64× calls/s": hit.concurrent.callsPerSec,
+          "hit ÷ uncached router→stdio calls/s": Math.round((hit.concurrent.callsPerSec / uncached.concurrent.callsPerSec) * 100) / 100,
+          "hit ÷ direct SDK calls/s": Math.round((hit.concurrent.callsPerSec / baseline("stdio").concurrent.callsPerSec) * 100) / 100,
+        }
+      : undefined;
+  if (cache) {
+    console.log("\ncache hits through the router, against the uncached router path and the direct SDK in this run:");
+    console.table([cache]);
+  }
+  if (zipf) {
+    console.log(`\nZipf workload through the router (${zipf.distinct} distinct argument sets, s = ${zipf.s}, ${IN_FLIGHT} in flight, from a cold cache):`);
+    console.table([
+      {
+        calls: zipf.calls,
+        "hit ratio": zipf.hitRatio,
+        "L1 hits": zipf.l1Hits,
+        "L2 hits": zipf.l2Hits,
+        "backend calls": zipf.backendCalls,
+        "backend calls saved": zipf.backendCallsSaved,
+        "calls/s": zipf.callsPerSec,
+      },
+    ]);
+  }
   // Recovery takes its time (a backend must be declared dead): not in a smoke run; `--only recovery` runs it.
   let recovery: RecoveryFigures | undefined;
-  if (!smoke && (!only || only === "recovery")) {
+  if (!smoke && (only === "" || only === "recovery")) {
     recovery = await recoveryBench(nats.url);
     console.log("\nrecovery (10 calls/s per backend; health probes every 1 s, unhealthy after 3):");
     console.table([
@@ -290,6 +344,8 @@ async function main(): Promise<void> {
         policiesOn,
         policiesOff,
         rejections,
+        cache,
+        zipf,
         recovery,
       },
       null,

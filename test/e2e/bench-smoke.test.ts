@@ -22,7 +22,10 @@ describe("npm run bench", () => {
     expect(code, output).toBe(0);
     expect(output).toMatch(/calls\/s ÷ direct/);
     const [file] = readdirSync(out);
-    const report = JSON.parse(readFileSync(join(out, file!), "utf8")) as { rows: Array<{ name: string; concurrent: { callsPerSec: number; calls: number } }> };
+    const report = JSON.parse(readFileSync(join(out, file!), "utf8")) as {
+      rows: Array<{ name: string; concurrent: { callsPerSec: number; calls: number } }>;
+      zipf: { calls: number; hitRatio: number; backendCalls: number; backendCallsSaved: number };
+    };
     expect(report.rows.map((r) => r.name)).toEqual([
       "direct SDK, stdio",
       "direct SDK, streamable HTTP",
@@ -30,10 +33,17 @@ describe("npm run bench", () => {
       "toolbus caller → stdio",
       "toolbus router → http",
       "toolbus caller → http",
+      "toolbus router → cache hit",
+      "toolbus router → cache miss → stdio",
     ]);
     for (const row of report.rows) {
       expect(row.concurrent.calls).toBe(128);
       expect(row.concurrent.callsPerSec).toBeGreaterThan(0);
     }
+    // The Zipf workload repeats its popular arguments: some calls are hits, and the backend sees fewer calls.
+    expect(report.zipf.calls).toBe(500);
+    expect(report.zipf.hitRatio).toBeGreaterThan(0);
+    expect(report.zipf.backendCalls).toBeLessThan(500);
+    expect(output).toMatch(/hit ÷ uncached router→stdio calls\/s/);
   });
 });

@@ -160,6 +160,17 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
     expect(unknown.code).toBe(3);
     expect(unknown.stderr).toMatch(/BAD_REQUEST/);
   });
+
+  it("`toolbus status` shows each cache replica's hit ratio; `toolbus cache stats --json` its counters", async () => {
+    const status = await toolbusCommand(["--nats", stack.nats.url, "status"]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/^cache cache-[0-9a-f]{8}: hit ratio \d+\.\d% \(\d+ from memory, \d+ shared, \d+ misses\), \d+ entries, \d+ KiB$/m);
+    const stats = await toolbusCommand(["--nats", stack.nats.url, "cache", "stats", "--json"]);
+    const [only] = JSON.parse(stats.stdout) as Array<ReturnType<CacheWorker["status"]>>;
+    expect(only).toMatchObject({ workerId: cache.status().workerId, shared: true });
+    expect(only!.hits.l1).toBeGreaterThan(5);
+    expect(only!.misses).toBeGreaterThan(5);
+  });
 });
 
 describe("the cache: results that vary by identity", () => {
