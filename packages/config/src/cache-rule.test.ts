@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ToolDescriptor } from "@toolbus/protocol";
-import { cacheRule, compileConfig, ConfigError } from "./index.js";
+import { cacheRule, compileConfig, type ConfigError } from "./index.js";
 
 const compile = (raw: Record<string, unknown>) => compileConfig(raw, { baseDir: "/", source: "(test)" });
 const tool = (readOnlyHint?: boolean): ToolDescriptor => ({
@@ -52,7 +52,7 @@ describe("cacheRule: what is cached, and for how long", () => {
       maxEntries: 10_000,
       maxBytes: 64 * 1024 * 1024,
       maxValueBytes: 256 * 1024,
-      shared: { enabled: true, ttlMs: 3_600_000, maxBytes: 1024 * 1024 * 1024, timeoutMs: 50 },
+      shared: { enabled: true, ttlMs: 3_600_000, maxBytes: 256 * 1024 * 1024, timeoutMs: 50 },
       handoffTimeoutMs: 250,
     });
     let problems: readonly string[] = [];

@@ -252,12 +252,12 @@ export const ConfigFileSchema = z
             enabled: z.boolean().default(true),
             /** The bucket's TTL: the longest any entry lives there (fixed when the bucket is created). */
             ttl: duration({ min: 1000, max: 30 * DAY }).default(HOUR),
-            maxBytes: bounded({ min: 1024 * 1024, unit: "bytes" }).default(1024 * 1024 * 1024),
+            maxBytes: bounded({ min: 1024 * 1024, unit: "bytes" }).default(256 * 1024 * 1024),
             /** A lookup in the shared tier slower than this is a miss (the call goes on to the backend). */
             timeout: duration({ min: 1, max: 10_000 }).default(50),
           })
           .strict()
-          .default({ enabled: true, ttl: HOUR, maxBytes: 1024 * 1024 * 1024, timeout: 50 }),
+          .default({ enabled: true, ttl: HOUR, maxBytes: 256 * 1024 * 1024, timeout: 50 }),
         /**
          * A call handed to the cache that it has neither answered nor sent on within this time (it died
          * or stalls) is sent to the backend by the router. Above the shared tier's timeout.
@@ -271,7 +271,7 @@ export const ConfigFileSchema = z
         maxEntries: 10_000,
         maxBytes: 64 * 1024 * 1024,
         maxValueBytes: 256 * 1024,
-        shared: { enabled: true, ttl: HOUR, maxBytes: 1024 * 1024 * 1024, timeout: 50 },
+        shared: { enabled: true, ttl: HOUR, maxBytes: 256 * 1024 * 1024, timeout: 50 },
         handoffTimeout: 250,
       }),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),

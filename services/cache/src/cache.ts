@@ -7,10 +7,10 @@ import {
   CacheSetHeadSchema,
   ErrorCode,
   Headers,
-  ToolCallRequestSchema,
   decodeRequest,
   encodeJson,
   errorReply,
+  isBackendName,
   monotonicNow,
   parseJsonOrUndefined,
   queueGroups,
@@ -101,12 +101,11 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
       answerError(replyTo, errorReply(budget.code, budget.message));
       return done();
     }
-    const decoded = decodeRequest(msg.data, ToolCallRequestSchema, config.limits.maxRequestBytes);
-    if (!decoded.ok) {
-      answerError(replyTo, decoded.reply);
+    const request = lookupRequest(msg.data);
+    if (!request) {
+      answerError(replyTo, errorReply(ErrorCode.BAD_REQUEST, "a cache lookup must carry a tool-call request (backend, tool, arguments)"));
       return done();
     }
-    const request = decoded.value;
     const key = verifiedKey(request, h);
     if (key) {
       const entry = memory.get(key);
@@ -131,6 +130,19 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
         forward(msg, h, replyTo, request.backend, budget.deadline, key, done);
       }),
     );
+  }
+
+  /**
+   * What a lookup needs of the body, without the full schema: the router has validated it, and a body
+   * that does not match its key is never answered from the cache (its caller validates it fully).
+   */
+  function lookupRequest(data: Uint8Array): { backend: string; tool: string; arguments: Record<string, unknown> } | undefined {
+    const body = parseJsonOrUndefined(data) as { backend?: unknown; tool?: unknown; arguments?: unknown } | undefined;
+    if (typeof body !== "object" || body === null || typeof body.backend !== "string" || !isBackendName(body.backend) || typeof body.tool !== "string")
+      return undefined;
+    const args = body.arguments ?? {};
+    if (typeof args !== "object" || args === null || Array.isArray(args)) return undefined;
+    return { backend: body.backend, tool: body.tool, arguments: args as Record<string, unknown> };
   }
 
   /**
