@@ -3,7 +3,8 @@
  *
  * Where the CPU goes: CPU µs per call in each process (from /proc, user + system), for the echo tool
  * at 64 in flight: the direct MCP SDK over stdio (bench process + MCP server) against toolbus (bench
- * client + nats-server + toolbus + MCP server), straight to the caller and through the router.
+ * client + nats-server + toolbus + MCP server), straight to the caller and through the router (both
+ * bypassing the cache), and a cache hit through the router.
  */
 import { readFileSync } from "node:fs";
 import { ToolbusClient } from "@toolbus/client";
@@ -63,8 +64,9 @@ try {
     toolbus: up.child.pid!,
     server: (await childPids(up.child.pid!))[0]!,
   };
-  await measure("toolbus caller", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, direct: true }), pids);
-  await measure("toolbus router", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000 }), pids);
+  await measure("toolbus caller", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, direct: true, cache: "bypass" }), pids);
+  await measure("toolbus router", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, cache: "bypass" }), pids);
+  await measure("cache hit", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000 }), pids);
 } finally {
   await client.close();
   up.kill("SIGTERM");

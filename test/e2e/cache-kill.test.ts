@@ -19,7 +19,7 @@ describe("a cache worker killed (SIGKILL) under load", () => {
 
   beforeAll(async () => {
     nats = await startNats();
-    const config = compileConfig({ ...raw, nats: { servers: [nats.url] } }, { baseDir: ROOT, source: "(test)" });
+    const config = compileConfig({ ...raw, admin: { port: 0 }, nats: { servers: [nats.url] } }, { baseDir: ROOT, source: "(test)" });
     // Router and caller here; the cache in a process of its own, so that it can be killed.
     toolbus = await runWorkers({
       name: "toolbus-test",
@@ -78,6 +78,10 @@ describe("a cache worker killed (SIGKILL) under load", () => {
     expect(after.length).toBeGreaterThan(20);
     expect(after.every((o) => o.cached === false)).toBe(true);
     expect(routerWorker.cache!.available()).toBe(false);
+    // The calls the dead cache held, and those handed to it before the router noticed, were sent on by the router.
+    const metrics = await (await fetch(`http://127.0.0.1:${toolbus.adminPort}/metrics`)).text();
+    const rescued = Number(/toolbus_cache_handoffs_total\{outcome="rescued"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    expect(rescued).toBeGreaterThan(0);
     expect(isAlive(cache.child.pid!)).toBe(false);
   });
 });

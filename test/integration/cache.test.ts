@@ -52,11 +52,19 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
     expect(second.meta).toMatchObject({ cached: "l1", backend: "fault", endpoint: first.meta.endpoint, attempts: 0 });
     expect(second.result).toEqual(first.result);
     expect(await received(client, "echo")).toBe(before + 1);
-    // Arguments are compared as canonical JSON: the same object in another key order is the same call.
     await new Promise((r) => setTimeout(r, 700));
     const expired = await client.callTool("fault", "echo", { message: "ttl" }, { timeoutMs: 5_000 });
     expect(expired.meta.cached).toBe(false);
     expect(await received(client, "echo")).toBe(before + 2);
+  });
+
+  it("compares arguments as canonical JSON: the same object in another key order is the same call", async () => {
+    const stores = cache.status().stores;
+    const first = await client.callTool("fault", "sleep", { ms: 1, progressEveryMs: 500 }, { timeoutMs: 5_000 });
+    expect(first.meta.cached).toBe(false);
+    await stored([cache], stores + 1);
+    const reordered = await client.callTool("fault", "sleep", { progressEveryMs: 500, ms: 1 }, { timeoutMs: 5_000 });
+    expect(reordered.meta.cached).toBe("l1");
   });
 
   it("caches a server nobody here wrote (server-everything): structured content comes back as it was", async () => {
@@ -92,9 +100,14 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
     await client.callTool("fault", "echo", { message: "bypass" }, { timeoutMs: 5_000 });
     await waitFor("the hit", async () => (await client.callTool("fault", "echo", { message: "bypass" }, { timeoutMs: 5_000 })).meta.cached === "l1");
     const echoes = await received(client, "echo");
-    const bypassed = await client.callTool("fault", "echo", { message: "bypass" }, { timeoutMs: 5_000, cache: "bypass" });
+    const stores = cache.status().stores;
+    const bypassed = await client.callTool("fault", "echo", { message: "bypass-only" }, { timeoutMs: 5_000, cache: "bypass" });
     expect(bypassed.meta.cached).toBe(false);
     expect(await received(client, "echo")).toBe(echoes + 1);
+    // Nor is its result stored: the same call without bypass is a miss.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(cache.status().stores).toBe(stores);
+    expect((await client.callTool("fault", "echo", { message: "bypass-only" }, { timeoutMs: 5_000 })).meta.cached).toBe(false);
     const after = await counts();
     expect(after.unsafe - before.unsafe).toBe(2);
     expect(after.fail - before.fail).toBe(2);
@@ -109,23 +122,49 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
   });
 
   it("a waiter with a shorter deadline than the shared call gets DEADLINE_EXCEEDED on time, the others their result", async () => {
+    const before = await received(client, "sleep");
     const long = client.callTool("fault", "sleep", { ms: 600 }, { timeoutMs: 5_000 });
     await new Promise((r) => setTimeout(r, 50));
     const started = Date.now();
     await expect(client.callTool("fault", "sleep", { ms: 600 }, { timeoutMs: 200 })).rejects.toMatchObject({ code: "DEADLINE_EXCEEDED" });
     expect(Date.now() - started).toBeLessThan(450);
     expect((await long).meta.cached).toBe(false);
+    // The impatient call joined the shared one: the backend saw a single call.
+    expect(await received(client, "sleep")).toBe(before + 1);
   });
 
+  it("a result of a call that started before an invalidation is not stored", async () => {
+    const call = () => client.callTool("fault", "sleep", { ms: 300, maxMs: 300 }, { timeoutMs: 5_000 });
+    const stores = cache.status().stores;
+    const slow = call();
+    await new Promise((r) => setTimeout(r, 100));
+    await client.invalidateCache("fault", "sleep");
+    expect((await slow).meta.cached).toBe(false);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(cache.status().stores).toBe(stores);
+    expect((await call()).meta.cached).toBe(false);
+  });
+
+  /**
+   * Make a call (by default `big`, whose TTL of minutes means only an invalidation makes it miss here);
+   * true when the cache itself missed it (the router did hand it over, and the entry was gone).
+   */
+  async function missedInCache(backend = "fault", tool = "big", args: Record<string, unknown> = { bytes: 3 }): Promise<boolean> {
+    const misses = cache.status().misses;
+    const { meta } = await client.callTool(backend, tool, args, { timeoutMs: 5_000 });
+    // A miss counted by the cache: the router did hand it over, and the entry was gone.
+    return meta.cached === false && cache.status().misses === misses + 1;
+  }
+
   it("tools/list_changed and resources/updated from the backend drop its entries", async () => {
-    // `big` keeps the default TTL of minutes: only an invalidation makes it miss within this test.
     const hit = async () => (await client.callTool("fault", "big", { bytes: 3 }, { timeoutMs: 5_000 })).meta.cached;
     await waitFor("the hit", async () => (await hit()) === "l1");
     await client.callTool("fault", "add-tool", { name: "new-tool" }, { timeoutMs: 5_000 });
-    await waitFor("the tools change to drop the entry", async () => (await hit()) === false, 5_000);
+    await waitFor("the tools change to drop the entry", missedInCache, 5_000);
     await waitFor("the hit", async () => (await hit()) === "l1");
+    // The fault server sends resources/updated unprompted (a server that follows the spec sends it only for a subscribed resource).
     await client.callTool("fault", "touch-resource", { uri: "file:///x" }, { timeoutMs: 5_000 });
-    await waitFor("the resource change to drop the entry", async () => (await hit()) === false, 5_000);
+    await waitFor("the resource change to drop the entry", missedInCache, 5_000);
   });
 
   it("a stdio server that restarts (server-everything, killed) has its entries dropped", async () => {
@@ -136,11 +175,7 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
     const oldPid = everything.endpoints[0]!.pid!;
     process.kill(oldPid, "SIGKILL");
     await waitFor("the server to be back", () => everything.endpoints[0]!.live && everything.endpoints[0]!.pid !== oldPid, 10_000);
-    await waitFor(
-      "the restart to drop the entry",
-      async () => (await client.callTool("everything", "echo", args, { timeoutMs: 5_000 })).meta.cached === false,
-      5_000,
-    );
+    await waitFor("the restart to drop the entry", () => missedInCache("everything", "echo", args), 5_000);
   });
 
   it("`toolbus cache invalidate <backend> [tool]` drops entries", async () => {
@@ -149,12 +184,12 @@ describe("the cache: hits, misses, TTL, what is never cached", () => {
     await waitFor("the hit", async () => (await hit()) === "l1");
     const tool = await toolbusCommand(["cache", "invalidate", "fault", "big", "--nats", stack.nats.url]);
     expect(tool.stderr).toBe("");
-    expect(tool.stdout).toMatch(/^invalidated fault tool big: 1 shared entry removed\n$/);
+    expect(tool.stdout).toBe("invalidated fault tool big: 1 entry removed from the shared tier; every replica's memory dropped them\n");
     expect(tool.code).toBe(0);
     expect(await hit()).toBe(false);
     await waitFor("the hit", async () => (await hit()) === "l1");
     const all = await toolbusCommand(["cache", "invalidate", "fault", "--json", "--nats", stack.nats.url]);
-    expect(JSON.parse(all.stdout)).toMatchObject({ ok: true });
+    expect(JSON.parse(all.stdout)).toMatchObject({ ok: true, shared: true });
     expect(await hit()).toBe(false);
     const unknown = await toolbusCommand(["cache", "invalidate", "Not A Backend", "--nats", stack.nats.url]);
     expect(unknown.code).toBe(3);
@@ -259,7 +294,7 @@ describe("the cache: two replicas share the second tier", () => {
       return replicas.every((r) => r.status().entries === 3);
     });
     // The shared tier also holds the previous test's entry.
-    expect(await client.invalidateCache("fault", "echo")).toBeGreaterThanOrEqual(3);
+    expect((await client.invalidateCache("fault", "echo")).removed).toBeGreaterThanOrEqual(3);
     await waitFor("both replicas' memory to be empty", () => replicas.every((r) => r.status().entries === 0), 5_000);
     expect((await call("one")).meta.cached).toBe(false);
   });

@@ -209,15 +209,17 @@ export class ToolbusClient {
 
   /**
    * Drop every cached result of `backend` (or of one of its tools) from every cache replica. Resolves
-   * with how many entries the shared tier held; rejects with BACKEND_UNAVAILABLE when no cache runs.
+   * with how many entries the shared tier held (`shared: false`: the cache has no shared tier, and
+   * `removed` counts the answering replica's memory); rejects with BACKEND_UNAVAILABLE when no cache
+   * runs, or when the shared tier could not be purged (every replica's memory was dropped all the same).
    */
-  async invalidateCache(backend: string, tool?: string, options: { timeoutMs?: number } = {}): Promise<number> {
+  async invalidateCache(backend: string, tool?: string, options: { timeoutMs?: number } = {}): Promise<{ removed: number; shared: boolean }> {
     const body: CacheInvalidateRequest = tool === undefined ? { backend } : { backend, tool };
     const reply = await this.#request(subjects.cacheInvalidate(), encodeJson(body), { timeoutMs: options.timeoutMs }, "no cache worker is running");
     const parsed = CacheInvalidateReplySchema.safeParse(reply);
     if (!parsed.success) throw ToolbusError.of(ErrorCode.INTERNAL, "the cache's answer is not an invalidation reply");
     if (!parsed.data.ok) throw new ToolbusError(parsed.data.error);
-    return parsed.data.removed;
+    return { removed: parsed.data.removed, shared: parsed.data.shared };
   }
 
   /**

@@ -69,6 +69,7 @@ describe("cacheRule: what is cached, and for how long", () => {
       "cache.shared.ttl: must be at least 1s",
       "backends.b.cache.vary.0: must be an HTTP header name",
     ]);
-    expect(() => compile({ cache: { handoffTimeout: "40ms" } })).toThrow(/cache.handoffTimeout: must be more than cache.shared.timeout \(50ms\)/);
+    expect(() => compile({ cache: { handoffTimeout: "99ms" } })).toThrow(/cache.handoffTimeout: must be at least twice cache.shared.timeout \(100ms\)/);
+    expect(compile({ cache: { handoffTimeout: "100ms" } }).cache.handoffTimeoutMs).toBe(100);
   });
 });

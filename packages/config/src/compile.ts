@@ -308,8 +308,10 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
           };
   }
   const c = file.cache;
-  // The router must give the cache time to try its shared tier before it sends the call on itself.
-  if (c.handoffTimeout <= c.shared.timeout) problems.push(`cache.handoffTimeout: must be more than cache.shared.timeout (${formatDuration(c.shared.timeout)})`);
+  // The router must give the cache time to try its shared tier (and answer) before it sends the call on
+  // itself; too small a margin would make a merely busy cache's calls reach the backend twice.
+  if (c.handoffTimeout < 2 * c.shared.timeout)
+    problems.push(`cache.handoffTimeout: must be at least twice cache.shared.timeout (${formatDuration(2 * c.shared.timeout)})`);
   if (problems.length > 0) throw new ConfigError(problems, options.source);
   return deepFreeze({
     source: options.source,

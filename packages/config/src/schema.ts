@@ -260,7 +260,7 @@ export const ConfigFileSchema = z
           .default({ enabled: true, ttl: HOUR, maxBytes: 256 * 1024 * 1024, timeout: 50 }),
         /**
          * A call handed to the cache that it has neither answered nor sent on within this time (it died
-         * or stalls) is sent to the backend by the router. Above the shared tier's timeout.
+         * or stalls) is sent to the backend by the router. At least twice the shared tier's timeout.
          */
         handoffTimeout: duration({ min: 10, max: 60_000 }).default(250),
       })

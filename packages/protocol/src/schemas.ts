@@ -245,8 +245,14 @@ export const CacheInvalidateRequestSchema = z.object({
 });
 export type CacheInvalidateRequest = z.infer<typeof CacheInvalidateRequestSchema>;
 
-/** The answer to an invalidation: how many entries were removed from the shared tier. */
-export const CacheInvalidateOkReplySchema = z.object({ ok: z.literal(true), removed: z.number().int().nonnegative() });
+/** The answer to an invalidation. */
+export const CacheInvalidateOkReplySchema = z.object({
+  ok: z.literal(true),
+  /** Entries purged from the shared tier (or, with `shared: false`, from the answering replica's memory). */
+  removed: z.number().int().nonnegative(),
+  /** False when the cache runs without a shared tier (no JetStream). */
+  shared: z.boolean(),
+});
 export type CacheInvalidateOkReply = z.infer<typeof CacheInvalidateOkReplySchema>;
 export const CacheInvalidateReplySchema = z.discriminatedUnion("ok", [CacheInvalidateOkReplySchema, ErrorReplySchema]);
 export type CacheInvalidateReply = z.infer<typeof CacheInvalidateReplySchema>;
@@ -254,7 +260,7 @@ export type CacheInvalidateReply = z.infer<typeof CacheInvalidateReplySchema>;
 /** Published on `toolbus.v1.evt.cache.invalidated` once the shared tier is clean: every replica drops these from its memory. */
 export const CacheInvalidatedSchema = z.object({
   backend: BackendNameSchema,
-  tool: z.string().optional(),
+  tool: z.string().min(1).max(256).optional(),
   /** Why, for the logs: "requested", "tools changed", "server restarted", ... */
   reason: z.string(),
   workerId: z.string(),

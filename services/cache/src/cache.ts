@@ -11,7 +11,9 @@ import {
   encodeJson,
   errorReply,
   isBackendName,
+  kvBuckets,
   monotonicNow,
+  parseCacheKey,
   parseJsonOrUndefined,
   queueGroups,
   readBudget,
@@ -29,6 +31,10 @@ import { MemoryTier, SharedTier, type Entry } from "./tiers.js";
 
 /** The least budget a call must keep for the backend after a shared-tier lookup. */
 const LOOKUP_MARGIN_MS = 5;
+/** When a purge of the shared tier runs again (see purge). */
+const REPURGE_AFTER_MS = 1_000;
+/** Invalidation marks kept before old ones are pruned. */
+const MAX_INVALIDATION_MARKS = 10_000;
 
 export interface CacheOptions {
   config: ToolbusConfig;
@@ -67,6 +73,8 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
   let evictionsCounted = 0;
   /** When entries of a backend (key `b`) or of a tool (`b\0tool`) were last invalidated, on our monotonic clock. */
   const invalidatedAt = new Map<string, number>();
+  /** Second purges still to run (cleared on stop). */
+  const repurges = new Set<NodeJS.Timeout>();
 
   const hitL1 = metrics.cacheLookups.labels("l1");
   const hitL2 = metrics.cacheLookups.labels("l2");
@@ -120,7 +128,8 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     const waitMs = Math.min(settings.shared.timeoutMs, budget.deadline - monotonicNow() - LOOKUP_MARGIN_MS);
     inFlight.track(
       shared.get(key, waitMs).then((entry) => {
-        if (entry) {
+        // An invalidation while the read was out: what it found may be what was purged.
+        if (entry && !isStale(request.backend, request.tool, started)) {
           counts.l2 += 1;
           hitL2.inc();
           memory.set(key, entry);
@@ -176,6 +185,17 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     done();
   }
 
+  /**
+   * Remember when entries of a backend (or a tool) were invalidated. Only the last maxBudget matters (no
+   * call is older), so older marks are dropped once there are many (anyone may publish an invalidation).
+   */
+  function markInvalidated(backend: string, tool: string | undefined, now = monotonicNow()): void {
+    if (invalidatedAt.size >= MAX_INVALIDATION_MARKS) {
+      for (const [k, at] of invalidatedAt) if (now - at > config.limits.maxBudgetMs) invalidatedAt.delete(k);
+    }
+    invalidatedAt.set(tool === undefined ? backend : `${backend}\0${tool}`, now);
+  }
+
   function isStale(backend: string, tool: string, startedAt: number): boolean {
     const at = Math.max(invalidatedAt.get(backend) ?? -Infinity, invalidatedAt.get(`${backend}\0${tool}`) ?? -Infinity);
     return at >= startedAt;
@@ -188,6 +208,9 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     const head = CacheSetHeadSchema.safeParse(newline > 0 ? parseJsonOrUndefined(msg.data.subarray(0, newline)) : undefined);
     if (!head.success) return void log.debug("ignoring a malformed cache store");
     const { key, backend, tool, endpoint, ttlMs, ageMs } = head.data;
+    // The key must be the backend's and tool's it names, or an invalidation of them would miss it.
+    const owner = parseCacheKey(key);
+    if (owner?.backend !== backend || owner.tool !== tool) return void log.debug({ backend, tool }, "ignoring a cache store whose key is not its tool's");
     const result = text.slice(newline + 1);
     if (Buffer.byteLength(result) > settings.maxValueBytes) return void metrics.cacheStores.inc({ outcome: "too_large" });
     // Relative age, like budgets: hosts' clocks need not agree.
@@ -207,31 +230,49 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     );
   }
 
-  /** Drop entries everywhere: the shared tier here, every replica's memory through the broadcast. */
-  async function invalidate(backend: string, tool: string | undefined, reason: string): Promise<number> {
-    const now = monotonicNow();
-    invalidatedAt.set(tool === undefined ? backend : `${backend}\0${tool}`, now);
-    let removed = memory.invalidate(backend, tool);
-    if (shared) {
-      try {
-        removed = await shared.invalidate(backend, tool);
-      } catch (err) {
-        log.warn({ backend, tool, err: (err as Error).message }, "could not purge the shared tier; its entries expire with their TTL");
-      }
-    }
-    const event: CacheInvalidated = { backend, reason, workerId: deps.workerId, ...(tool !== undefined ? { tool } : {}) };
-    nc.publish(subjects.cacheInvalidated(), encodeJson(event));
+  /** Drop entries from this replica's memory, and remember when (a store of an older call is then refused). */
+  function forget(backend: string, tool: string | undefined): number {
+    markInvalidated(backend, tool);
+    return memory.invalidate(backend, tool);
+  }
+
+  /**
+   * Purge the shared tier (one replica does this for every invalidation; each drops its own memory).
+   * Purged twice: a replica that had not heard of the invalidation yet may be writing an older result
+   * to the bucket just as the first purge runs. Returns how many entries the first purge removed.
+   */
+  async function purge(backend: string, tool: string | undefined, reason: string): Promise<number> {
+    if (!shared) return 0;
+    const removed = await shared.invalidate(backend, tool);
     log.info({ backend, tool, reason, removed }, "cache entries invalidated");
+    const again = setTimeout(() => {
+      repurges.delete(again);
+      shared.invalidate(backend, tool).catch((err: unknown) => log.debug({ err: (err as Error).message }, "second purge failed"));
+    }, REPURGE_AFTER_MS);
+    repurges.add(again);
     return removed;
   }
 
+  /** `toolbus cache invalidate`: every replica forgets (the broadcast goes first), then the bucket is purged. */
   async function handleInvalidate(msg: Msg): Promise<void> {
     const decoded = decodeRequest(msg.data, CacheInvalidateRequestSchema, config.limits.maxRequestBytes);
     if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
     const { backend, tool } = decoded.value;
-    const removed = await invalidate(backend, tool, "requested");
-    const reply: CacheInvalidateOkReply = { ok: true, removed };
-    respondJson(msg, reply, maxPayload());
+    const fromMemory = forget(backend, tool);
+    const event: CacheInvalidated = { backend, reason: "requested", workerId: deps.workerId, ...(tool !== undefined ? { tool } : {}) };
+    nc.publish(subjects.cacheInvalidated(), encodeJson(event));
+    if (!shared) return void respondJson(msg, { ok: true, removed: fromMemory, shared: false } satisfies CacheInvalidateOkReply, maxPayload());
+    try {
+      const removed = await purge(backend, tool, "requested");
+      respondJson(msg, { ok: true, removed, shared: true } satisfies CacheInvalidateOkReply, maxPayload());
+    } catch (err) {
+      log.warn({ backend, tool, err: (err as Error).message }, "could not purge the shared tier");
+      const reply = errorReply(
+        ErrorCode.BACKEND_UNAVAILABLE,
+        `every cache replica dropped the entries from memory, but the shared tier (KV ${kvBuckets.cache}) could not be purged: ${(err as Error).message}; its entries expire with their TTL`,
+      );
+      respondJson(msg, reply, maxPayload());
+    }
   }
 
   const why = { tools: "its tools changed", resources: "a resource changed", restarted: "its server restarted" } as const;
@@ -268,22 +309,29 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     };
 
   const subscriptions: Subscription[] = [
-    // Every replica drops what any replica invalidated.
+    // Every replica drops what another replica was asked to invalidate ...
     nc.subscribe(subjects.cacheInvalidated(), {
       callback: guard("invalidated", (msg) => {
         const event = CacheInvalidatedSchema.safeParse(parseJsonOrUndefined(msg.data));
-        if (!event.success) return;
-        invalidatedAt.set(event.data.tool === undefined ? event.data.backend : `${event.data.backend}\0${event.data.tool}`, monotonicNow());
-        memory.invalidate(event.data.backend, event.data.tool);
+        if (event.success && event.data.workerId !== deps.workerId) forget(event.data.backend, event.data.tool);
       }),
     }),
-    // One replica purges the shared tier for a change a caller reported, and tells the others.
+    // ... and hears for itself of a change a caller reported, so none stores an older result after it ...
+    nc.subscribe(subjects.backendChangedAll(), {
+      callback: guard("changed", (msg) => {
+        const change = BackendChangedSchema.safeParse(parseJsonOrUndefined(msg.data));
+        if (change.success) forget(change.data.backend, undefined);
+      }),
+    }),
+    // ... while one replica purges the shared tier for it.
     nc.subscribe(subjects.backendChangedAll(), {
       queue: queueGroups.cache(),
-      callback: guard("changed", async (msg) => {
+      callback: guard("changed-purge", async (msg) => {
         const change = BackendChangedSchema.safeParse(parseJsonOrUndefined(msg.data));
         if (!change.success) return;
-        await invalidate(change.data.backend, undefined, why[change.data.what]);
+        await purge(change.data.backend, undefined, why[change.data.what]).catch((err: unknown) =>
+          log.warn({ backend: change.data.backend, err: (err as Error).message }, "could not purge the shared tier; its entries expire with their TTL"),
+        );
       }),
     }),
     nc.subscribe(subjects.cacheDiscovery(), { callback: (_err, msg) => void msg.respond(encodeJson(heartbeat("up"))) }),
@@ -318,6 +366,8 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
     stop: (graceMs = 10_000) => {
       stopping ??= (async () => {
         clearInterval(timer);
+        for (const t of repurges) clearTimeout(t);
+        repurges.clear();
         // Routers stop handing us calls at once, rather than after missed heartbeats.
         beat("down");
         await service.stop();

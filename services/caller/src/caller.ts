@@ -91,8 +91,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     },
     onToolsChanged: (endpoint) => {
       log.info({ endpoint: endpoint.id }, "backend tool list changed; refreshing");
-      void tools.refresh(endpoint);
       changed(endpoint, "tools");
+      // Once more when the new list is in: a call made meanwhile was judged by the old one (a tool that
+      // lost readOnlyHint may have been stored).
+      void tools.refresh(endpoint).then(() => changed(endpoint, "tools"));
     },
     onResourcesChanged: (endpoint, uri) => changed(endpoint, "resources", uri),
   };

@@ -61,13 +61,36 @@ describe("SingleFlight", () => {
   it("when the leader's own deadline or cancel ends the shared call, a waiter with time left calls itself", async () => {
     const flights = new SingleFlight();
     const backend = controllable();
-    const leader = flights.run("k", new AbortController().signal, backend.call, () => undefined);
+    const leaderSignal = new AbortController();
+    const leader = flights.run("k", leaderSignal.signal, backend.call, () => undefined);
     const waiter = flights.run("k", new AbortController().signal, backend.call, () => undefined);
+    leaderSignal.abort(abortReason("client", "cancelled by the client"));
     backend.answer(0, errorReply(ErrorCode.CANCELLED, "cancelled by the client"));
     expect((await leader).reply).toMatchObject({ ok: false, error: { code: ErrorCode.CANCELLED } });
     await new Promise((r) => setImmediate(r));
     expect(backend.runs).toBe(2);
     backend.answer(1, ok("mine"));
     expect(await waiter).toEqual({ reply: ok("mine"), led: true });
+  });
+
+  it("a backend timeout is every waiter's answer: a failing backend is not called once per waiter", async () => {
+    const flights = new SingleFlight();
+    const backend = controllable();
+    const calls = Array.from({ length: 5 }, () => flights.run("k", new AbortController().signal, backend.call, () => undefined));
+    backend.answer(0, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the backend did not answer within the adaptive timeout"));
+    for (const c of await Promise.all(calls)) expect(c.reply).toMatchObject({ ok: false, error: { code: ErrorCode.DEADLINE_EXCEEDED } });
+    expect(backend.runs).toBe(1);
+  });
+
+  it("a leader whose call throws (a bug) rejects; its waiters get INTERNAL, and nothing is left unhandled", async () => {
+    const flights = new SingleFlight();
+    let fail!: (err: Error) => void;
+    const failing = () => new Promise<CallReply>((_resolve, reject) => (fail = reject));
+    const leader = flights.run("k", new AbortController().signal, failing, () => undefined);
+    const waiter = flights.run("k", new AbortController().signal, failing, () => undefined);
+    fail(new Error("a bug"));
+    await expect(leader).rejects.toThrow("a bug");
+    expect((await waiter).reply).toMatchObject({ ok: false, error: { code: ErrorCode.INTERNAL } });
+    expect(flights.size).toBe(0);
   });
 });

@@ -288,12 +288,13 @@ cacheCommand
     const cfg = config();
     await withClient(cfg, async (client) => {
       try {
-        const removed = await client.invalidateCache(backend, tool, { timeoutMs: opts.timeout });
-        if (opts.json) process.stdout.write(`${JSON.stringify({ ok: true, removed })}\n`);
-        else
-          process.stdout.write(
-            `invalidated ${tool === undefined ? `backend ${backend}` : `${backend} tool ${tool}`}: ${removed} shared entr${removed === 1 ? "y" : "ies"} removed\n`,
-          );
+        const { removed, shared } = await client.invalidateCache(backend, tool, { timeoutMs: opts.timeout });
+        if (opts.json) process.stdout.write(`${JSON.stringify({ ok: true, removed, shared })}\n`);
+        else {
+          const what = tool === undefined ? `backend ${backend}` : `${backend} tool ${tool}`;
+          const where = shared ? "from the shared tier" : "from memory (no shared tier)";
+          process.stdout.write(`invalidated ${what}: ${removed} entr${removed === 1 ? "y" : "ies"} removed ${where}; every replica's memory dropped them\n`);
+        }
       } catch (err) {
         fail(err, opts.json === true);
       }

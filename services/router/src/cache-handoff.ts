@@ -34,7 +34,10 @@ interface Handed {
  * reply subject in a header) and goes on. The cache acknowledges each call once it has answered it or
  * sent it on; a call not acknowledged within `handoffTimeoutMs` (the cache died with it, or stalls) is
  * sent to the backend's callers by the router itself, and the cache is bypassed until it is heard from
- * again. So a cache that is slow, down or failing costs a call at most that timeout, never the call.
+ * again. So a cache that is slow, down or failing costs a call at most that timeout, never the call: only
+ * calls with at least twice that budget left are handed over. A cache that was only late may send the
+ * call on too, so a rescued call can reach the backend twice; cacheable tools are read-only, so a
+ * repeat does no harm.
  */
 export class CacheHandoff {
   /** Cache replicas by worker id: when last heard from, and their heartbeat interval. */
@@ -61,7 +64,9 @@ export class CacheHandoff {
       this.nc.subscribe(subjects.cacheHeartbeat(), { callback: (_err, msg) => this.#heard(msg) }),
       this.nc.subscribe(subjects.cacheAck(this.routerId), { callback: (_err, msg) => this.#acked(msg) }),
     ];
-    this.#sweeper = setInterval(() => this.#sweep(), Math.max(5, Math.floor(this.handoffTimeoutMs / 5)));
+    // The sweep runs after the I/O already waiting (setImmediate): after a stall of this process, the
+    // acknowledgements queued in its socket are read before a call is taken for lost.
+    this.#sweeper = setInterval(() => setImmediate(() => this.#sweep()), Math.max(5, Math.floor(this.handoffTimeoutMs / 5)));
     this.#sweeper.unref();
   }
 
@@ -75,7 +80,15 @@ export class CacheHandoff {
     }
   }
 
-  /** Whether to hand cacheable calls to the cache: a replica is alive, and none dropped a call since it was last heard from. */
+  /**
+   * Whether a call with `budgetMs` left may be handed to the cache: it has time for a rescue (at least
+   * twice the hand-off timeout), a replica is alive, and none dropped a call since it was last heard from.
+   */
+  accepts(budgetMs: number, now = monotonicNow()): boolean {
+    return budgetMs >= 2 * this.handoffTimeoutMs && this.available(now);
+  }
+
+  /** Whether a cache replica is alive and none dropped a call since it was last heard from. */
   available(now = monotonicNow()): boolean {
     if (this.#replicas.size === 0) return false;
     if (now - this.#lastRescue < SUSPECT_MS || this.#lastHeard <= this.#lastRescue) return false;
@@ -97,9 +110,10 @@ export class CacheHandoff {
     h.set(Headers.CacheKey, key);
     h.set(Headers.ReplyTo, msg.reply!);
     h.set(Headers.CacheTicket, ticket);
-    this.#handed.set(ticket, { data: msg.data, headers: h, reply: msg.reply!, backend, deadline, handedAt: now });
     // No reply subject: if no cache is subscribed any more, the server has nobody to tell "no responders".
+    // Published before it is recorded: a publish that throws is answered by the router, never rescued.
     this.nc.publish(subjects.cacheLookup(), msg.data, { headers: h });
+    this.#handed.set(ticket, { data: msg.data, headers: h, reply: msg.reply!, backend, deadline, handedAt: now });
   }
 
   #heard(msg: Msg): void {

@@ -108,7 +108,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     h.set(Headers.ForwardedBy, deps.workerId);
     const key = cache && request.cache !== "bypass" ? cacheKeyOf(request, index?.get(request.tool), h) : undefined;
     if (key !== undefined) {
-      if (cache!.available(now)) {
+      if (cache!.accepts(deadline - now, now)) {
         cache!.hand(msg, backend, deadline, key, now);
         handed.inc();
         metrics.requests.inc({ worker: "router", backend, outcome: "to_cache" });
