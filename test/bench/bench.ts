@@ -33,6 +33,19 @@ const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf
 
 type Call = () => Promise<unknown>;
 
+/**
+ * The direct-SDK HTTP baseline: undici adds an abort listener per request to the SDK transport's one
+ * long-lived signal and drops it only when the request is garbage-collected, so at bench rates Node
+ * warns (MaxListenersExceededWarning) thousands of times. That is the baseline's own behaviour (toolbus
+ * gives each request a signal of its own); the bench counts those warnings and says so once.
+ */
+let listenerWarnings = 0;
+process.removeAllListeners("warning");
+process.on("warning", (warning) => {
+  if (warning.name === "MaxListenersExceededWarning") listenerWarnings++;
+  else process.stderr.write(`${warning.name}: ${warning.message}\n`);
+});
+
 interface Stats {
   calls: number;
   callsPerSec: number;
@@ -140,6 +153,10 @@ async function main(): Promise<void> {
     {
       await using direct = await directHttp(http.url);
       rows.push(await measure("direct SDK, streamable HTTP", "http", () => direct.callTool({ name: "echo", arguments: args })));
+      if (listenerWarnings > 0)
+        process.stderr.write(
+          `  (the direct SDK over HTTP drew ${listenerWarnings} MaxListenersExceededWarning: undici's per-request abort listeners on the SDK's long-lived signal)\n`,
+        );
     }
     // toolbus in its own process, as users run it; one stdio child so it compares with one direct client.
     const adminPort = await freePort();
@@ -239,6 +256,12 @@ async function main(): Promise<void> {
       await client.close();
       up.kill("SIGTERM");
       await up.exited;
+      // toolbus itself must run without a Node warning (its own warn logs here come from the rejections the bench provokes).
+      const warnings = up
+        .output()
+        .split("\n")
+        .filter((line) => /\(node:\d+\) \w*Warning/.test(line));
+      if (warnings.length > 0) process.stderr.write(`toolbus printed ${warnings.length} Node warning(s):\n${warnings.slice(0, 5).join("\n")}\n`);
     }
   } finally {
     await http.stop();
