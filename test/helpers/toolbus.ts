@@ -13,10 +13,19 @@ import { TOOLBUS_BIN, ROOT } from "./paths.js";
  * Compile a config for tests: admin server off, quiet logs, fast heartbeats, and no cache unless `raw`
  * asks for one: the fault server's read-only tools (`stats`, `sleep`, `hang`) would otherwise be cached
  * and share flights, which tests of other features do not expect. The cache's own tests turn it on.
+ * No chat-log writer either, unless asked for (it would write into the repository's directory).
  */
 export function testConfig(natsUrl: string, raw: Record<string, unknown>): ToolbusConfig {
   return compileConfig(
-    { admin: { port: -1 }, log: { level: "silent" }, heartbeat: 200, cache: { enabled: false }, nats: { servers: [natsUrl] }, ...raw },
+    {
+      admin: { port: -1 },
+      log: { level: "silent" },
+      heartbeat: 200,
+      cache: { enabled: false },
+      chatLog: { enabled: false },
+      nats: { servers: [natsUrl] },
+      ...raw,
+    },
     { baseDir: ROOT, source: "(test)" },
   );
 }

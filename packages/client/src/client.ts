@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "nats";
 import {
   CacheInvalidateReplySchema,
+  ChatEventSchema,
   CacheStatusSchema,
   CallerStatusSchema,
   ErrorCode,
@@ -11,12 +12,15 @@ import {
   Headers,
   decodeJson,
   encodeJson,
+  chatSubject,
   isBackendName,
+  newEventId,
   subjects,
   type BackendTools,
   type CacheInvalidateRequest,
   type CacheStatus,
   type CallMeta,
+  type ChatEvent,
   type CancelRequest,
   type CallerStatus,
   type CallToolResult,
@@ -190,6 +194,41 @@ export class ToolbusClient {
       if ((err as { code?: string }).code !== "503") throw err;
     }
     return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
+  }
+
+  /**
+   * Publish a chat event to its conversation's log and wait for JetStream to store it (the writer
+   * then appends it to `<conversation>.jsonl`). `id` (a UUIDv7) and `timestamp` (UTC, now) are filled
+   * in when absent; the id is the de-duplication id, so sending the same event again stores it once.
+   * Rejects with BAD_REQUEST for an invalid event, BACKEND_UNAVAILABLE when the stream is missing or
+   * does not answer within `timeoutMs`.
+   */
+  async publishChatEvent(
+    input: Omit<ChatEvent, "id" | "timestamp"> & { id?: string; timestamp?: string },
+    options: { timeoutMs?: number } = {},
+  ): Promise<{ id: string; sequence: number; duplicate: boolean }> {
+    const event = { ...input, id: input.id ?? newEventId(), timestamp: input.timestamp ?? new Date().toISOString() };
+    const parsed = ChatEventSchema.safeParse(event);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(event)"}: ${i.message}`).join("; ");
+      throw ToolbusError.of(ErrorCode.BAD_REQUEST, `not a valid chat event: ${issues}`);
+    }
+    try {
+      const ack = await this.nc.jetstream().publish(chatSubject(event.conversationId), encodeJson(event), {
+        msgID: event.id,
+        timeout: options.timeoutMs ?? this.#defaultTimeoutMs,
+      });
+      return { id: event.id, sequence: ack.seq, duplicate: ack.duplicate };
+    } catch (err) {
+      const noStream = (err as { code?: string }).code === "503";
+      throw ToolbusError.of(
+        ErrorCode.BACKEND_UNAVAILABLE,
+        noStream
+          ? "no chat stream (TOOLBUS_CHAT): start a chat-log writer (toolbus up, or toolbus worker chat-log-writer) once to create it"
+          : `the chat event was not stored: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
   }
 
   /** Every running cache replica's counters (hits by tier, misses, entries, bytes), collected for `waitMs`. */

@@ -99,6 +99,18 @@ export interface McpHttpBackendConfig extends BackendCommon {
 }
 export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
 
+/** The chat log: its stream, and how the writer writes it. */
+export interface ChatLogConfig {
+  /** Whether `toolbus up` runs a writer. */
+  readonly enabled: boolean;
+  /** Absolute. */
+  readonly dir: string;
+  readonly maxEventBytes: number;
+  readonly stream: { readonly maxAgeMs: number; readonly maxBytes: number; readonly duplicateWindowMs: number };
+  readonly batch: { readonly maxEvents: number; readonly maxWaitMs: number };
+  readonly lockStaleMs: number;
+}
+
 /** The compiled, frozen configuration every worker receives. Durations are in ms. */
 export interface ToolbusConfig {
   readonly source: string;
@@ -116,6 +128,7 @@ export interface ToolbusConfig {
   readonly heartbeatMs: number;
   readonly shutdownGraceMs: number;
   readonly cache: CacheConfig;
+  readonly chatLog: ChatLogConfig;
   readonly backends: Readonly<Record<string, BackendConfig>>;
 }
 
@@ -334,6 +347,18 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
       maxValueBytes: c.maxValueBytes,
       shared: { enabled: c.shared.enabled, ttlMs: c.shared.ttl, maxBytes: c.shared.maxBytes, timeoutMs: c.shared.timeout },
       handoffTimeoutMs: c.handoffTimeout,
+    },
+    chatLog: {
+      enabled: file.chatLog.enabled,
+      dir: at(file.chatLog.dir),
+      maxEventBytes: file.chatLog.maxEventBytes,
+      stream: {
+        maxAgeMs: file.chatLog.stream.maxAge,
+        maxBytes: file.chatLog.stream.maxBytes,
+        duplicateWindowMs: file.chatLog.stream.duplicateWindow,
+      },
+      batch: { maxEvents: file.chatLog.batch.maxEvents, maxWaitMs: file.chatLog.batch.maxWait },
+      lockStaleMs: file.chatLog.lockStale,
     },
     backends,
   });

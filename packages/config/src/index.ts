@@ -4,6 +4,7 @@ export type {
   BackendConfig,
   BackendCacheConfig,
   CacheConfig,
+  ChatLogConfig,
   ToolOverride,
   McpStdioBackendConfig,
   McpHttpBackendConfig,

@@ -274,6 +274,41 @@ export const ConfigFileSchema = z
         shared: { enabled: true, ttl: HOUR, maxBytes: 256 * 1024 * 1024, timeout: 50 },
         handoffTimeout: 250,
       }),
+    chatLog: z
+      .object({
+        /** false: `toolbus up` starts no chat-log writer (callers still publish events of calls that name a conversation). */
+        enabled: z.boolean().default(true),
+        /** Where the writer keeps one `<conversation>.jsonl` per conversation (relative to this file). */
+        dir: z.string().min(1).default("chat-logs"),
+        /** A larger event is never written: it goes to the dead-letter subject. */
+        maxEventBytes: bounded({ min: 256, max: 16 * 1024 * 1024, unit: "bytes" }).default(256 * 1024),
+        stream: z
+          .object({
+            /** How long the stream keeps events (they are in the files once written). */
+            maxAge: duration({ min: 60_000, max: 10 * 365 * DAY }).default(7 * DAY),
+            maxBytes: bounded({ min: 1024 * 1024, unit: "bytes" }).default(1024 * 1024 * 1024),
+            /** A re-sent event (same id) within this window is stored once. */
+            duplicateWindow: duration({ min: 1_000, max: DAY }).default(2 * MINUTE),
+          })
+          .strict()
+          .default({ maxAge: 7 * DAY, maxBytes: 1024 * 1024 * 1024, duplicateWindow: 2 * MINUTE }),
+        /** Events fetched, written and fsynced together; a batch waits at most maxWait to fill. */
+        batch: z
+          .object({ maxEvents: bounded({ min: 1, max: 10_000 }).default(1_000), maxWait: duration({ min: 1, max: 10_000 }).default(20) })
+          .strict()
+          .default({ maxEvents: 1_000, maxWait: 20 }),
+        /** A file lock not refreshed for this long is taken for a dead writer's (at least 2s: proper-lockfile's floor). */
+        lockStale: duration({ min: 2_000, max: 10 * MINUTE }).default(5_000),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        dir: "chat-logs",
+        maxEventBytes: 256 * 1024,
+        stream: { maxAge: 7 * DAY, maxBytes: 1024 * 1024 * 1024, duplicateWindow: 2 * MINUTE },
+        batch: { maxEvents: 1_000, maxWait: 20 },
+        lockStale: 5_000,
+      }),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),
   })
   .strict();

@@ -73,3 +73,24 @@ export type {
 export { cacheKey, cacheKeyPrefix, parseCacheKey } from "./cache-key.js";
 export { encodeJson, decodeJson, parseJsonOrUndefined, decodeRequest, decodeToolsListRequest, errorReply, issuesFromZod } from "./wire.js";
 export type { Decoded } from "./wire.js";
+export {
+  CHAT_PARTITIONS,
+  CHAT_STREAM,
+  CHAT_STREAM_SUBJECTS,
+  CHAT_DEAD_LETTER_STREAM,
+  CHAT_DEAD_LETTER_SUBJECT,
+  CHAT_LEASES_BUCKET,
+  CONVERSATION_ID_PATTERN,
+  ConversationIdSchema,
+  ChatEventSchema,
+  ChatEventType,
+  ChatDeadLetterSchema,
+  chatConsumerName,
+  chatPartitionOf,
+  chatSubject,
+  chatPartitionSubjects,
+  chatFileName,
+  conversationOfFile,
+  newEventId,
+} from "./chat.js";
+export type { ChatEvent, ChatDeadLetter } from "./chat.js";

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ErrorCode } from "./errors.js";
+import { ConversationIdSchema } from "./chat.js";
 import { BACKEND_NAME_PATTERN } from "./subjects.js";
 
 /** A backend name, usable as a subject token. */
@@ -10,7 +11,8 @@ export const ToolCallRequestSchema = z.object({
   backend: BackendNameSchema,
   tool: z.string().min(1).max(256),
   arguments: z.record(z.string(), z.unknown()).default({}),
-  conversationId: z.string().min(1).max(256).optional(),
+  /** Calls that name a conversation are logged in it (tool_call, tool_result or error events). */
+  conversationId: ConversationIdSchema.optional(),
   cache: z.enum(["default", "bypass"]).optional(),
 });
 export type ToolCallRequest = z.infer<typeof ToolCallRequestSchema>;

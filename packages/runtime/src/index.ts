@@ -14,3 +14,5 @@ export { TOOLBUS_VERSION } from "./version.js";
 export { admitRequest, answerInternal, maxPayloadOf, respondJson } from "./admit.js";
 export type { Admitted, AdmitLimits } from "./admit.js";
 export { cacheKeyFor } from "./cache-key.js";
+export { Leases, LEASE_MS } from "./leases.js";
+export { ensureChatStreams } from "./chat-stream.js";

@@ -26,6 +26,21 @@ export interface Metrics {
   readonly singleFlightJoins: Counter<"backend">;
   /** The router's cacheable calls: `handed` to the cache, `rescued` (the cache did not take them in time), `bypassed` (no cache alive). */
   readonly cacheHandoffs: Counter<"outcome">;
+  /** Chat events written to files (fsynced), batches written, and how long each batch's slowest fsync took. */
+  readonly chatEventsWritten: Counter;
+  readonly chatBatches: Counter;
+  readonly chatFsyncSeconds: Histogram;
+  /** Chat events in the stream not yet written (or written and not yet acknowledged), for this writer's partitions. */
+  readonly chatPending: Gauge;
+  /** Chat events delivered again (after a crash or a lost ack), and those of them already in a file, not written twice. */
+  readonly chatRedeliveries: Counter;
+  readonly chatDuplicatesDropped: Counter;
+  /** Events sent to the dead-letter subject, by reason. */
+  readonly chatDeadLetters: Counter<"reason">;
+  /** Failed writes of a batch (it is retried), by error code (ENOSPC, EACCES, ...). */
+  readonly chatWriteErrors: Counter<"code">;
+  /** Chat events a caller could not publish (after its retries) and dropped. */
+  readonly chatEventsDropped: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -84,6 +99,42 @@ export function createMetrics(): Metrics {
       name: "toolbus_single_flight_joins_total",
       help: "Calls that shared an identical call already in flight",
       labelNames: ["backend"],
+      registers: [registry],
+    }),
+    chatEventsWritten: new Counter({ name: "toolbus_chat_events_written_total", help: "Chat events written to files and fsynced", registers: [registry] }),
+    chatBatches: new Counter({ name: "toolbus_chat_batches_total", help: "Batches of chat events written", registers: [registry] }),
+    chatFsyncSeconds: new Histogram({
+      name: "toolbus_chat_fsync_seconds",
+      help: "The slowest fsync of each batch",
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    chatPending: new Gauge({
+      name: "toolbus_chat_pending",
+      help: "Chat events not yet written or acknowledged (this writer's partitions)",
+      registers: [registry],
+    }),
+    chatRedeliveries: new Counter({ name: "toolbus_chat_redeliveries_total", help: "Chat events delivered again", registers: [registry] }),
+    chatDuplicatesDropped: new Counter({
+      name: "toolbus_chat_duplicates_dropped_total",
+      help: "Chat events already in a file, not written twice",
+      registers: [registry],
+    }),
+    chatDeadLetters: new Counter({
+      name: "toolbus_chat_dead_letters_total",
+      help: "Chat events sent to the dead-letter subject",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    chatWriteErrors: new Counter({
+      name: "toolbus_chat_write_errors_total",
+      help: "Failed writes of a batch of chat events",
+      labelNames: ["code"],
+      registers: [registry],
+    }),
+    chatEventsDropped: new Counter({
+      name: "toolbus_chat_events_dropped_total",
+      help: "Chat events a caller dropped after its retries",
       registers: [registry],
     }),
     cacheHandoffs: new Counter({

@@ -139,7 +139,7 @@ program
 
 program
   .command("worker")
-  .description("run one worker (one Kubernetes pod): router, caller --backend <name>, cache, or health-prober")
+  .description("run one worker (one Kubernetes pod): router, caller --backend <name>, cache, health-prober or chat-log-writer")
   .argument("<name>", `worker to run: ${WORKER_NAMES.join(", ")}`)
   .option("-b, --backend <backend>", "backend for a caller")
   .action(async (name: string, opts: { backend?: string }) => {

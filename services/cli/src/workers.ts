@@ -1,11 +1,12 @@
 import { startCache } from "@toolbus/cache";
 import { startCaller } from "@toolbus/caller";
+import { startChatLogWriter } from "@toolbus/chat-log-writer";
 import { startHealthProber } from "@toolbus/health-prober";
 import type { ToolbusConfig } from "@toolbus/config";
 import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startRouter } from "@toolbus/router";
 
-export const WORKER_NAMES = ["router", "caller", "cache", "health-prober"] as const;
+export const WORKER_NAMES = ["router", "caller", "cache", "health-prober", "chat-log-writer"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 /** Start a router. */
@@ -40,11 +41,17 @@ export function cache(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig)
   return startCache({ ...deps, workerId: newWorkerId("cache") }, { config, heartbeatMs: config.heartbeatMs });
 }
 
+/** Start a chat-log writer (stream TOOLBUS_CHAT → one JSONL file per conversation). */
+export function chatLogWriter(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  return startChatLogWriter({ ...deps, workerId: newWorkerId("chat-log-writer") }, { chatLog: config.chatLog });
+}
+
 /** Start the worker `name` (`toolbus worker <name>`). */
 export async function worker(name: WorkerName, deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend?: string): Promise<Worker> {
   if (name === "router") return router(deps, config);
   if (name === "health-prober") return healthProber(deps, config);
   if (name === "cache") return cache(deps, config);
+  if (name === "chat-log-writer") return chatLogWriter(deps, config);
   return caller(deps, config, backend!);
 }
 
@@ -61,6 +68,7 @@ export async function allWorkers(deps: Omit<WorkerDeps, "workerId">, config: Too
     for (const name of Object.keys(config.backends)) workers.push(await caller(deps, config, name));
     // Last: on stop it goes after the callers, so their breakers hear its events to the end.
     workers.push(await healthProber(deps, config));
+    if (config.chatLog.enabled) workers.push(await chatLogWriter(deps, config));
   } catch (err) {
     // One failed to start: stop the ones that did, so no child process or subscription is left behind.
     await Promise.allSettled(workers.map((w) => w.stop(0)));

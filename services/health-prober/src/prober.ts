@@ -13,9 +13,9 @@ import {
   type HealthEvent,
   type HealthTableReply,
 } from "@toolbus/protocol";
-import { TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Leases, TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { HttpProbe } from "./http-probe.js";
-import { Leases } from "./leases.js";
+
 import { HealthTracker, type ProbeResult, type Transition } from "./tracker.js";
 
 export interface HealthProberOptions {

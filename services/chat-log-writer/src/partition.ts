@@ -1,0 +1,196 @@
+import { AckPolicy, DeliverPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
+import type { ChatLogConfig } from "@toolbus/config";
+import {
+  CHAT_DEAD_LETTER_SUBJECT,
+  CHAT_STREAM,
+  ChatEventSchema,
+  chatConsumerName,
+  chatPartitionOf,
+  chatPartitionSubjects,
+  encodeJson,
+  type ChatDeadLetter,
+} from "@toolbus/protocol";
+import type { ConversationFiles, Line } from "./files.js";
+
+/** How long the server waits for our ack before it delivers an event again (we send `working` while a write is retried). */
+const ACK_WAIT_MS = 30_000;
+/** Retries of a batch that could not be written: quickly at first, then every few seconds until the disk is fixed. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5_000;
+/** How much of a dead event is kept with its reason. */
+const DEAD_DATA_BYTES = 4096;
+
+export interface PartitionEvents {
+  /** A batch was written (counts), or could not be (the error; null once writing works again). */
+  written(counts: { events: number; duplicates: number; dead: number; fsyncMs: number; redelivered: number }): void;
+  failing(err: Error | null): void;
+  dead(reason: ChatDeadLetter["reason"]): void;
+}
+
+type Decided = { ok: true; msg: JsMsg; conversationId: string; line: Line } | { ok: false; msg: JsMsg; dead: ChatDeadLetter };
+
+/**
+ * One partition's events, written by this writer while it holds the partition's lease: a durable pull
+ * consumer read in stream order, batched (up to `maxEvents`, or what arrived within `maxWait`), written
+ * per conversation file, fsynced, and only then acknowledged. A batch that cannot be written (disk
+ * full, no permission, directory gone) is kept and retried, in order, until it can: nothing behind it
+ * is written first, and nothing is acknowledged that is not on disk. An event no writer can write goes
+ * to the dead-letter subject with the reason, and is acknowledged so it never blocks the others.
+ */
+export class PartitionWriter {
+  #messages: ConsumerMessages | undefined;
+  #buffer: JsMsg[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(
+    readonly partition: number,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly files: ConversationFiles,
+    private readonly settings: ChatLogConfig,
+    private readonly events: PartitionEvents,
+  ) {}
+
+  async start(): Promise<void> {
+    const name = chatConsumerName(this.partition);
+    await this.jsm.consumers.add(CHAT_STREAM, {
+      durable_name: name,
+      filter_subject: chatPartitionSubjects(this.partition),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(ACK_WAIT_MS),
+      // Events held unacknowledged: two batches, so the next one fills while one is written.
+      max_ack_pending: this.settings.batch.maxEvents * 2,
+    });
+    if (this.#stopped) return;
+    const consumer = await this.js.consumers.get(CHAT_STREAM, name);
+    this.#messages = await consumer.consume({ max_messages: this.settings.batch.maxEvents * 2, callback: (msg) => this.#arrived(msg) });
+  }
+
+  #arrived(msg: JsMsg): void {
+    if (this.#stopped) return;
+    this.#buffer.push(msg);
+    if (this.#flushing) return;
+    if (this.#buffer.length >= this.settings.batch.maxEvents) this.#flush();
+    else this.#timer ??= setTimeout(() => this.#flush(), this.settings.batch.maxWaitMs);
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#flushing || this.#buffer.length === 0) return;
+    const batch = this.#buffer.splice(0, this.settings.batch.maxEvents);
+    this.#flushing = this.#writeUntilDone(batch).finally(() => {
+      this.#flushing = undefined;
+      // What arrived meanwhile: at once if a batch is full, else after the usual wait.
+      if (this.#buffer.length >= this.settings.batch.maxEvents) this.#flush();
+      else if (this.#buffer.length > 0) this.#timer ??= setTimeout(() => this.#flush(), this.settings.batch.maxWaitMs);
+    });
+  }
+
+  /** Write a batch, retrying (and keeping its events from being delivered again) until it is on disk or we stop. */
+  async #writeUntilDone(batch: JsMsg[]): Promise<void> {
+    let wait = RETRY_MIN_MS;
+    let failed = false;
+    for (;;) {
+      try {
+        await this.#write(batch);
+        if (failed) this.events.failing(null);
+        return;
+      } catch (err) {
+        failed = true;
+        this.events.failing(err as Error);
+        if (this.#stopped) return;
+        for (const msg of batch) msg.working();
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(RETRY_MAX_MS, wait * 2);
+        if (this.#stopped) return;
+      }
+    }
+  }
+
+  async #write(batch: JsMsg[]): Promise<void> {
+    const decided = batch.map((msg) => this.#decide(msg));
+    // Dead letters first: published (and acknowledged by the stream) before their events are acknowledged.
+    for (const d of decided) {
+      if (d.ok) continue;
+      await this.js.publish(CHAT_DEAD_LETTER_SUBJECT, encodeJson(d.dead));
+    }
+    const byConversation = new Map<string, Line[]>();
+    const seen = new Set<string>();
+    let duplicates = 0;
+    for (const d of decided) {
+      if (!d.ok) continue;
+      // The same event twice in one batch (published twice outside the de-duplication window).
+      if (seen.has(d.line.id)) {
+        duplicates += 1;
+        continue;
+      }
+      seen.add(d.line.id);
+      const lines = byConversation.get(d.conversationId);
+      if (lines) lines.push(d.line);
+      else byConversation.set(d.conversationId, [d.line]);
+    }
+    let written = 0;
+    let fsyncMs = 0;
+    const results = await Promise.all([...byConversation].map(([conversationId, lines]) => this.files.append(conversationId, lines)));
+    for (const r of results) {
+      written += r.written;
+      duplicates += r.duplicates;
+      fsyncMs = Math.max(fsyncMs, r.fsyncMs);
+    }
+    for (const d of decided) d.msg.ack();
+    const dead = decided.filter((d) => !d.ok);
+    for (const d of dead) this.events.dead(d.dead.reason);
+    this.events.written({ events: written, duplicates, dead: dead.length, fsyncMs, redelivered: batch.filter((m) => m.redelivered).length });
+  }
+
+  /** A line to write, or why this event can never be written. */
+  #decide(msg: JsMsg): Decided {
+    const deadLetter = (reason: ChatDeadLetter["reason"], message: string): Decided => ({
+      ok: false,
+      msg,
+      dead: {
+        reason,
+        message,
+        subject: msg.subject,
+        sequence: msg.seq,
+        time: new Date().toISOString(),
+        data: Buffer.from(msg.data.subarray(0, DEAD_DATA_BYTES)).toString("base64"),
+        size: msg.data.length,
+      },
+    });
+    if (msg.data.length > this.settings.maxEventBytes)
+      return deadLetter("too_large", `the event is ${msg.data.length} bytes, above chatLog.maxEventBytes (${this.settings.maxEventBytes})`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(Buffer.from(msg.data).toString("utf8"));
+    } catch (err) {
+      return deadLetter("not_json", `not JSON: ${(err as Error).message}`);
+    }
+    const parsed = ChatEventSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(event)"}: ${i.message}`).join("; ");
+      return deadLetter("invalid_event", `not a chat event: ${issues}`);
+    }
+    const event = parsed.data;
+    // The subject names the conversation too: they must agree (and the partition must be this one).
+    const token = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
+    if (token !== event.conversationId || chatPartitionOf(event.conversationId) !== this.partition)
+      return deadLetter("wrong_subject", `published on ${msg.subject}, but the event's conversation is ${event.conversationId}`);
+    // The event as its producer wrote it (fields toolbus does not know included), on one line.
+    return { ok: true, msg, conversationId: event.conversationId, line: { id: event.id, text: JSON.stringify(raw) } };
+  }
+
+  /** Stop reading; the batch being written is finished (or, failing, left to be delivered again). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#messages?.close().catch(() => undefined);
+    await this.#flushing;
+    // Events read but not written go back to the stream: after ack_wait, or at once with a nak.
+    for (const msg of this.#buffer.splice(0)) msg.nak();
+  }
+}

@@ -1,0 +1,140 @@
+import { mkdir } from "node:fs/promises";
+import type { ChatLogConfig } from "@toolbus/config";
+import { CHAT_LEASES_BUCKET, CHAT_PARTITIONS, CHAT_STREAM, chatConsumerName } from "@toolbus/protocol";
+import { Leases, TOOLBUS_VERSION, addService, ensureChatStreams, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { ConversationFiles } from "./files.js";
+import { PartitionWriter } from "./partition.js";
+
+export interface ChatLogWriterOptions {
+  chatLog: ChatLogConfig;
+}
+
+export interface ChatLogWriterWorker extends Worker {
+  /** The partitions this replica writes now. */
+  partitions(): number[];
+  /** Events written, duplicates dropped, dead letters, since start. */
+  counts(): { written: number; duplicates: number; dead: number; batches: number };
+}
+
+const partitionKey = (p: number): string => `p${p}`;
+
+/**
+ * The chat-log writer: appends every event of stream TOOLBUS_CHAT to `<dir>/<conversation>.jsonl`,
+ * fsynced before it is acknowledged. Replicas share the partitions through leases in KV
+ * (`toolbus_chat_leases`), so each partition, and so each conversation, has one writer at a time and
+ * its lines are in the order they were published. Each replica registers with the services API as
+ * `toolbus-chat-log-writer`; it is not ready while it cannot write (the reason says why).
+ */
+export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWriterOptions): Promise<ChatLogWriterWorker> {
+  const { nc, metrics } = deps;
+  const settings = options.chatLog;
+  const log = deps.logger.child({ worker: "chat-log-writer", workerId: deps.workerId });
+  const jsm = await ensureChatStreams(nc, settings, log);
+  const js = nc.jetstream();
+  await mkdir(settings.dir, { recursive: true }).catch((err: unknown) =>
+    log.error({ dir: settings.dir, err: (err as Error).message }, "cannot create the chat-log directory"),
+  );
+  const files = new ConversationFiles(settings.dir, settings.batch.maxEvents * 2, settings.lockStaleMs, log);
+  const writers = new Map<number, PartitionWriter>();
+  const counts = { written: 0, duplicates: 0, dead: 0, batches: 0 };
+  /** Partitions whose writes fail, with the error: the worker is not ready while any does. */
+  const failing = new Map<number, string>();
+  let lastProblem: string | undefined;
+
+  const eventsOf = (partition: number) => ({
+    written: (c: { events: number; duplicates: number; dead: number; fsyncMs: number; redelivered: number }) => {
+      counts.written += c.events;
+      counts.duplicates += c.duplicates;
+      counts.dead += c.dead;
+      counts.batches += 1;
+      metrics.chatEventsWritten.inc(c.events);
+      metrics.chatBatches.inc();
+      if (c.duplicates > 0) metrics.chatDuplicatesDropped.inc(c.duplicates);
+      if (c.redelivered > 0) metrics.chatRedeliveries.inc(c.redelivered);
+      if (c.events > 0) metrics.chatFsyncSeconds.observe(c.fsyncMs / 1000);
+    },
+    failing: (err: Error | null) => {
+      if (err === null) {
+        failing.delete(partition);
+        if (failing.size === 0 && lastProblem !== undefined) {
+          log.info({ dir: settings.dir }, "chat-log writes work again");
+          lastProblem = undefined;
+        }
+        return;
+      }
+      const code = (err as NodeJS.ErrnoException).code ?? err.name;
+      metrics.chatWriteErrors.inc({ code });
+      const problem = `${code}: ${err.message}`;
+      failing.set(partition, problem);
+      // Once per change of state, not once per retry.
+      if (problem !== lastProblem) {
+        log.error({ dir: settings.dir, code, err: err.message }, "cannot write the chat log; events are kept in the stream and retried");
+        lastProblem = problem;
+      }
+    },
+    dead: (reason: string) => metrics.chatDeadLetters.inc({ reason }),
+  });
+
+  const onLease = async (name: string, owned: boolean): Promise<void> => {
+    const partition = Number(name.slice(1));
+    if (owned && !writers.has(partition)) {
+      const writer = new PartitionWriter(partition, js, jsm, files, settings, eventsOf(partition));
+      writers.set(partition, writer);
+      writer.start().catch((err: unknown) => log.error({ partition, err: (err as Error).message }, "could not start reading a chat partition"));
+    } else if (!owned) {
+      const writer = writers.get(partition);
+      writers.delete(partition);
+      failing.delete(partition);
+      // Another writer may write its files now: what we remember of them is no longer sure.
+      files.forget();
+      await writer?.stop();
+    }
+  };
+  const names = Array.from({ length: CHAT_PARTITIONS }, (_, p) => partitionKey(p));
+  const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true);
+  await leases.start();
+
+  const service = await addService(nc, {
+    name: "toolbus-chat-log-writer",
+    version: TOOLBUS_VERSION,
+    description: "toolbus chat-log writer: JetStream TOOLBUS_CHAT to JSONL files",
+    workerId: deps.workerId,
+    metadata: { dir: settings.dir },
+  });
+  const pendingTimer = setInterval(() => {
+    void Promise.all(
+      [...writers.keys()].map((p) =>
+        jsm.consumers
+          .info(CHAT_STREAM, chatConsumerName(p))
+          .then((i) => i.num_pending + i.num_ack_pending)
+          .catch(() => 0),
+      ),
+    ).then((pending) => metrics.chatPending.set(pending.reduce((a, b) => a + b, 0)));
+  }, 5_000);
+  pendingTimer.unref();
+  log.info({ dir: settings.dir, partitions: [...writers.keys()].sort((a, b) => a - b) }, "chat-log writer started");
+
+  let stopping: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  return {
+    name: "chat-log-writer",
+    partitions: () => [...writers.keys()].sort((a, b) => a - b),
+    counts: () => ({ ...counts }),
+    notReady: () => [...new Set(failing.values())].map((problem) => `chat-log writer cannot write ${settings.dir}: ${problem}`),
+    stop: () => {
+      stopping ??= (async () => {
+        clearInterval(pendingTimer);
+        await service.stop();
+        // Finish the batches being written, then hand the partitions over at once.
+        await Promise.allSettled([...writers.values()].map((w) => w.stop()));
+        writers.clear();
+        await leases.stop();
+        log.info("chat-log writer stopped");
+        resolveStopped();
+      })();
+      return stopping;
+    },
+    stopped,
+  };
+}
