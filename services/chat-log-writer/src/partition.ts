@@ -53,13 +53,28 @@ export class PartitionWriter {
     private readonly events: PartitionEvents,
   ) {}
 
+  /**
+   * Start reading, from the first event not acknowledged. The consumer is made afresh from its ack
+   * floor: events delivered to a previous reader that died (or to us before NATS went away) would
+   * otherwise come back only after the ack wait, behind later ones, and be written out of order.
+   * Those of them already written are the files' last lines, which `ConversationFiles` recognises.
+   */
   async start(): Promise<void> {
     const name = chatConsumerName(this.partition);
+    let startSeq = 1;
+    try {
+      const info = await this.jsm.consumers.info(CHAT_STREAM, name);
+      startSeq = info.ack_floor.stream_seq + 1;
+      await this.jsm.consumers.delete(CHAT_STREAM, name);
+    } catch (err) {
+      if (!/consumer not found/i.test((err as Error).message)) throw err;
+    }
     await this.jsm.consumers.add(CHAT_STREAM, {
       durable_name: name,
       filter_subject: chatPartitionSubjects(this.partition),
       ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: startSeq,
       ack_wait: nanos(ACK_WAIT_MS),
       // Events held unacknowledged: two batches, so the next one fills while one is written.
       max_ack_pending: this.settings.batch.maxEvents * 2,
@@ -67,6 +82,21 @@ export class PartitionWriter {
     if (this.#stopped) return;
     const consumer = await this.js.consumers.get(CHAT_STREAM, name);
     this.#messages = await consumer.consume({ max_messages: this.settings.batch.maxEvents * 2, callback: (msg) => this.#arrived(msg) });
+  }
+
+  /**
+   * Read again from the ack floor (after NATS came back: what was delivered meanwhile was lost on the
+   * way, and acknowledgements sent meanwhile may be too). The batch being written is finished first.
+   */
+  async restart(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#messages?.close().catch(() => undefined);
+    this.#messages = undefined;
+    await this.#flushing;
+    // Delivered again from the floor: dropping them here loses nothing.
+    this.#buffer = [];
+    if (!this.#stopped) await this.start();
   }
 
   #arrived(msg: JsMsg): void {

@@ -101,6 +101,15 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     workerId: deps.workerId,
     metadata: { dir: settings.dir },
   });
+  // NATS came back: every partition reads again from its ack floor (see PartitionWriter.restart).
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type !== "reconnect") continue;
+      log.info("NATS reconnected; reading every partition again from its last acknowledged event");
+      for (const [partition, w] of writers)
+        void w.restart().catch((err: unknown) => log.error({ partition, err: (err as Error).message }, "could not restart reading a chat partition"));
+    }
+  })();
   const pendingTimer = setInterval(() => {
     void Promise.all(
       [...writers.keys()].map((p) =>
