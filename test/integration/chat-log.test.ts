@@ -1,9 +1,18 @@
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startChatLogWriter, type ChatLogWriterWorker } from "@toolbus/chat-log-writer";
 import { ToolbusClient } from "@toolbus/client";
-import { CHAT_DEAD_LETTER_SUBJECT, ChatDeadLetterSchema, chatFileName, chatSubject, conversationOfFile, type ChatDeadLetter } from "@toolbus/protocol";
+import {
+  CHAT_DEAD_LETTER_SUBJECT,
+  ChatDeadLetterSchema,
+  chatFileName,
+  chatPartitionOf,
+  chatSubject,
+  conversationOfFile,
+  type ChatDeadLetter,
+} from "@toolbus/protocol";
 import { connectNats, createLogger, createMetrics, newWorkerId } from "@toolbus/runtime";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { removeTempDirs, tempDir, testConfig, waitFor } from "../helpers/toolbus.js";
@@ -149,6 +158,81 @@ describe("chat-log writer", () => {
       expect(readdirSync(dir).filter((f) => f.endsWith(".jsonl"))).toEqual([chatFileName(conversationId)]);
     } finally {
       sub.unsubscribe();
+      await client.close();
+    }
+  });
+
+  it("disk full, then read-only: nothing acknowledged that is not on disk, a clear reason, whole lines; it resumes by itself", async () => {
+    const dir = tempDir("toolbus-chat-full-");
+    // A 128 KiB tmpfs of our own (root): full after a hundred or so 1 KiB events.
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=128k", "tmpfs", dir]);
+    try {
+      const w = await writer(dir, { batch: { maxEvents: 50, maxWait: "5ms" } });
+      const client = await ToolbusClient.connect({ servers: nats.url });
+      const ids: string[] = [];
+      const publish = async (n: number) => {
+        for (let i = 0; i < n; i++)
+          ids.push((await client.publishChatEvent({ conversationId: "full", type: "user_message", payload: { text: "x".repeat(1000) } })).id);
+      };
+      try {
+        await publish(300);
+        await waitFor("the writer to report the full disk", () => w.notReady().some((r) => /ENOSPC/.test(r)), 10_000);
+        expect(w.notReady()[0]).toMatch(new RegExp(`chat-log writer cannot write ${dir}: ENOSPC`));
+        const before = readLogs(dir).get("full") ?? [];
+        expect(before.length).toBeLessThan(300);
+        expect(before.map((l) => l.id)).toEqual(ids.slice(0, before.length));
+        // Still not acknowledged: the stream holds them.
+        const info = await (await client.nc.jetstreamManager()).consumers.info("TOOLBUS_CHAT", `chat-log-writer-${chatPartitionOf("full")}`);
+        expect(info.num_ack_pending + info.num_pending).toBeGreaterThan(0);
+
+        // Space again: everything is written, once, in order.
+        execFileSync("mount", ["-o", "remount,size=4m", dir]);
+        await waitFor("the writer to catch up", () => (readLogs(dir).get("full")?.length ?? 0) === 300, 15_000);
+        expect(
+          readLogs(dir)
+            .get("full")!
+            .map((l) => l.id),
+        ).toEqual(ids);
+        await waitFor("ready again", () => w.notReady().length === 0, 5_000);
+
+        // Read-only: the same, with EROFS.
+        execFileSync("mount", ["-o", "remount,ro", dir]);
+        await publish(20);
+        await waitFor("the writer to report the read-only directory", () => w.notReady().some((r) => /EROFS/.test(r)), 10_000);
+        execFileSync("mount", ["-o", "remount,rw", dir]);
+        await waitFor("the writer to catch up", () => (readLogs(dir).get("full")?.length ?? 0) === 320, 15_000);
+        expect(
+          readLogs(dir)
+            .get("full")!
+            .map((l) => l.id),
+        ).toEqual(ids);
+        expect(w.notReady()).toEqual([]);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      for (const stop of stops.splice(0).reverse()) await stop();
+      execFileSync("umount", [dir]);
+    }
+  });
+
+  it("a directory removed under it is made again; nothing is lost", async () => {
+    const dir = join(tempDir("toolbus-chat-gone-"), "logs");
+    await writer(dir);
+    const client = await ToolbusClient.connect({ servers: nats.url });
+    try {
+      const first = await client.publishChatEvent({ conversationId: "gone", type: "user_message", payload: {} });
+      await waitFor("the first event", () => (readLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
+      rmSync(dir, { recursive: true, force: true });
+      const second = await client.publishChatEvent({ conversationId: "gone", type: "user_message", payload: {} });
+      await waitFor("the second event, in a new directory", () => existsSync(dir) && (readLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
+      expect(
+        readLogs(dir)
+          .get("gone")!
+          .map((l) => l.id),
+      ).toEqual([second.id]);
+      expect(first.id < second.id).toBe(true);
+    } finally {
       await client.close();
     }
   });
