@@ -16,3 +16,4 @@ export type { Admitted, AdmitLimits } from "./admit.js";
 export { cacheKeyFor } from "./cache-key.js";
 export { Leases, LEASE_MS } from "./leases.js";
 export { ensureChatStreams } from "./chat-stream.js";
+export { ChatEmitter } from "./chat-emitter.js";

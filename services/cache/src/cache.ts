@@ -2,6 +2,8 @@ import type { Msg, MsgHdrs, Subscription } from "nats";
 import type { ToolbusConfig } from "@toolbus/config";
 import {
   BackendChangedSchema,
+  CONVERSATION_ID_PATTERN,
+  ChatEventType,
   CacheInvalidateRequestSchema,
   CacheInvalidatedSchema,
   CacheSetHeadSchema,
@@ -25,7 +27,7 @@ import {
   type CacheStatus,
   type ErrorReply,
 } from "@toolbus/protocol";
-import { InFlight, TOOLBUS_VERSION, addService, cacheKeyFor, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { ChatEmitter, InFlight, TOOLBUS_VERSION, addService, cacheKeyFor, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { Acks } from "./acks.js";
 import { MemoryTier, SharedTier, type Entry } from "./tiers.js";
 
@@ -35,6 +37,14 @@ const LOOKUP_MARGIN_MS = 5;
 const REPURGE_AFTER_MS = 1_000;
 /** Invalidation marks kept before old ones are pruned. */
 const MAX_INVALIDATION_MARKS = 10_000;
+
+/** What a lookup needs of a tool-call request. */
+interface LookupRequest {
+  backend: string;
+  tool: string;
+  arguments: Record<string, unknown>;
+  conversationId?: string;
+}
 
 export interface CacheOptions {
   config: ToolbusConfig;
@@ -67,6 +77,7 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
   const memory = new MemoryTier(settings);
   const shared = settings.shared.enabled ? await SharedTier.open(nc, settings.shared, log) : undefined;
   const acks = new Acks(nc);
+  const chat = new ChatEmitter(nc, log, metrics, { worker: "cache", workerId: deps.workerId });
   const inFlight = new InFlight();
   const maxPayload = (): number => maxPayloadOf(nc);
   const counts = { l1: 0, l2: 0, misses: 0, stores: 0 };
@@ -80,10 +91,25 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
   const hitL2 = metrics.cacheLookups.labels("l2");
   const miss = metrics.cacheLookups.labels("miss");
 
-  /** Answer a hit: the stored result pasted into a reply, never parsed. */
-  function answerHit(replyTo: string, backend: string, entry: Entry, tier: "l1" | "l2", started: number): void {
-    const meta = JSON.stringify({ backend, endpoint: entry.endpoint, attempts: 0, cached: tier, durationMs: monotonicNow() - started });
-    nc.publish(replyTo, encoder.encode(`{"ok":true,"result":${entry.result},"meta":${meta}}`));
+  /**
+   * Answer a hit: the stored result pasted into a reply, never parsed (unless the call names a
+   * conversation: then it is logged there, as the caller would have).
+   */
+  function answerHit(replyTo: string, request: LookupRequest, h: MsgHdrs, entry: Entry, tier: "l1" | "l2", started: number): void {
+    const meta = { backend: request.backend, endpoint: entry.endpoint, attempts: 0, cached: tier, durationMs: monotonicNow() - started };
+    nc.publish(replyTo, encoder.encode(`{"ok":true,"result":${entry.result},"meta":${JSON.stringify(meta)}}`));
+    const conversationId = request.conversationId;
+    if (conversationId) {
+      const requestId = h.get(Headers.RequestId);
+      chat.emit(conversationId, ChatEventType.tool_call, { backend: request.backend, tool: request.tool, arguments: request.arguments, requestId });
+      chat.emit(conversationId, ChatEventType.tool_result, {
+        backend: request.backend,
+        tool: request.tool,
+        requestId,
+        result: JSON.parse(entry.result) as unknown,
+        meta,
+      });
+    }
   }
 
   function answerError(replyTo: string, reply: ErrorReply): void {
@@ -120,7 +146,7 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
       if (entry) {
         counts.l1 += 1;
         hitL1.inc();
-        answerHit(replyTo, request.backend, entry, "l1", started);
+        answerHit(replyTo, request, h, entry, "l1", started);
         return done();
       }
     }
@@ -133,7 +159,7 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
           counts.l2 += 1;
           hitL2.inc();
           memory.set(key, entry);
-          answerHit(replyTo, request.backend, entry, "l2", started);
+          answerHit(replyTo, request, h, entry, "l2", started);
           return done();
         }
         forward(msg, h, replyTo, request.backend, budget.deadline, key, done);
@@ -145,13 +171,14 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
    * What a lookup needs of the body, without the full schema: the router has validated it, and a body
    * that does not match its key is never answered from the cache (its caller validates it fully).
    */
-  function lookupRequest(data: Uint8Array): { backend: string; tool: string; arguments: Record<string, unknown> } | undefined {
-    const body = parseJsonOrUndefined(data) as { backend?: unknown; tool?: unknown; arguments?: unknown } | undefined;
+  function lookupRequest(data: Uint8Array): LookupRequest | undefined {
+    const body = parseJsonOrUndefined(data) as { backend?: unknown; tool?: unknown; arguments?: unknown; conversationId?: unknown } | undefined;
     if (typeof body !== "object" || body === null || typeof body.backend !== "string" || !isBackendName(body.backend) || typeof body.tool !== "string")
       return undefined;
     const args = body.arguments ?? {};
     if (typeof args !== "object" || args === null || Array.isArray(args)) return undefined;
-    return { backend: body.backend, tool: body.tool, arguments: args as Record<string, unknown> };
+    const conversationId = typeof body.conversationId === "string" && CONVERSATION_ID_PATTERN.test(body.conversationId) ? body.conversationId : undefined;
+    return { backend: body.backend, tool: body.tool, arguments: args as Record<string, unknown>, ...(conversationId ? { conversationId } : {}) };
   }
 
   /**
@@ -373,6 +400,7 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
         await service.stop();
         await inFlight.idle(graceMs);
         acks.flush();
+        await chat.close();
         await Promise.allSettled(subscriptions.map((s) => s.drain()));
         memory.clear();
         log.info("cache stopped");

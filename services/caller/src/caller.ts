@@ -1,8 +1,9 @@
 import type { Msg } from "nats";
 import { checkToolCall } from "@toolbus/tool-index";
-import { cacheRule, type BackendConfig, type CacheConfig, type ToolbusConfig } from "@toolbus/config";
+import { cacheRule, type BackendConfig, type CacheConfig, type ChatLogConfig, type ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
+  ChatEventType,
   ErrorCode,
   Headers,
   ToolCallRequestSchema,
@@ -25,8 +26,10 @@ import {
   TOOLBUS_VERSION,
   addService,
   admitRequest,
+  ChatEmitter,
   answerInternal,
   cacheKeyFor,
+  ensureChatStreams,
   maxPayloadOf,
   respondJson,
   type Logger,
@@ -56,6 +59,8 @@ export interface CallerOptions {
   heartbeatMs: number;
   /** Which calls share a flight and are offered to the cache; without it, none. */
   cache?: CacheConfig;
+  /** The chat stream's settings: the caller creates it at start if it is missing (it logs calls that name a conversation). */
+  chatLog?: ChatLogConfig;
 }
 
 export interface CallerWorker extends Worker {
@@ -158,6 +163,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const finish = replyAndCount(deps, backend.name, maxPayload);
   const cacheSettings = options.cache?.enabled ? options.cache : undefined;
   const flights = new SingleFlight();
+  const chat = new ChatEmitter(nc, log, deps.metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
   const joins = deps.metrics.singleFlightJoins.labels(backend.name);
 
   async function handleCall(msg: Msg): Promise<void> {
@@ -168,11 +174,24 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     if (request.backend !== backend.name) {
       return finish(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}", the body names "${request.backend}"`), started);
     }
+    // A call that names a conversation is logged in it: what was asked, then what came of it.
+    const conversationId = request.conversationId;
+    const answer = (reply: CallReply): void => {
+      finish(msg, reply, started);
+      if (conversationId) chat.emit(conversationId, ...outcomeEvent(request.tool, admitted.requestId, reply));
+    };
+    if (conversationId)
+      chat.emit(conversationId, ChatEventType.tool_call, {
+        backend: backend.name,
+        tool: request.tool,
+        arguments: request.arguments,
+        requestId: admitted.requestId,
+      });
     // Until the tool list is known (backend down since start) calls go on unchecked: the backend checks.
     const index = tools.index;
     if (index) {
       const problem = checkToolCall(index, request);
-      if (problem) return finish(msg, problem, started);
+      if (problem) return answer(problem);
     }
     const controller = calls.start(admitted.requestId, admitted.deadline - monotonicNow() - REPLY_MARGIN_MS);
     try {
@@ -190,7 +209,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
         if (shared.led && msg.headers?.get(Headers.CacheKey) === key) offer(key, request.tool, rule!.ttlMs, reply, started);
       }
       if (!reply.ok) log.warn({ requestId: admitted.requestId, tool: request.tool, code: reply.error.code, err: reply.error.message }, "tool call failed");
-      finish(msg, reply, started);
+      answer(reply);
     } finally {
       calls.end(controller);
     }
@@ -232,6 +251,10 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
 
   // Before the endpoints connect: one that moved is reached where it is now, not where the config says.
   await health.fromKv();
+  if (options.chatLog)
+    await ensureChatStreams(nc, options.chatLog, log).catch((err: unknown) =>
+      log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); calls that name a conversation are not logged"),
+    );
   launched?.start();
   for (const endpoint of endpoints) endpoint.start();
 
@@ -277,6 +300,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
           await inFlight.idle(1_000);
         }
         presence.stopCancels();
+        await chat.close();
         policy.close();
         await Promise.allSettled(endpoints.map((e) => e.close()));
         await launched?.stop();
@@ -322,4 +346,11 @@ function replyAndCount(deps: WorkerDeps, backend: string, maxPayload: () => numb
       metrics.duration.observe(labels, seconds);
     }
   };
+}
+
+/** The chat event that ends a logged call: its result, or the error it ended with. */
+export function outcomeEvent(tool: string, requestId: string, reply: CallReply): [string, unknown] {
+  return reply.ok
+    ? [ChatEventType.tool_result, { backend: reply.meta.backend, tool, requestId, result: reply.result, meta: reply.meta }]
+    : [ChatEventType.error, { tool, requestId, error: reply.error }];
 }

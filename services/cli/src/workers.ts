@@ -24,7 +24,7 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
     throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
   return startCaller(
     { ...deps, workerId: newWorkerId(`caller-${backend}`) },
-    { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs, cache: config.cache },
+    { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs, cache: config.cache, chatLog: config.chatLog },
   );
 }
 

@@ -1,0 +1,91 @@
+import type { NatsConnection } from "nats";
+import { chatSubject, encodeJson, newEventId, type ChatEvent } from "@toolbus/protocol";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+
+/** Events waiting to be stored, across conversations: past this, new ones are dropped (and counted). */
+const MAX_QUEUED = 10_000;
+/** Attempts per event, 100 ms apart and doubling: about 3 s in all before it is dropped. */
+const ATTEMPTS = 5;
+const FIRST_RETRY_MS = 100;
+const PUBLISH_TIMEOUT_MS = 2_000;
+
+/**
+ * Publishes the chat events of tool calls (tool_call, tool_result, error) in the background: a call
+ * never waits for its log, and never fails because the log is unavailable. Each conversation's events
+ * are stored one after the other, in the order emitted; an event that cannot be stored after a few
+ * attempts (the stream is missing, JetStream is away) is dropped, counted, and logged once per outage.
+ */
+export class ChatEmitter {
+  /** Per conversation: the end of its chain of publishes. */
+  readonly #tails = new Map<string, Promise<void>>();
+  #queued = 0;
+  #failing = false;
+  #closed = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    /** Added to every event's `meta` (who emitted it). */
+    private readonly source: Record<string, unknown>,
+  ) {}
+
+  /** Events waiting to be stored. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  emit(conversationId: string, type: string, payload: unknown): void {
+    if (this.#closed || this.#queued >= MAX_QUEUED) {
+      this.metrics.chatEventsDropped.inc();
+      return;
+    }
+    const event: ChatEvent = { id: newEventId(), conversationId, type, timestamp: new Date().toISOString(), payload, meta: this.source };
+    this.#queued += 1;
+    const previous = this.#tails.get(conversationId) ?? Promise.resolve();
+    const tail = previous.then(() => this.#store(event)).finally(() => (this.#queued -= 1));
+    this.#tails.set(conversationId, tail);
+    void tail.then(() => {
+      if (this.#tails.get(conversationId) === tail) this.#tails.delete(conversationId);
+    });
+  }
+
+  async #store(event: ChatEvent): Promise<void> {
+    const data = encodeJson(event);
+    let wait = FIRST_RETRY_MS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // The event id is the de-duplication id: a retry of a publish that did land is stored once.
+        await this.nc.jetstream().publish(chatSubject(event.conversationId), data, { msgID: event.id, timeout: PUBLISH_TIMEOUT_MS });
+        if (this.#failing) {
+          this.#failing = false;
+          this.log.info("chat events are stored again");
+        }
+        return;
+      } catch (err) {
+        if (attempt >= ATTEMPTS || this.#closed) {
+          this.metrics.chatEventsDropped.inc();
+          if (!this.#failing) {
+            this.#failing = true;
+            this.log.warn(
+              { err: (err as Error).message, conversationId: event.conversationId },
+              "chat events cannot be stored (is stream TOOLBUS_CHAT there?); dropping them",
+            );
+          }
+          return;
+        }
+        await new Promise((r) => setTimeout(r, wait));
+        wait *= 2;
+      }
+    }
+  }
+
+  /** Wait (at most `timeoutMs`) for the events emitted so far to be stored; then drop the rest. */
+  async close(timeoutMs = 2_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.#tails.values()]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+    this.#closed = true;
+  }
+}

@@ -1,0 +1,74 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chatFileName } from "@toolbus/protocol";
+import type { RouterWorker } from "@toolbus/router";
+import { faultStdio, everythingStdio } from "../helpers/mcp.js";
+import { removeTempDirs, startStack, tempDir, waitFor, type Stack } from "../helpers/toolbus.js";
+
+describe("tool calls that name a conversation are logged in it", () => {
+  let stack: Stack;
+  let dir: string;
+
+  const lines = (conversation: string): Array<{ type: string; timestamp: string; payload: Record<string, unknown>; conversationId: string }> => {
+    const file = join(dir, chatFileName(conversation));
+    if (!existsSync(file)) return [];
+    return readFileSync(file, "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l));
+  };
+
+  beforeAll(async () => {
+    dir = tempDir("toolbus-chat-calls-");
+    stack = await startStack({
+      cache: { enabled: true },
+      chatLog: { enabled: true, dir },
+      backends: { fault: { ...faultStdio(), breaker: { volume: 100 }, retry: { maxRetries: 0 } }, everything: everythingStdio() },
+    });
+    await waitFor("the router to see the cache", () => (stack.toolbus.workers.find((w) => w.name === "router") as RouterWorker).cache!.available());
+  });
+  afterAll(async () => {
+    await stack?.[Symbol.asyncDispose]();
+    removeTempDirs();
+  });
+
+  it("through the router: tool_call then tool_result (or error), UTC timestamps; a call without one logs nothing", async () => {
+    const { client } = stack;
+    await client.callTool("fault", "flaky-unsafe", { id: "logged", failures: 0 }, { timeoutMs: 5_000, conversationId: "conv-A" });
+    await expect(client.callTool("fault", "rpc-error", {}, { timeoutMs: 5_000, conversationId: "conv-A" })).rejects.toMatchObject({ code: "BACKEND_ERROR" });
+    await client.callTool("everything", "get-sum", { a: 2, b: 3 }, { timeoutMs: 5_000, conversationId: "conv-A" });
+    await client.callTool("fault", "flaky-unsafe", { id: "unlogged", failures: 0 }, { timeoutMs: 5_000 });
+    await waitFor("six lines", () => lines("conv-A").length >= 6, 10_000);
+    const log = lines("conv-A");
+    expect(log.map((l) => l.type)).toEqual(["tool_call", "tool_result", "tool_call", "error", "tool_call", "tool_result"]);
+    expect(log[0]!.payload).toMatchObject({ backend: "fault", tool: "flaky-unsafe", arguments: { id: "logged", failures: 0 } });
+    expect(log[1]!.payload).toMatchObject({ tool: "flaky-unsafe", result: { content: [{ type: "text", text: "flaky logged: attempt 1 succeeded" }] } });
+    expect(log[3]!.payload).toMatchObject({ tool: "rpc-error", error: { code: "BACKEND_ERROR" } });
+    expect(log[5]!.payload).toMatchObject({ backend: "everything", tool: "get-sum" });
+    for (const line of log) {
+      expect(line.conversationId).toBe("conv-A");
+      expect(line.timestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    }
+    // The call that named no conversation is in no file.
+    expect(readFileSync(join(dir, chatFileName("conv-A")), "utf8")).not.toMatch(/unlogged/);
+  });
+
+  it("a call answered by the cache is logged too, with meta.cached", async () => {
+    const { client } = stack;
+    const call = () => client.callTool("fault", "echo", { message: "cached and logged" }, { timeoutMs: 5_000, conversationId: "conv-B" });
+    await call();
+    await waitFor("the hit", async () => (await call()).meta.cached === "l1");
+    await waitFor("the hit's lines", () => lines("conv-B").some((l) => (l.payload.meta as { cached?: unknown } | undefined)?.cached === "l1"), 10_000);
+    const log = lines("conv-B");
+    expect(log.length % 2).toBe(0);
+    for (let i = 0; i < log.length; i += 2) expect([log[i]!.type, log[i + 1]!.type]).toEqual(["tool_call", "tool_result"]);
+  });
+
+  it("a conversation id that cannot be a file name is refused with the call, before anything runs", async () => {
+    await expect(stack.client.callTool("fault", "echo", { message: "x" }, { timeoutMs: 5_000, conversationId: "../../etc" })).rejects.toMatchObject({
+      code: "BAD_REQUEST",
+      message: expect.stringMatching(/conversationId/),
+    });
+  });
+});
