@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chatFileName } from "@toolbus/protocol";
 import type { RouterWorker } from "@toolbus/router";
 import { faultStdio, everythingStdio } from "../helpers/mcp.js";
-import { removeTempDirs, startStack, tempDir, waitFor, type Stack } from "../helpers/toolbus.js";
+import { removeTempDirs, startStack, tempDir, toolbusCommand, waitFor, type Stack } from "../helpers/toolbus.js";
 
 describe("tool calls that name a conversation are logged in it", () => {
   let stack: Stack;
@@ -52,6 +52,28 @@ describe("tool calls that name a conversation are logged in it", () => {
     }
     // The call that named no conversation is in no file.
     expect(readFileSync(join(dir, chatFileName("conv-A")), "utf8")).not.toMatch(/unlogged/);
+  });
+
+  it("`toolbus chat-log tail` reads the stream, `toolbus chat-log show` the file", async () => {
+    const tail = await toolbusCommand(["--nats", stack.nats.url, "chat-log", "tail", "conv-A"]);
+    expect(tail.stderr).toBe("");
+    expect(tail.code).toBe(0);
+    const tailed = tail.stdout.trim().split("\n");
+    expect(tailed.map((l) => l.split(/\s+/)[1])).toEqual(["tool_call", "tool_result", "tool_call", "error", "tool_call", "tool_result"]);
+    expect(tailed[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  tool_call +\{"backend":"fault","tool":"flaky-unsafe"/);
+    const show = await toolbusCommand(["chat-log", "show", "conv-A", "--dir", dir, "--json"]);
+    expect(show.code).toBe(0);
+    expect(
+      show.stdout
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { type: string }).type),
+    ).toEqual(tailed.map((l) => l.split(/\s+/)[1]));
+    const missing = await toolbusCommand(["chat-log", "show", "nobody", "--dir", dir]);
+    expect(missing.code).toBe(4);
+    expect(missing.stderr).toMatch(/cannot read .*nobody\.jsonl: ENOENT/);
+    const bad = await toolbusCommand(["chat-log", "tail", "../etc", "--nats", stack.nats.url]);
+    expect(bad.code).toBe(2);
   });
 
   it("a call answered by the cache is logged too, with meta.cached", async () => {

@@ -3,10 +3,12 @@
  * `status`, `health`).
  * This is the only place that reads process.env and process.argv.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type CacheStatus, type HealthEvent } from "@toolbus/client";
 import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
+import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject } from "@toolbus/protocol";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
 import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
@@ -360,6 +362,79 @@ program
         }
       }
     });
+  });
+
+/** A chat event as one line for a person: time, type, then the payload (clipped). */
+function chatLine(event: { timestamp?: unknown; type?: unknown; payload?: unknown }): string {
+  const payload = JSON.stringify(event.payload ?? null);
+  return `${String(event.timestamp)}  ${String(event.type).padEnd(17)} ${clip(payload, 200)}`;
+}
+
+const chatLog = program.command("chat-log").description("the chat log: events of conversations (stream TOOLBUS_CHAT, and the writer's JSONL files)");
+chatLog
+  .command("tail")
+  .description("print a conversation's events from the stream (works from any machine); -f keeps following")
+  .argument("<conversation>", "conversation id")
+  .option("-f, --follow", "keep printing new events until Ctrl-C")
+  .option("--json", "print each event as a JSON line")
+  .action(async (conversation: string, opts: { follow?: boolean; json?: boolean }) => {
+    if (!CONVERSATION_ID_PATTERN.test(conversation))
+      program.error(`invalid conversation id ${JSON.stringify(conversation)}: ${CONVERSATION_ID_PATTERN}`, { exitCode: ExitCode.USAGE });
+    const cfg = config();
+    await withClient(cfg, async (client) => {
+      const subject = chatSubject(conversation);
+      let stored: number;
+      try {
+        const info = await (await client.nc.jetstreamManager()).streams.info(CHAT_STREAM, { subjects_filter: subject });
+        stored = info.state.subjects?.[subject] ?? 0;
+      } catch (err) {
+        process.stderr.write(`toolbus: no chat stream ${CHAT_STREAM} (${(err as Error).message}); is a chat-log writer running?\n`);
+        process.exitCode = ExitCode.FAILED;
+        return;
+      }
+      if (stored === 0 && !opts.follow) return;
+      const consumer = await client.nc.jetstream().consumers.get(CHAT_STREAM, { filterSubjects: subject });
+      const messages = await consumer.consume();
+      const signalled = opts.follow ? untilSignal().then(() => messages.close()) : undefined;
+      for await (const msg of messages) {
+        const text = new TextDecoder().decode(msg.data);
+        if (opts.json) process.stdout.write(`${text}\n`);
+        else {
+          try {
+            process.stdout.write(`${chatLine(JSON.parse(text) as Record<string, unknown>)}\n`);
+          } catch {
+            process.stdout.write(`(not JSON: ${clip(text, 200)})\n`);
+          }
+        }
+        if (!opts.follow && msg.info.pending === 0) break;
+      }
+      await messages.close().catch(() => undefined);
+      void signalled;
+    });
+  });
+chatLog
+  .command("show")
+  .description("print a conversation's log file (what the writer has written: fsynced events)")
+  .argument("<conversation>", "conversation id")
+  .option("--dir <dir>", "the writer's directory (default: chatLog.dir of the config)")
+  .option("--json", "print the file's lines as they are")
+  .action(async (conversation: string, opts: { dir?: string; json?: boolean }) => {
+    if (!CONVERSATION_ID_PATTERN.test(conversation))
+      program.error(`invalid conversation id ${JSON.stringify(conversation)}: ${CONVERSATION_ID_PATTERN}`, { exitCode: ExitCode.USAGE });
+    const dir = opts.dir ?? config().chatLog.dir;
+    const file = join(dir, chatFileName(conversation));
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      process.stderr.write(`toolbus: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+      process.exit(ExitCode.FAILED);
+    }
+    for (const line of text.split("\n")) {
+      if (line === "") continue;
+      if (opts.json) process.stdout.write(`${line}\n`);
+      else process.stdout.write(`${chatLine(JSON.parse(line) as Record<string, unknown>)}\n`);
+    }
   });
 
 /** Whether an endpoint in this state serves calls: `toolbus health` exits 0 only when all do. */
