@@ -14,6 +14,7 @@ import {
   type ChatDeadLetter,
 } from "@toolbus/protocol";
 import { connectNats, createLogger, createMetrics, newWorkerId } from "@toolbus/runtime";
+import { newEventId } from "@toolbus/client";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { removeTempDirs, tempDir, testConfig, waitFor } from "../helpers/toolbus.js";
 
@@ -232,6 +233,46 @@ describe("chat-log writer", () => {
           .map((l) => l.id),
       ).toEqual([second.id]);
       expect(first.id < second.id).toBe(true);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("NATS restarted while events are written: every acknowledged event is in its file once, in order", async () => {
+    const dir = tempDir("toolbus-chat-restart-");
+    await writer(dir, { batch: { maxEvents: 100, maxWait: "5ms" } });
+    const client = await ToolbusClient.connect({ servers: nats.url });
+    const acked = new Map<string, string[]>();
+    let publishing = true;
+    try {
+      const lanes = Array.from({ length: 4 }, async (_, lane) => {
+        const conversationId = `restart-${lane}`;
+        const ids: string[] = [];
+        acked.set(conversationId, ids);
+        while (publishing) {
+          // The same id until it is stored: a publish whose ack was lost is stored once (de-duplication).
+          const id = newEventId();
+          for (;;) {
+            try {
+              await client.publishChatEvent({ id, conversationId, type: "user_message", payload: { n: ids.length } }, { timeoutMs: 1_000 });
+              break;
+            } catch {
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
+          ids.push(id);
+        }
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      await nats.stop();
+      await new Promise((r) => setTimeout(r, 1_000));
+      await nats.start();
+      await new Promise((r) => setTimeout(r, 1_500));
+      publishing = false;
+      await Promise.all(lanes);
+      await waitFor("every acknowledged event on disk", () => [...acked].every(([c, ids]) => (readLogs(dir).get(c)?.length ?? 0) >= ids.length), 20_000);
+      const logs = readLogs(dir);
+      for (const [conversation, ids] of acked) expect(logs.get(conversation)!.map((l) => l.id)).toEqual(ids);
     } finally {
       await client.close();
     }
