@@ -6,7 +6,8 @@
  * by the router's subject and straight to the caller's. Sequential calls and 64 in flight; p50/p95/p99
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
  * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows
- * (`--only recovery`: the recovery figures alone, see recovery.ts; `--only cache`: the cache rows).
+ * (`--only recovery`: the recovery figures alone, see recovery.ts; `--only "router → cache"`: the cache rows;
+ * `--only chat`: the chat-log writer's figures, see chat.ts).
  * Rows other than the cache's bypass the cache, so they measure the path to the backend.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -17,6 +18,7 @@ import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 import { zipfBench, type ZipfFigures } from "./cache.js";
+import { chatBench, type ChatFigures } from "./chat.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -144,6 +146,7 @@ async function main(): Promise<void> {
   const policiesOff: Row[] = [];
   const rejections: Array<{ code: string; callerP99AtMostMs: number | undefined } & Stats> = [];
   let zipf: ZipfFigures | undefined;
+  let chat: ChatFigures | undefined;
   const args = { message: "bench" };
   try {
     {
@@ -213,6 +216,17 @@ async function main(): Promise<void> {
           ),
         );
         zipf = await zipfBench(client, "stdio", smoke ? 500 : quick ? 5_000 : 20_000, IN_FLIGHT);
+      }
+      if ("toolbus router → stdio, logged in a conversation".includes(only) || only === "") {
+        // The same calls as "router → stdio", each logged (tool_call and tool_result events): what logging adds.
+        rows.push(
+          await measure(
+            "toolbus router → stdio, logged in a conversation",
+            "stdio",
+            () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, cache: "bypass", conversationId: "bench" }),
+            up.child.pid,
+          ),
+        );
       }
       if ("policies".includes(only) || only === "") {
         // On and off alternate twice, so a noisy neighbour does not favour either side.
@@ -333,6 +347,30 @@ async function main(): Promise<void> {
       },
     ]);
   }
+  const logged = rows.find((r) => r.name === "toolbus router → stdio, logged in a conversation");
+  if (logged && uncached) {
+    console.log("\nwhat logging a call in a conversation adds (router → stdio, same run):");
+    console.table([
+      {
+        "seq p50 ms": uncached.sequential.p50,
+        "logged seq p50 ms": logged.sequential.p50,
+        "+ p50 ms": Math.round((logged.sequential.p50 - uncached.sequential.p50) * 1000) / 1000,
+        "logged ÷ unlogged calls/s": Math.round((logged.concurrent.callsPerSec / uncached.concurrent.callsPerSec) * 100) / 100,
+      },
+    ]);
+  }
+  if (!smoke && (only === "" || only === "chat")) {
+    chat = await chatBench(quick ? 5_000 : 20_000);
+    console.log(`\nchat log (${chat.events} events waiting in the stream, 20 conversations; then ${chat.steadyRate} events/s steady, one writer):`);
+    console.table([
+      {
+        "1 writer events/s": chat.oneWriterEventsPerSec,
+        "3 writers events/s": chat.threeWritersEventsPerSec,
+        "publish → fsynced p50 ms": chat.publishToDurableP50Ms,
+        "publish → fsynced p99 ms": chat.publishToDurableP99Ms,
+      },
+    ]);
+  }
   // Recovery takes its time (a backend must be declared dead): not in a smoke run; `--only recovery` runs it.
   let recovery: RecoveryFigures | undefined;
   if (!smoke && (only === "" || only === "recovery")) {
@@ -369,6 +407,7 @@ async function main(): Promise<void> {
         rejections,
         cache,
         zipf,
+        chat,
         recovery,
       },
       null,

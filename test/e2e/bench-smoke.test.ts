@@ -35,6 +35,7 @@ describe("npm run bench", () => {
       "toolbus caller → http",
       "toolbus router → cache hit",
       "toolbus router → cache miss → stdio",
+      "toolbus router → stdio, logged in a conversation",
     ]);
     for (const row of report.rows) {
       expect(row.concurrent.calls).toBe(128);

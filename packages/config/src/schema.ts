@@ -294,9 +294,9 @@ export const ConfigFileSchema = z
           .default({ maxAge: 7 * DAY, maxBytes: 1024 * 1024 * 1024, duplicateWindow: 2 * MINUTE }),
         /** Events fetched, written and fsynced together; a batch waits at most maxWait to fill. */
         batch: z
-          .object({ maxEvents: bounded({ min: 1, max: 10_000 }).default(1_000), maxWait: duration({ min: 1, max: 10_000 }).default(20) })
+          .object({ maxEvents: bounded({ min: 1, max: 10_000 }).default(1_000), maxWait: duration({ min: 1, max: 10_000 }).default(2) })
           .strict()
-          .default({ maxEvents: 1_000, maxWait: 20 }),
+          .default({ maxEvents: 1_000, maxWait: 2 }),
         /** A file lock not refreshed for this long is taken for a dead writer's (at least 2s: proper-lockfile's floor). */
         lockStale: duration({ min: 2_000, max: 10 * MINUTE }).default(5_000),
       })
@@ -306,7 +306,7 @@ export const ConfigFileSchema = z
         dir: "chat-logs",
         maxEventBytes: 256 * 1024,
         stream: { maxAge: 7 * DAY, maxBytes: 1024 * 1024 * 1024, duplicateWindow: 2 * MINUTE },
-        batch: { maxEvents: 1_000, maxWait: 20 },
+        batch: { maxEvents: 1_000, maxWait: 2 },
         lockStale: 5_000,
       }),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),

@@ -54,6 +54,12 @@ export class Leases {
     const { ttl } = await this.#kv.status();
     if (ttl !== LEASE_MS)
       this.log.error({ ttl, expected: LEASE_MS }, `KV bucket ${this.bucket} has the wrong TTL: a dead replica's leases will not expire; delete the bucket`);
+    if (this.balance) {
+      // Announce ourselves and give replicas starting with us a round to do the same, so that each
+      // takes its share from the start rather than all taking everything and handing it back.
+      await this.#kv.put(`member.${this.holder}`, this.holder).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, Math.floor(LEASE_MS / 3)));
+    }
     await this.#tick();
     this.#timer = setInterval(() => void this.#tick(), Math.floor(LEASE_MS / 3));
     this.#timer.unref();
@@ -94,35 +100,42 @@ export class Leases {
       await Promise.resolve(this.onChange(backend, false)).catch(() => undefined);
       await kv.delete(backend).catch(() => undefined);
     }
-    for (const backend of this.backends) {
-      if (this.#stopped) return;
-      const revision = this.#owned.get(backend);
-      if (revision === undefined && this.#owned.size >= share) continue;
-      try {
-        if (revision !== undefined) {
-          this.#owned.set(backend, await kv.update(backend, this.holder, revision));
-        } else {
-          const taken = await kv.create(backend, this.holder);
-          if (this.#stopped) return;
-          this.#owned.set(backend, taken);
-          this.log.info({ [this.what]: backend }, `lease taken: ${this.what} ${backend} is ours`);
-          void this.onChange(backend, true);
-        }
-      } catch (err) {
-        // Someone else's entry is there, or our own under another revision (an update that timed out
-        // but went through): read it to know which. Anything else (JetStream away) changes nothing.
-        const entry = await kv.get(backend).catch(() => undefined);
-        if (entry === undefined) continue;
-        if (entry && entry.length > 0 && entry.string() === this.holder) {
-          if (revision === undefined) void this.onChange(backend, true);
-          this.#owned.set(backend, entry.revision);
-          continue;
-        }
-        if (revision !== undefined) {
-          this.log.info({ [this.what]: backend, err: (err as Error).message }, `lease lost: ${this.what} ${backend} is no longer ours`);
-          this.#owned.delete(backend);
-          void this.onChange(backend, false);
-        }
+    // Renew what we hold, and try for as many free pieces as our share allows, all at once (a piece's
+    // key is independent of the others'; one at a time, taking 16 pieces took a third of a second).
+    const held = this.backends.filter((b) => this.#owned.has(b));
+    // Under our share, every free piece is tried: those others hold fail at once, and any taken past
+    // the share are given back next round.
+    const wanted = this.#owned.size < share ? this.backends.filter((b) => !this.#owned.has(b)) : [];
+    await Promise.all([...held, ...wanted].map((backend) => this.#renewOrTakeOne(kv, backend)));
+  }
+
+  async #renewOrTakeOne(kv: KV, backend: string): Promise<void> {
+    if (this.#stopped) return;
+    const revision = this.#owned.get(backend);
+    try {
+      if (revision !== undefined) {
+        this.#owned.set(backend, await kv.update(backend, this.holder, revision));
+      } else {
+        const taken = await kv.create(backend, this.holder);
+        if (this.#stopped) return;
+        this.#owned.set(backend, taken);
+        this.log.info({ [this.what]: backend }, `lease taken: ${this.what} ${backend} is ours`);
+        void this.onChange(backend, true);
+      }
+    } catch (err) {
+      // Someone else's entry is there, or our own under another revision (an update that timed out
+      // but went through): read it to know which. Anything else (JetStream away) changes nothing.
+      const entry = await kv.get(backend).catch(() => undefined);
+      if (entry === undefined) return;
+      if (entry && entry.length > 0 && entry.string() === this.holder) {
+        if (revision === undefined) void this.onChange(backend, true);
+        this.#owned.set(backend, entry.revision);
+        return;
+      }
+      if (revision !== undefined) {
+        this.log.info({ [this.what]: backend, err: (err as Error).message }, `lease lost: ${this.what} ${backend} is no longer ours`);
+        this.#owned.delete(backend);
+        void this.onChange(backend, false);
       }
     }
   }
