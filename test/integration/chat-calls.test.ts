@@ -60,7 +60,7 @@ describe("tool calls that name a conversation are logged in it", () => {
     expect(tail.code).toBe(0);
     const tailed = tail.stdout.trim().split("\n");
     expect(tailed.map((l) => l.split(/\s+/)[1])).toEqual(["tool_call", "tool_result", "tool_call", "error", "tool_call", "tool_result"]);
-    expect(tailed[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  tool_call +\{"backend":"fault","tool":"flaky-unsafe"/);
+    expect(tailed[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z {2}tool_call +\{"backend":"fault","tool":"flaky-unsafe"/);
     const show = await toolbusCommand(["chat-log", "show", "conv-A", "--dir", dir, "--json"]);
     expect(show.code).toBe(0);
     expect(
@@ -74,6 +74,11 @@ describe("tool calls that name a conversation are logged in it", () => {
     expect(missing.stderr).toMatch(/cannot read .*nobody\.jsonl: ENOENT/);
     const bad = await toolbusCommand(["chat-log", "tail", "../etc", "--nats", stack.nats.url]);
     expect(bad.code).toBe(2);
+    // `toolbus call --conversation` logs the call.
+    const cliCall = await toolbusCommand(["--nats", stack.nats.url, "call", "fault", "echo", '{"message":"from the cli"}', "--conversation", "conv-cli"]);
+    expect(cliCall.stdout).toBe("Echo: from the cli\n");
+    await waitFor("the cli call's lines", () => lines("conv-cli").length === 2, 10_000);
+    expect(lines("conv-cli").map((l) => l.type)).toEqual(["tool_call", "tool_result"]);
   });
 
   it("a call answered by the cache is logged too, with meta.cached", async () => {

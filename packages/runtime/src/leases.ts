@@ -60,7 +60,10 @@ export class Leases {
       await this.#kv.put(`member.${this.holder}`, this.holder).catch(() => undefined);
       await new Promise((r) => setTimeout(r, Math.floor(LEASE_MS / 3)));
     }
+    if (this.#stopped) return;
     await this.#tick();
+    // Stopped while starting: no timer may outlive the stop.
+    if (this.#stopped) return;
     this.#timer = setInterval(() => void this.#tick(), Math.floor(LEASE_MS / 3));
     this.#timer.unref();
   }

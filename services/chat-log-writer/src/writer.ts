@@ -92,7 +92,9 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   };
   const names = Array.from({ length: CHAT_PARTITIONS }, (_, p) => partitionKey(p));
   const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true);
-  await leases.start();
+  // In the background: a replica waits a lease round for its peers before taking its share, and the
+  // process's other workers need not wait for that.
+  const leasesStarted = leases.start().catch((err: unknown) => log.error({ err: (err as Error).message }, "could not take chat partitions"));
 
   const service = await addService(nc, {
     name: "toolbus-chat-log-writer",
@@ -121,7 +123,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     ).then((pending) => metrics.chatPending.set(pending.reduce((a, b) => a + b, 0)));
   }, 5_000);
   pendingTimer.unref();
-  log.info({ dir: settings.dir, partitions: [...writers.keys()].sort((a, b) => a - b) }, "chat-log writer started");
+  log.info({ dir: settings.dir }, "chat-log writer started; taking its share of the partitions");
 
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;
@@ -135,6 +137,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
       stopping ??= (async () => {
         clearInterval(pendingTimer);
         await service.stop();
+        await leasesStarted;
         // Finish the batches being written, then hand the partitions over at once.
         await Promise.allSettled([...writers.values()].map((w) => w.stop()));
         writers.clear();

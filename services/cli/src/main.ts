@@ -206,13 +206,14 @@ program
   .option("--direct", "send straight to the backend's caller instead of through the router")
   .option("--no-cache", "skip the cache: no lookup, no store (the call reaches the backend)")
   .option("-H, --header <name:value>", "send a header, e.g. the user a backend's results vary by (repeatable)", collectHeader, {})
+  .option("--conversation <id>", "log the call in this conversation (tool_call and tool_result events; see toolbus chat-log)")
   .option("--json", "print the whole reply as JSON")
   .action(
     async (
       backend: string,
       tool: string,
       rawArgs: string,
-      opts: { timeout?: number; direct?: boolean; json?: boolean; cache: boolean; header: Record<string, string> },
+      opts: { timeout?: number; direct?: boolean; json?: boolean; cache: boolean; header: Record<string, string>; conversation?: string },
     ) => {
       let args: unknown;
       try {
@@ -229,6 +230,7 @@ program
             direct: opts.direct,
             cache: opts.cache ? "default" : "bypass",
             headers: opts.header,
+            ...(opts.conversation !== undefined ? { conversationId: opts.conversation } : {}),
           });
           if (opts.json) {
             process.stdout.write(`${JSON.stringify({ ok: true, result, meta })}\n`);
