@@ -1,10 +1,10 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chatFileName } from "@toolbus/protocol";
 import type { RouterWorker } from "@toolbus/router";
 import { faultStdio, everythingStdio } from "../helpers/mcp.js";
-import { removeTempDirs, startStack, tempDir, toolbusCommand, waitFor, type Stack } from "../helpers/toolbus.js";
+import { removeTempDirs, runToolbus, startStack, tempDir, toolbusCommand, waitFor, type Stack } from "../helpers/toolbus.js";
 
 describe("tool calls that name a conversation are logged in it", () => {
   let stack: Stack;
@@ -79,6 +79,37 @@ describe("tool calls that name a conversation are logged in it", () => {
     expect(cliCall.stdout).toBe("Echo: from the cli\n");
     await waitFor("the cli call's lines", () => lines("conv-cli").length === 2, 10_000);
     expect(lines("conv-cli").map((l) => l.type)).toEqual(["tool_call", "tool_result"]);
+  });
+
+  it("`toolbus chat-log tail -f` follows new events until Ctrl-C; `prune` deletes old files only", async () => {
+    const follow = runToolbus(["--nats", stack.nats.url, "chat-log", "tail", "conv-follow", "-f", "--json"]);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const { id } = await stack.client.publishChatEvent({ conversationId: "conv-follow", type: "user_message", payload: { text: "followed" } });
+    await waitFor("the followed event", () => follow.output().includes(id), 10_000);
+    follow.kill("SIGINT");
+    expect(await follow.exited).toBe(0);
+    expect(
+      JSON.parse(
+        follow
+          .output()
+          .trim()
+          .split("\n")
+          .find((l) => l.includes(id))!,
+      ),
+    ).toMatchObject({ id, type: "user_message" });
+
+    await waitFor("the followed event's file", () => lines("conv-follow").length === 1, 10_000);
+    const old = join(dir, chatFileName("conv-follow"));
+    const longAgo = new Date(Date.now() - 2 * 3_600_000);
+    utimesSync(old, longAgo, longAgo);
+    const dry = await toolbusCommand(["chat-log", "prune", "--older-than", "1h", "--dir", dir, "--dry-run"]);
+    expect(dry.stdout).toMatch(/would delete .*_conv-follow|would delete .*conv-follow\.jsonl/);
+    expect(existsSync(old)).toBe(true);
+    const pruned = await toolbusCommand(["chat-log", "prune", "--older-than", "1h", "--dir", dir]);
+    expect(pruned.code).toBe(0);
+    expect(pruned.stdout).toMatch(/1 conversation file deleted\n$/);
+    expect(existsSync(old)).toBe(false);
+    expect(lines("conv-A").length).toBeGreaterThan(0);
   });
 
   it("a call answered by the cache is logged too, with meta.cached", async () => {

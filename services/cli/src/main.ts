@@ -3,12 +3,13 @@
  * `status`, `health`).
  * This is the only place that reads process.env and process.argv.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type CacheStatus, type HealthEvent } from "@toolbus/client";
 import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
-import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject } from "@toolbus/protocol";
+import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject, conversationOfFile } from "@toolbus/protocol";
+import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
 import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
@@ -437,6 +438,44 @@ chatLog
       if (opts.json) process.stdout.write(`${line}\n`);
       else process.stdout.write(`${chatLine(JSON.parse(line) as Record<string, unknown>)}\n`);
     }
+  });
+
+chatLog
+  .command("prune")
+  .description("delete conversation files not written for a while (the files' retention; the stream's is chatLog.stream)")
+  .requiredOption("--older-than <duration>", "delete files last written longer ago than this, e.g. 720h", parseTimeout)
+  .option("--dir <dir>", "the writer's directory (default: chatLog.dir of the config)")
+  .option("--dry-run", "only list what would be deleted")
+  .action(async (opts: { olderThan: number; dir?: string; dryRun?: boolean }) => {
+    const dir = opts.dir ?? config().chatLog.dir;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch (err) {
+      process.stderr.write(`toolbus: cannot read ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+      process.exit(ExitCode.FAILED);
+    }
+    const cutoff = Date.now() - opts.olderThan;
+    let removed = 0;
+    for (const name of names) {
+      const conversation = conversationOfFile(name);
+      if (!conversation) continue;
+      const path = join(dir, name);
+      if (statSync(path).mtimeMs >= cutoff) continue;
+      if (!opts.dryRun) {
+        // Under the writers' lock, and only if still old: an event that arrives meanwhile keeps the file.
+        const release = await lockfile.lock(path, { realpath: false, stale: 10_000, retries: { retries: 20, minTimeout: 50 } });
+        try {
+          if (statSync(path).mtimeMs >= cutoff) continue;
+          rmSync(path);
+        } finally {
+          await release();
+        }
+      }
+      removed += 1;
+      process.stdout.write(`${opts.dryRun ? "would delete" : "deleted"} ${path} (conversation ${conversation})\n`);
+    }
+    process.stdout.write(`${removed} conversation file${removed === 1 ? "" : "s"} ${opts.dryRun ? "to delete" : "deleted"}\n`);
   });
 
 /** Whether an endpoint in this state serves calls: `toolbus health` exits 0 only when all do. */
