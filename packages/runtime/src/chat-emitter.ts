@@ -1,7 +1,18 @@
-import type { NatsConnection } from "nats";
+import type { JetStreamClient, NatsConnection } from "nats";
 import { chatSubject, encodeJson, newEventId, type ChatEvent } from "@toolbus/protocol";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
+
+/** When an event happened: its id (a UUIDv7, which sorts by time) and its UTC timestamp. */
+export interface ChatStamp {
+  readonly id: string;
+  readonly timestamp: string;
+}
+
+/** Stamp an event now. */
+export function stamp(): ChatStamp {
+  return { id: newEventId(), timestamp: new Date().toISOString() };
+}
 
 /** Events waiting to be stored, across conversations: past this, new ones are dropped (and counted). */
 const MAX_QUEUED = 10_000;
@@ -9,6 +20,11 @@ const MAX_QUEUED = 10_000;
 const ATTEMPTS = 5;
 const FIRST_RETRY_MS = 100;
 const PUBLISH_TIMEOUT_MS = 2_000;
+/**
+ * Events are handed to JetStream every few ms, together: the work of logging then comes in short
+ * bursts between calls rather than inside each one (a call's answer is never behind it).
+ */
+const FLUSH_EVERY_MS = 5;
 
 /**
  * Publishes the chat events of tool calls (tool_call, tool_result, error) in the background: a call
@@ -22,27 +38,50 @@ export class ChatEmitter {
   #queued = 0;
   #failing = false;
   #closed = false;
+  /** Emitted since the last flush, in order. */
+  #pending: ChatEvent[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  /** Made once: a JetStream client per publish costs more than the publish. */
+  readonly #js: JetStreamClient;
 
   constructor(
-    private readonly nc: NatsConnection,
+    nc: NatsConnection,
     private readonly log: Logger,
     private readonly metrics: Metrics,
     /** Added to every event's `meta` (who emitted it). */
     private readonly source: Record<string, unknown>,
-  ) {}
+  ) {
+    this.#js = nc.jetstream();
+  }
 
   /** Events waiting to be stored. */
   get queued(): number {
     return this.#queued;
   }
 
-  emit(conversationId: string, type: string, payload: unknown): void {
+  /**
+   * Queue an event. `at` is when it happened (its id and timestamp), when that was earlier than now: a
+   * call's `tool_call` is stamped on arrival but emitted after the answer, so logging adds nothing to
+   * the call's latency.
+   */
+  emit(conversationId: string, type: string, payload: unknown, at: ChatStamp = stamp()): void {
     if (this.#closed || this.#queued >= MAX_QUEUED) {
       this.metrics.chatEventsDropped.inc();
       return;
     }
-    const event: ChatEvent = { id: newEventId(), conversationId, type, timestamp: new Date().toISOString(), payload, meta: this.source };
     this.#queued += 1;
+    this.#pending.push({ id: at.id, conversationId, type, timestamp: at.timestamp, payload, meta: this.source });
+    this.#timer ??= setTimeout(() => this.#flush(), FLUSH_EVERY_MS);
+  }
+
+  #flush(): void {
+    this.#timer = undefined;
+    for (const event of this.#pending.splice(0)) this.#chain(event);
+  }
+
+  /** Store `event` after the events of its conversation emitted before it. */
+  #chain(event: ChatEvent): void {
+    const conversationId = event.conversationId;
     const previous = this.#tails.get(conversationId) ?? Promise.resolve();
     const tail = previous.then(() => this.#store(event)).finally(() => (this.#queued -= 1));
     this.#tails.set(conversationId, tail);
@@ -57,7 +96,7 @@ export class ChatEmitter {
     for (let attempt = 1; ; attempt++) {
       try {
         // The event id is the de-duplication id: a retry of a publish that did land is stored once.
-        await this.nc.jetstream().publish(chatSubject(event.conversationId), data, { msgID: event.id, timeout: PUBLISH_TIMEOUT_MS });
+        await this.#js.publish(chatSubject(event.conversationId), data, { msgID: event.id, timeout: PUBLISH_TIMEOUT_MS });
         if (this.#failing) {
           this.#failing = false;
           this.log.info("chat events are stored again");
@@ -83,6 +122,8 @@ export class ChatEmitter {
 
   /** Wait (at most `timeoutMs`) for the events emitted so far to be stored; then drop the rest. */
   async close(timeoutMs = 2_000): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#flush();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled([...this.#tails.values()]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);

@@ -16,4 +16,5 @@ export type { Admitted, AdmitLimits } from "./admit.js";
 export { cacheKeyFor } from "./cache-key.js";
 export { Leases, LEASE_MS } from "./leases.js";
 export { ensureChatStreams } from "./chat-stream.js";
-export { ChatEmitter } from "./chat-emitter.js";
+export { ChatEmitter, stamp as chatStamp } from "./chat-emitter.js";
+export type { ChatStamp } from "./chat-emitter.js";
