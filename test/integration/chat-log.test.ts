@@ -74,9 +74,12 @@ describe("chat-log writer", () => {
   it("3 writers on one directory, 10,000 events from 4 publishers over 20 conversations: whole lines, each id once, in order", async () => {
     const dir = tempDir("toolbus-chat-");
     const writers = [await writer(dir), await writer(dir), await writer(dir)];
-    // The 16 partitions are shared: every replica writes some.
-    await waitFor("every writer to own partitions", () => writers.every((w) => w.partitions().length > 0), 10_000);
-    expect(writers.reduce((n, w) => n + w.partitions().length, 0)).toBe(16);
+    // The 16 partitions are shared: every replica writes some, and each partition has one writer.
+    await waitFor(
+      "every writer to own partitions, all 16 owned",
+      () => writers.every((w) => w.partitions().length > 0) && writers.reduce((n, w) => n + w.partitions().length, 0) === 16,
+      15_000,
+    );
 
     const publishers = await Promise.all(Array.from({ length: 4 }, () => ToolbusClient.connect({ servers: nats.url })));
     const published = new Map<string, string[]>();
