@@ -52,6 +52,10 @@ describe("chat-log writer", () => {
   // Each test's writers write to its own directory: none may outlive it.
   afterEach(async () => {
     for (const stop of stops.splice(0).reverse()) await stop();
+    // The next test writes to another directory: nothing of this one's may be left to write there.
+    const client = await ToolbusClient.connect({ servers: nats.url });
+    await (await client.nc.jetstreamManager()).streams.purge("TOOLBUS_CHAT").catch(() => undefined);
+    await client.close();
   });
   afterAll(async () => {
     await nats?.[Symbol.asyncDispose]();

@@ -14,7 +14,8 @@ export const CHAT_PARTITIONS = 16;
 
 /** The stream of chat events, and the subjects it holds. */
 export const CHAT_STREAM = "TOOLBUS_CHAT";
-export const CHAT_STREAM_SUBJECTS = `${SUBJECT_PREFIX}.chat.>`;
+/** `toolbus.v1.chat.<partition>.<conversation>` only: an event on any other subject is refused at publish, never stored unread. */
+export const CHAT_STREAM_SUBJECTS = `${SUBJECT_PREFIX}.chat.*.*`;
 /** Events no writer can write (not JSON, wrong shape, too large): kept here with the reason, in stream TOOLBUS_CHAT_DEAD. */
 export const CHAT_DEAD_LETTER_STREAM = "TOOLBUS_CHAT_DEAD";
 export const CHAT_DEAD_LETTER_SUBJECT = `${SUBJECT_PREFIX}.deadletter.chat`;
@@ -24,11 +25,12 @@ export const chatConsumerName = (partition: number): string => `chat-log-writer-
 export const CHAT_LEASES_BUCKET = "toolbus_chat_leases";
 
 /**
- * Conversation ids are subject tokens and file names: letters, digits, `_` and `-`, 1 to 128 of them.
- * (UUIDs, ULIDs and most ids fit; `../etc` or `a.b` cannot be written anywhere by mistake.)
+ * Conversation ids are subject tokens and file names: letters, digits, `_` and `-`, 1 to 100 of them.
+ * (UUIDs, ULIDs and most ids fit; `../etc` or `a.b` cannot be written anywhere by mistake. 100, because
+ * a capital or `_` takes two characters in the file name, which with `.jsonl.lock` must fit in 255.)
  */
-export const CONVERSATION_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
-export const ConversationIdSchema = z.string().regex(CONVERSATION_ID_PATTERN, "conversation ids are 1-128 of A-Z, a-z, 0-9, '_' and '-'");
+export const CONVERSATION_ID_PATTERN = /^[A-Za-z0-9_-]{1,100}$/;
+export const ConversationIdSchema = z.string().regex(CONVERSATION_ID_PATTERN, "conversation ids are 1-100 of A-Z, a-z, 0-9, '_' and '-'");
 
 /** The partition of a conversation (FNV-1a of its id): fixed, so every producer and writer agrees. */
 export function chatPartitionOf(conversationId: string): number {

@@ -8,8 +8,9 @@ const DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024;
 
 /**
  * Create the chat streams, or bring their limits in line with the config: TOOLBUS_CHAT (every chat
- * event, file storage, de-duplicated by event id within the window; when full it refuses new events
- * rather than dropping unwritten ones) and TOOLBUS_CHAT_DEAD (events no writer can write). Whichever
+ * event, file storage, de-duplicated by event id within the window; when full the oldest events go,
+ * which once written are in their files: logging never stops because the stream filled up) and
+ * TOOLBUS_CHAT_DEAD (events no writer can write). Whichever
  * worker needs them calls this at start: the writer, and callers that log calls.
  */
 export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConfig, log: Logger): Promise<JetStreamManager> {
@@ -21,7 +22,7 @@ export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConf
     max_age: nanos(chatLog.stream.maxAgeMs),
     max_bytes: chatLog.stream.maxBytes,
     duplicate_window: nanos(chatLog.stream.duplicateWindowMs),
-    discard: DiscardPolicy.New,
+    discard: DiscardPolicy.Old,
     max_msg_size: -1,
   };
   const dead: Partial<StreamConfig> = {

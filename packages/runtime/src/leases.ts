@@ -143,6 +143,17 @@ export class Leases {
     }
   }
 
+  /**
+   * Forget what we own (after an outage our leases may have expired and been taken): each piece's work
+   * stops, and the next round takes back those still ours (our entry is adopted) and no others.
+   */
+  async reset(): Promise<void> {
+    await this.#round;
+    const owned = [...this.#owned.keys()];
+    this.#owned.clear();
+    await Promise.allSettled(owned.map((name) => Promise.resolve(this.onChange(name, false))));
+  }
+
   /** Give up every lease at once, so another replica takes over now rather than when they expire. */
   async stop(): Promise<void> {
     this.#stopped = true;

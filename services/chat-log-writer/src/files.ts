@@ -6,6 +6,8 @@ import type { Logger } from "@toolbus/runtime";
 
 /** How far back a file is read to learn which events it already holds. */
 const TAIL_CHUNK_BYTES = 64 * 1024;
+/** Files whose last ids are remembered (the others are read again when next written). */
+const KNOWN_FILES = 1_000;
 
 /** One event to append: its id (to recognise it in the file) and its line, without the newline. */
 export interface Line {
@@ -56,7 +58,8 @@ export class ConversationFiles {
     const path = this.pathOf(conversationId);
     // The directory may have been removed under us: make it again (a permission problem then shows here).
     await mkdir(this.dir, { recursive: true });
-    const handle = await open(path, "a+");
+    // Opened first, so that a disk or permission problem shows at once (the lock would retry it).
+    let handle = await open(path, "a+");
     let release: (() => Promise<void>) | undefined;
     try {
       release = await lockfile.lock(path, {
@@ -66,7 +69,12 @@ export class ConversationFiles {
         // A lock we could not keep fresh (a stalled disk): the next writer may take it; say so.
         onCompromised: (err) => this.log.warn({ file: path, err: err.message }, "chat-log file lock compromised"),
       });
-      const size = (await handle.stat()).size;
+      // Pruned (deleted) while we waited for the lock: write to the file as it is now, never to the old one.
+      if ((await handle.stat()).ino !== (await stat(path).catch(() => undefined))?.ino) {
+        await handle.close().catch(() => undefined);
+        handle = await open(path, "a+");
+      }
+      const size = await wholeLines(handle, (await handle.stat()).size, path, this.log);
       const known = await this.#recent(path, handle, size);
       const fresh = lines.filter((line) => !known.set.has(line.id));
       let fsyncMs = 0;
@@ -88,8 +96,8 @@ export class ConversationFiles {
       }
       return { written: fresh.length, duplicates: lines.length - fresh.length, fsyncMs };
     } finally {
-      await release?.().catch((err: unknown) => this.log.debug({ file: path, err: (err as Error).message }, "could not release a chat-log file lock"));
       await handle.close().catch(() => undefined);
+      await release?.().catch((err: unknown) => this.log.debug({ file: path, err: (err as Error).message }, "could not release a chat-log file lock"));
     }
   }
 
@@ -104,9 +112,39 @@ export class ConversationFiles {
     if (cached && cached.size === size) return cached;
     const known: Known = { ids: [], set: new Set(), size };
     for (const id of await tailIds(handle, size, this.keep)) remember(known, id, this.keep);
+    // Bounded: the files touched most recently are remembered (a Map keeps insertion order).
+    this.#known.delete(path);
     this.#known.set(path, known);
+    if (this.#known.size > KNOWN_FILES) this.#known.delete(this.#known.keys().next().value!);
     return known;
   }
+}
+
+/**
+ * The file's size once it ends with a whole line: a writer killed in the middle of a write can leave
+ * part of a line, whose event it never acknowledged (it comes back); the part is cut off here, under
+ * the lock, rather than glued to the next line.
+ */
+async function wholeLines(handle: Awaited<ReturnType<typeof open>>, size: number, path: string, log: Logger): Promise<number> {
+  if (size === 0) return 0;
+  const last = Buffer.alloc(1);
+  await handle.read(last, 0, 1, size - 1);
+  if (last[0] === 0x0a) return size;
+  let end = size;
+  while (end > 0) {
+    const start = Math.max(0, end - TAIL_CHUNK_BYTES);
+    const chunk = Buffer.alloc(end - start);
+    await handle.read(chunk, 0, chunk.length, start);
+    const newline = chunk.lastIndexOf(0x0a);
+    if (newline >= 0) {
+      end = start + newline + 1;
+      break;
+    }
+    end = start;
+  }
+  await handle.truncate(end);
+  log.warn({ file: path, cut: size - end }, "cut a partial last line (left by a writer that died mid-write; its event comes back)");
+  return end;
 }
 
 function remember(known: Known, id: string, keep: number): void {

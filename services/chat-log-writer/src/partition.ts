@@ -43,6 +43,10 @@ export class PartitionWriter {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
   #stopped = false;
+  /** Sequences in the buffer or the batch being written: an event delivered again meanwhile is not held twice. */
+  readonly #held = new Set<number>();
+  /** start, restart and stop run one after another, so a consumer is never left reading after a stop. */
+  #lifecycle: Promise<void> = Promise.resolve();
 
   constructor(
     readonly partition: number,
@@ -59,7 +63,17 @@ export class PartitionWriter {
    * otherwise come back only after the ack wait, behind later ones, and be written out of order.
    * Those of them already written are the files' last lines, which `ConversationFiles` recognises.
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.#serially(() => this.#start());
+  }
+
+  #serially(step: () => Promise<void>): Promise<void> {
+    const next = this.#lifecycle.then(step);
+    this.#lifecycle = next.catch(() => undefined);
+    return next;
+  }
+
+  async #start(): Promise<void> {
     const name = chatConsumerName(this.partition);
     let startSeq = 1;
     try {
@@ -81,26 +95,32 @@ export class PartitionWriter {
     });
     if (this.#stopped) return;
     const consumer = await this.js.consumers.get(CHAT_STREAM, name);
-    this.#messages = await consumer.consume({ max_messages: this.settings.batch.maxEvents * 2, callback: (msg) => this.#arrived(msg) });
+    const messages = await consumer.consume({ max_messages: this.settings.batch.maxEvents * 2, callback: (msg) => this.#arrived(msg) });
+    // Stopped while we were starting: this reader must not outlive the stop.
+    if (this.#stopped) return void (await messages.close().catch(() => undefined));
+    this.#messages = messages;
   }
 
   /**
    * Read again from the ack floor (after NATS came back: what was delivered meanwhile was lost on the
    * way, and acknowledgements sent meanwhile may be too). The batch being written is finished first.
    */
-  async restart(): Promise<void> {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#messages?.close().catch(() => undefined);
-    this.#messages = undefined;
-    await this.#flushing;
-    // Delivered again from the floor: dropping them here loses nothing.
-    this.#buffer = [];
-    if (!this.#stopped) await this.start();
+  restart(): Promise<void> {
+    return this.#serially(async () => {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      await this.#messages?.close().catch(() => undefined);
+      this.#messages = undefined;
+      await this.#flushing;
+      // Delivered again from the floor: dropping them here loses nothing.
+      for (const msg of this.#buffer.splice(0)) this.#held.delete(msg.seq);
+      if (!this.#stopped) await this.#start();
+    });
   }
 
   #arrived(msg: JsMsg): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#held.has(msg.seq)) return;
+    this.#held.add(msg.seq);
     this.#buffer.push(msg);
     if (this.#flushing) return;
     if (this.#buffer.length >= this.settings.batch.maxEvents) this.#flush();
@@ -113,6 +133,7 @@ export class PartitionWriter {
     if (this.#flushing || this.#buffer.length === 0) return;
     const batch = this.#buffer.splice(0, this.settings.batch.maxEvents);
     this.#flushing = this.#writeUntilDone(batch).finally(() => {
+      for (const msg of batch) this.#held.delete(msg.seq);
       this.#flushing = undefined;
       // What arrived meanwhile: at once if a batch is full, else after the usual wait.
       if (this.#buffer.length >= this.settings.batch.maxEvents) this.#flush();
@@ -133,7 +154,7 @@ export class PartitionWriter {
         failed = true;
         this.events.failing(err as Error);
         if (this.#stopped) return;
-        for (const msg of batch) msg.working();
+        for (const msg of batch) quietly(() => msg.working());
         await new Promise((r) => setTimeout(r, wait));
         wait = Math.min(RETRY_MAX_MS, wait * 2);
         if (this.#stopped) return;
@@ -146,7 +167,8 @@ export class PartitionWriter {
     // Dead letters first: published (and acknowledged by the stream) before their events are acknowledged.
     for (const d of decided) {
       if (d.ok) continue;
-      await this.js.publish(CHAT_DEAD_LETTER_SUBJECT, encodeJson(d.dead));
+      // Its own id: a batch retried after a disk error does not send its dead letters twice.
+      await this.js.publish(CHAT_DEAD_LETTER_SUBJECT, encodeJson(d.dead), { msgID: `dead-${d.msg.seq}` });
     }
     const byConversation = new Map<string, Line[]>();
     const seen = new Set<string>();
@@ -171,7 +193,8 @@ export class PartitionWriter {
       duplicates += r.duplicates;
       fsyncMs = Math.max(fsyncMs, r.fsyncMs);
     }
-    for (const d of decided) d.msg.ack();
+    // A connection closing now loses these acks: the events come back, and are recognised in the files.
+    for (const d of decided) quietly(() => d.msg.ack());
     const dead = decided.filter((d) => !d.ok);
     for (const d of dead) this.events.dead(d.dead.reason);
     this.events.written({ events: written, duplicates, dead: dead.length, fsyncMs, redelivered: batch.filter((m) => m.redelivered).length });
@@ -215,12 +238,25 @@ export class PartitionWriter {
   }
 
   /** Stop reading; the batch being written is finished (or, failing, left to be delivered again). */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    await this.#messages?.close().catch(() => undefined);
-    await this.#flushing;
-    // Events read but not written go back to the stream: after ack_wait, or at once with a nak.
-    for (const msg of this.#buffer.splice(0)) msg.nak();
+    return this.#serially(async () => {
+      await this.#messages?.close().catch(() => undefined);
+      this.#messages = undefined;
+      await this.#flushing;
+      // Events read but not written go back to the stream: after ack_wait, or at once with a nak.
+      for (const msg of this.#buffer.splice(0)) quietly(() => msg.nak());
+      this.#held.clear();
+    });
+  }
+}
+
+/** An ack, nak or keep-alive on a closing connection throws; it is lost either way (the event comes back). */
+function quietly(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // nothing to do
   }
 }

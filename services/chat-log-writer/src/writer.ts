@@ -75,8 +75,10 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     dead: (reason: string) => metrics.chatDeadLetters.inc({ reason }),
   });
 
+  let stopping = false;
   const onLease = async (name: string, owned: boolean): Promise<void> => {
     const partition = Number(name.slice(1));
+    if (owned && stopping) return;
     if (owned && !writers.has(partition)) {
       const writer = new PartitionWriter(partition, js, jsm, files, settings, eventsOf(partition));
       writers.set(partition, writer);
@@ -107,9 +109,10 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type !== "reconnect") continue;
-      log.info("NATS reconnected; reading every partition again from its last acknowledged event");
-      for (const [partition, w] of writers)
-        void w.restart().catch((err: unknown) => log.error({ partition, err: (err as Error).message }, "could not restart reading a chat partition"));
+      // Our leases may have expired meanwhile and been taken: stop every partition, and read again
+      // (from its ack floor) only those the next lease round finds still ours.
+      log.info("NATS reconnected; taking the partitions again");
+      void leases.reset();
     }
   })();
   const pendingTimer = setInterval(() => {
@@ -125,7 +128,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   pendingTimer.unref();
   log.info({ dir: settings.dir }, "chat-log writer started; taking its share of the partitions");
 
-  let stopping: Promise<void> | undefined;
+  let stopped_: Promise<void> | undefined;
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
   return {
@@ -134,7 +137,8 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     counts: () => ({ ...counts }),
     notReady: () => [...new Set(failing.values())].map((problem) => `chat-log writer cannot write ${settings.dir}: ${problem}`),
     stop: () => {
-      stopping ??= (async () => {
+      stopping = true;
+      stopped_ ??= (async () => {
         clearInterval(pendingTimer);
         await service.stop();
         await leasesStarted;
@@ -145,7 +149,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
         log.info("chat-log writer stopped");
         resolveStopped();
       })();
-      return stopping;
+      return stopped_;
     },
     stopped,
   };

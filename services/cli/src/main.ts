@@ -436,7 +436,13 @@ chatLog
     for (const line of text.split("\n")) {
       if (line === "") continue;
       if (opts.json) process.stdout.write(`${line}\n`);
-      else process.stdout.write(`${chatLine(JSON.parse(line) as Record<string, unknown>)}\n`);
+      else {
+        try {
+          process.stdout.write(`${chatLine(JSON.parse(line) as Record<string, unknown>)}\n`);
+        } catch {
+          process.stdout.write(`(not JSON: ${clip(line, 200)})\n`);
+        }
+      }
     }
   });
 
