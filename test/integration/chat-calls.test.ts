@@ -38,8 +38,13 @@ describe("tool calls that name a conversation are logged in it", () => {
     await client.callTool("fault", "flaky-unsafe", { id: "logged", failures: 0 }, { timeoutMs: 5_000, conversationId: "conv-A" });
     await expect(client.callTool("fault", "rpc-error", {}, { timeoutMs: 5_000, conversationId: "conv-A" })).rejects.toMatchObject({ code: "BACKEND_ERROR" });
     await client.callTool("everything", "get-sum", { a: 2, b: 3 }, { timeoutMs: 5_000, conversationId: "conv-A" });
-    await client.callTool("fault", "flaky-unsafe", { id: "unlogged", failures: 0 }, { timeoutMs: 5_000 });
     await waitFor("six lines", () => lines("conv-A").length >= 6, 10_000);
+    // A call that names no conversation adds nothing to the stream.
+    const jsm = await client.nc.jetstreamManager();
+    const before = (await jsm.streams.info("TOOLBUS_CHAT")).state.messages;
+    await client.callTool("fault", "flaky-unsafe", { id: "unlogged", failures: 0 }, { timeoutMs: 5_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await jsm.streams.info("TOOLBUS_CHAT")).state.messages).toBe(before);
     const log = lines("conv-A");
     expect(log.map((l) => l.type)).toEqual(["tool_call", "tool_result", "tool_call", "error", "tool_call", "tool_result"]);
     expect(log[0]!.payload).toMatchObject({ backend: "fault", tool: "flaky-unsafe", arguments: { id: "logged", failures: 0 } });

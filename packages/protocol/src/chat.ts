@@ -23,6 +23,8 @@ export const CHAT_DEAD_LETTER_SUBJECT = `${SUBJECT_PREFIX}.deadletter.chat`;
 export const chatConsumerName = (partition: number): string => `chat-log-writer-${partition}`;
 /** The KV bucket of partition leases: key `p<n>`, value the writer's id. */
 export const CHAT_LEASES_BUCKET = "toolbus_chat_leases";
+/** The KV bucket of each partition's last known ack floor (key `p<n>`), kept while its consumer is made afresh. */
+export const CHAT_FLOORS_BUCKET = "toolbus_chat_floors";
 
 /**
  * Conversation ids are subject tokens and file names: letters, digits, `_` and `-`, 1 to 100 of them.

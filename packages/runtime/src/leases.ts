@@ -15,6 +15,8 @@ export const LEASE_MS = 3_000;
 export class Leases {
   /** Owned backends, with the revision of our entry (an update must name it). */
   readonly #owned = new Map<string, number>();
+  /** Pieces being given back: still renewed (with their revision) until their work has stopped. */
+  readonly #releasing = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #kv: KV | undefined;
   #everything = false;
@@ -94,22 +96,39 @@ export class Leases {
     const kv = this.#kv;
     if (!kv) return;
     const share = await this.#share(kv);
-    // Over our share (a replica joined): give back the last pieces we took, for it to take.
+    // Over our share (a replica joined): give back the last pieces we took, for it to take. Released
+    // (the key deleted) only once our work on it has stopped, so two replicas never work on it at once;
+    // meanwhile it is renewed with the rest, however long the stop takes, and the rounds go on.
     for (const backend of [...this.#owned.keys()].slice(Math.min(share, this.#owned.size))) {
       if (this.#stopped) return;
+      this.#releasing.set(backend, this.#owned.get(backend)!);
       this.#owned.delete(backend);
       this.log.info({ [this.what]: backend }, `lease given back: ${this.what} ${backend} goes to another replica`);
-      // Released once our work on it has stopped, so two replicas never work on it at once.
-      await Promise.resolve(this.onChange(backend, false)).catch(() => undefined);
-      await kv.delete(backend).catch(() => undefined);
+      void Promise.resolve(this.onChange(backend, false))
+        .catch(() => undefined)
+        .then(async () => {
+          this.#releasing.delete(backend);
+          await kv.delete(backend).catch(() => undefined);
+        });
     }
-    // Renew what we hold, and try for as many free pieces as our share allows, all at once (a piece's
-    // key is independent of the others'; one at a time, taking 16 pieces took a third of a second).
-    const held = this.backends.filter((b) => this.#owned.has(b));
-    // Under our share, every free piece is tried: those others hold fail at once, and any taken past
-    // the share are given back next round.
-    const wanted = this.#owned.size < share ? this.backends.filter((b) => !this.#owned.has(b)) : [];
-    await Promise.all([...held, ...wanted].map((backend) => this.#renewOrTakeOne(kv, backend)));
+    await Promise.all(
+      [...this.#releasing].map(async ([backend, revision]) => {
+        const renewed = await kv.update(backend, this.holder, revision).catch(() => undefined);
+        if (renewed !== undefined && this.#releasing.has(backend)) this.#releasing.set(backend, renewed);
+      }),
+    );
+    // Renew what we hold, all at once (a piece's key is independent of the others'; one at a time,
+    // 16 pieces took a third of a second) ...
+    await Promise.all(this.backends.filter((b) => this.#owned.has(b)).map((backend) => this.#renewOrTakeOne(kv, backend)));
+    // ... then try for free pieces, in waves of what our share still allows, starting at a place of
+    // our own so that replicas starting together try different pieces first.
+    const free = this.backends.filter((b) => !this.#owned.has(b) && !this.#releasing.has(b));
+    const offset = free.length === 0 ? 0 : hashOf(this.holder) % free.length;
+    const candidates = [...free.slice(offset), ...free.slice(0, offset)];
+    while (this.#owned.size < share && candidates.length > 0 && !this.#stopped) {
+      const wave = candidates.splice(0, share - this.#owned.size);
+      await Promise.all(wave.map((backend) => this.#renewOrTakeOne(kv, backend)));
+    }
   }
 
   async #renewOrTakeOne(kv: KV, backend: string): Promise<void> {
@@ -164,4 +183,11 @@ export class Leases {
     await Promise.allSettled([...this.#owned.keys(), ...(this.balance ? [`member.${this.holder}`] : [])].map((key) => kv.delete(key)));
     this.#owned.clear();
   }
+}
+
+/** A small stable hash of a string (FNV-1a). */
+function hashOf(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
 }

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
+import { AckPolicy, DeliverPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type KV } from "nats";
 import type { ChatLogConfig } from "@toolbus/config";
 import {
   CHAT_DEAD_LETTER_SUBJECT,
@@ -55,7 +55,19 @@ export class PartitionWriter {
     private readonly files: ConversationFiles,
     private readonly settings: ChatLogConfig,
     private readonly events: PartitionEvents,
+    /**
+     * Each partition's ack floor, kept before its consumer is made afresh: a writer killed between the
+     * consumer's delete and its new add must not leave the next one to start from the stream's beginning.
+     */
+    private readonly floors: KV | undefined,
+    /** When the stream was created: a floor kept for an older stream of the same name (deleted, made again) is not used. */
+    private readonly streamCreated: string,
   ) {}
+
+  /** Whether this reader was stopped (its partition is no longer ours). */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
 
   /**
    * Start reading, from the first event not acknowledged. The consumer is made afresh from its ack
@@ -75,14 +87,17 @@ export class PartitionWriter {
 
   async #start(): Promise<void> {
     const name = chatConsumerName(this.partition);
-    let startSeq = 1;
+    const floorKey = `p${this.partition}`;
+    let floor = await this.#savedFloor(floorKey);
     try {
       const info = await this.jsm.consumers.info(CHAT_STREAM, name);
-      startSeq = info.ack_floor.stream_seq + 1;
+      floor = Math.max(floor, info.ack_floor.stream_seq);
+      await this.floors?.put(floorKey, JSON.stringify({ stream: this.streamCreated, floor }));
       await this.jsm.consumers.delete(CHAT_STREAM, name);
     } catch (err) {
       if (!/consumer not found/i.test((err as Error).message)) throw err;
     }
+    const startSeq = floor + 1;
     await this.jsm.consumers.add(CHAT_STREAM, {
       durable_name: name,
       filter_subject: chatPartitionSubjects(this.partition),
@@ -99,6 +114,15 @@ export class PartitionWriter {
     // Stopped while we were starting: this reader must not outlive the stop.
     if (this.#stopped) return void (await messages.close().catch(() => undefined));
     this.#messages = messages;
+  }
+
+  async #savedFloor(key: string): Promise<number> {
+    try {
+      const saved = JSON.parse((await this.floors?.get(key))?.string() || "{}") as { stream?: unknown; floor?: unknown };
+      return saved.stream === this.streamCreated && typeof saved.floor === "number" ? saved.floor : 0;
+    } catch {
+      return 0;
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import type { ChatLogConfig } from "@toolbus/config";
-import { CHAT_LEASES_BUCKET, CHAT_PARTITIONS, CHAT_STREAM, chatConsumerName } from "@toolbus/protocol";
+import { CHAT_FLOORS_BUCKET, CHAT_LEASES_BUCKET, CHAT_PARTITIONS, CHAT_STREAM, chatConsumerName } from "@toolbus/protocol";
 import { Leases, TOOLBUS_VERSION, addService, ensureChatStreams, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { ConversationFiles } from "./files.js";
 import { PartitionWriter } from "./partition.js";
@@ -30,7 +30,15 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   const settings = options.chatLog;
   const log = deps.logger.child({ worker: "chat-log-writer", workerId: deps.workerId });
   const jsm = await ensureChatStreams(nc, settings, log);
+  const streamCreated = (await jsm.streams.info(CHAT_STREAM)).created;
   const js = nc.jetstream();
+  const floors = await js.views.kv(CHAT_FLOORS_BUCKET, { history: 1 }).catch((err: unknown) => {
+    log.warn(
+      { err: (err as Error).message },
+      `no KV bucket ${CHAT_FLOORS_BUCKET}; a writer killed while taking a partition over may make the next one read it again from the start`,
+    );
+    return undefined;
+  });
   await mkdir(settings.dir, { recursive: true }).catch((err: unknown) =>
     log.error({ dir: settings.dir, err: (err as Error).message }, "cannot create the chat-log directory"),
   );
@@ -80,9 +88,9 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     const partition = Number(name.slice(1));
     if (owned && stopping) return;
     if (owned && !writers.has(partition)) {
-      const writer = new PartitionWriter(partition, js, jsm, files, settings, eventsOf(partition));
+      const writer = new PartitionWriter(partition, js, jsm, files, settings, eventsOf(partition), floors, streamCreated);
       writers.set(partition, writer);
-      writer.start().catch((err: unknown) => log.error({ partition, err: (err as Error).message }, "could not start reading a chat partition"));
+      void startReading(partition, writer);
     } else if (!owned) {
       const writer = writers.get(partition);
       writers.delete(partition);
@@ -92,6 +100,22 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
       await writer?.stop();
     }
   };
+  /** Start a partition's reader, retrying (JetStream may be just back) while the partition is ours; not ready meanwhile. */
+  async function startReading(partition: number, writer: PartitionWriter): Promise<void> {
+    for (let wait = 100; !writer.stopped; wait = Math.min(5_000, wait * 2)) {
+      try {
+        await writer.start();
+        notStarted.delete(partition);
+        return;
+      } catch (err) {
+        notStarted.set(partition, `partition ${partition} is not being read: ${(err as Error).message}`);
+        log.warn({ partition, err: (err as Error).message, retryInMs: wait }, "could not start reading a chat partition; retrying");
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    notStarted.delete(partition);
+  }
+  const notStarted = new Map<number, string>();
   const names = Array.from({ length: CHAT_PARTITIONS }, (_, p) => partitionKey(p));
   const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true);
   // In the background: a replica waits a lease round for its peers before taking its share, and the
@@ -135,7 +159,10 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
     name: "chat-log-writer",
     partitions: () => [...writers.keys()].sort((a, b) => a - b),
     counts: () => ({ ...counts }),
-    notReady: () => [...new Set(failing.values())].map((problem) => `chat-log writer cannot write ${settings.dir}: ${problem}`),
+    notReady: () => [
+      ...[...new Set(failing.values())].map((problem) => `chat-log writer cannot write ${settings.dir}: ${problem}`),
+      ...[...notStarted.values()].map((problem) => `chat-log writer: ${problem}`),
+    ],
     stop: () => {
       stopping = true;
       stopped_ ??= (async () => {
