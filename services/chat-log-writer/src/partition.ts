@@ -43,6 +43,12 @@ export class PartitionWriter {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
   #stopped = false;
+  /**
+   * The highest stream sequence of this partition known to be in the files (kept in KV after each
+   * batch): an event delivered again at or below it was written by us or the reader before us, however
+   * far back, and is only acknowledged. The files' last lines cover the batch written last.
+   */
+  #writtenSeq = 0;
   /** Sequences in the buffer or the batch being written: an event delivered again meanwhile is not held twice. */
   readonly #held = new Set<number>();
   /** start, restart and stop run one after another, so a consumer is never left reading after a stop. */
@@ -89,6 +95,7 @@ export class PartitionWriter {
     const name = chatConsumerName(this.partition);
     const floorKey = `p${this.partition}`;
     let floor = await this.#savedFloor(floorKey);
+    this.#writtenSeq = await this.#savedFloor(`w${this.partition}`);
     try {
       const info = await this.jsm.consumers.info(CHAT_STREAM, name);
       floor = Math.max(floor, info.ack_floor.stream_seq);
@@ -187,7 +194,8 @@ export class PartitionWriter {
   }
 
   async #write(batch: JsMsg[]): Promise<void> {
-    const decided = batch.map((msg) => this.#decide(msg));
+    const already = batch.filter((msg) => msg.seq <= this.#writtenSeq);
+    const decided = batch.filter((msg) => msg.seq > this.#writtenSeq).map((msg) => this.#decide(msg));
     // Dead letters first: published (and acknowledged by the stream) before their events are acknowledged.
     for (const d of decided) {
       if (d.ok) continue;
@@ -218,7 +226,15 @@ export class PartitionWriter {
       fsyncMs = Math.max(fsyncMs, r.fsyncMs);
     }
     // A connection closing now loses these acks: the events come back, and are recognised in the files.
+    const highest = Math.max(this.#writtenSeq, ...batch.map((m) => m.seq));
+    if (highest > this.#writtenSeq) {
+      this.#writtenSeq = highest;
+      // Not awaited: lost, it only means the files' tails decide for this batch after a crash.
+      void this.floors?.put(`w${this.partition}`, JSON.stringify({ stream: this.streamCreated, floor: highest })).catch(() => undefined);
+    }
     for (const d of decided) quietly(() => d.msg.ack());
+    for (const msg of already) quietly(() => msg.ack());
+    duplicates += already.length;
     const dead = decided.filter((d) => !d.ok);
     for (const d of dead) this.events.dead(d.dead.reason);
     this.events.written({ events: written, duplicates, dead: dead.length, fsyncMs, redelivered: batch.filter((m) => m.redelivered).length });
