@@ -57,6 +57,17 @@ describe("graceful stop of `toolbus up`", () => {
     });
   }
 
+  it("SIGTERM while the workers are still starting: they start, then stop gracefully; exit 0, no child left", async () => {
+    const up = runToolbus(["--config", config(), "--nats", nats.url, "up"]);
+    await waitFor("toolbus to begin starting its workers", () => up.output().includes("starting toolbus"), 20_000);
+    up.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+    expect(up.output()).toMatch(/signal received/);
+    expect(up.output()).toMatch(/"msg":"stopped"/);
+    const started = [...up.output().matchAll(/"pid":(\d+)[^\n]*"msg":"(?:launched backend server|started backend process)/g)].map((m) => Number(m[1]));
+    for (const pid of started) expect(isAlive(pid), `backend ${pid} outlived toolbus`).toBe(false);
+  });
+
   it("calls still out when the grace period ends are cancelled at the backend and answered CANCELLED; exit 0", async () => {
     const config = writeConfig({ admin: { port: -1 }, heartbeat: 200, shutdownGrace: "500ms", backends: { fault: faultStdio(1) } });
     const up = runToolbus(["--config", config, "--nats", nats.url, "up"]);

@@ -40,17 +40,33 @@ export class Leases {
      * Without it the first replica takes everything and the others wait for it to die.
      */
     private readonly balance = false,
+    /**
+     * Without the bucket: true (a prober) owns everything, as a single replica would; false (a chat-log
+     * writer, which two replicas must never share a piece of) keeps trying to open it and owns nothing meanwhile.
+     */
+    private readonly withoutBucketOwnAll = true,
   ) {}
 
   /** Open the bucket and take what is free; then keep renewing and taking over. */
   async start(): Promise<void> {
-    try {
-      this.#kv = await this.nc.jetstream().views.kv(this.bucket, { history: 1, ttl: LEASE_MS });
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, `no KV bucket ${this.bucket} (is JetStream enabled?); taking every ${this.what}`);
-      this.#everything = true;
-      for (const name of this.backends) void this.onChange(name, true);
-      return;
+    for (let wait = 500; ; wait = Math.min(10_000, wait * 2)) {
+      try {
+        this.#kv = await this.nc.jetstream().views.kv(this.bucket, { history: 1, ttl: LEASE_MS });
+        break;
+      } catch (err) {
+        if (this.withoutBucketOwnAll) {
+          this.log.warn({ err: (err as Error).message }, `no KV bucket ${this.bucket} (is JetStream enabled?); taking every ${this.what}`);
+          this.#everything = true;
+          for (const name of this.backends) void this.onChange(name, true);
+          return;
+        }
+        this.log.warn(
+          { err: (err as Error).message, retryInMs: wait },
+          `no KV bucket ${this.bucket} (is JetStream enabled?); taking no ${this.what} until it opens`,
+        );
+        await new Promise((r) => setTimeout(r, wait));
+        if (this.#stopped) return;
+      }
     }
     // Someone who opened the bucket first without a TTL (a tool, a test) would make leases last forever.
     const { ttl } = await this.#kv.status();

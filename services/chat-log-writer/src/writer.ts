@@ -117,7 +117,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   }
   const notStarted = new Map<number, string>();
   const names = Array.from({ length: CHAT_PARTITIONS }, (_, p) => partitionKey(p));
-  const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true);
+  const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true, false);
   // In the background: a replica waits a lease round for its peers before taking its share, and the
   // process's other workers need not wait for that.
   const leasesStarted = leases.start().catch((err: unknown) => log.error({ err: (err as Error).message }, "could not take chat partitions"));

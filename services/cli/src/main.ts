@@ -90,12 +90,13 @@ function logger(cfg: ToolbusConfig, name: string): Logger {
   return createLogger({ level: cfg.log.level, name, pretty: process.stdout.isTTY === true });
 }
 
-/** Run workers until SIGTERM/SIGINT, optionally with a NATS we started ourselves. */
+/**
+ * Run workers until SIGTERM/SIGINT, optionally with a NATS we started ourselves. The signals are
+ * handled from the start: one that arrives while the workers are still starting stops them gracefully
+ * once they have started (a second one exits at once, as always).
+ */
 async function serve(name: string, cfg: ToolbusConfig, log: Logger, start: Parameters<typeof runWorkers>[0]["start"], ownNats?: LocalNats): Promise<void> {
-  let proc;
-  try {
-    proc = await runWorkers({ name, config: cfg, logger: log, start });
-  } catch (err) {
+  const started = runWorkers({ name, config: cfg, logger: log, start }).catch(async (err: unknown) => {
     if (isNatsCredsError(err)) {
       await ownNats?.stop();
       process.stderr.write(`toolbus: ${err.message}\n`);
@@ -104,16 +105,19 @@ async function serve(name: string, cfg: ToolbusConfig, log: Logger, start: Param
     log.fatal({ err }, "could not start");
     await ownNats?.stop();
     process.exit(ExitCode.FAILED);
-  }
+  });
+  // In the same turn as the start began, before it awaits anything.
   exitOnSignals(
     {
       stop: async () => {
-        await proc.stop();
+        const proc = await started;
+        await proc?.stop();
         await ownNats?.stop();
       },
     },
     log,
   );
+  await started;
 }
 
 program
