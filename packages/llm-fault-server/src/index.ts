@@ -1,0 +1,2 @@
+export { startLlmFaultServer, CANNED_TEXT } from "./server.js";
+export type { LlmFaultServer, LlmFaultStats } from "./server.js";
