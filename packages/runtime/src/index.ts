@@ -8,7 +8,7 @@ export { startAdminServer } from "./admin.js";
 export type { AdminServer, AdminServerOptions } from "./admin.js";
 export { addService } from "./service.js";
 export type { Service, ServiceMsg, ServiceOptions } from "./service.js";
-export { InFlight, newWorkerId, runWorkers, exitOnSignals } from "./lifecycle.js";
+export { InFlight, newWorkerId, runWorkers, exitOnSignals, stopOnce } from "./lifecycle.js";
 export type { Worker, WorkerDeps, RunWorkersOptions, RunningProcess } from "./lifecycle.js";
 export { TOOLBUS_VERSION } from "./version.js";
 export { admitRequest, answerInternal, maxPayloadOf, respondJson } from "./admit.js";

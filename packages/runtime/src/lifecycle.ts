@@ -24,6 +24,17 @@ export interface Worker {
   readonly stopped: Promise<void>;
 }
 
+/**
+ * A worker's `stop` and `stopped`: `stop` runs its steps once however often it is called (every caller
+ * gets the same promise), and `stopped` resolves once they have finished.
+ */
+export function stopOnce(steps: (graceMs?: number) => Promise<void>): Pick<Worker, "stop" | "stopped"> {
+  let running: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  return { stop: (graceMs) => (running ??= steps(graceMs).then(resolveStopped)), stopped };
+}
+
 /** Counts requests in flight so a stop can wait for them. */
 export class InFlight {
   #count = 0;

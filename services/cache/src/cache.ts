@@ -27,7 +27,18 @@ import {
   type CacheStatus,
   type ErrorReply,
 } from "@toolbus/protocol";
-import { ChatEmitter, InFlight, TOOLBUS_VERSION, addService, cacheKeyFor, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import {
+  ChatEmitter,
+  InFlight,
+  TOOLBUS_VERSION,
+  addService,
+  cacheKeyFor,
+  maxPayloadOf,
+  respondJson,
+  stopOnce,
+  type Worker,
+  type WorkerDeps,
+} from "@toolbus/runtime";
 import { Acks } from "./acks.js";
 import { MemoryTier, SharedTier, type Entry } from "./tiers.js";
 
@@ -382,32 +393,24 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
   timer.unref();
   log.info({ shared: shared !== undefined, maxEntries: settings.maxEntries, maxBytes: settings.maxBytes }, "cache started");
 
-  let stopping: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: "cache",
     status,
     // A cache is never needed to serve: without one, calls go straight to the callers.
     notReady: () => [],
-    stop: (graceMs = 10_000) => {
-      stopping ??= (async () => {
-        clearInterval(timer);
-        for (const t of repurges) clearTimeout(t);
-        repurges.clear();
-        // Routers stop handing us calls at once, rather than after missed heartbeats.
-        beat("down");
-        await service.stop();
-        await inFlight.idle(graceMs);
-        acks.flush();
-        await chat.close();
-        await Promise.allSettled(subscriptions.map((s) => s.drain()));
-        memory.clear();
-        log.info("cache stopped");
-        resolveStopped();
-      })();
-      return stopping;
-    },
-    stopped,
+    ...stopOnce(async (graceMs = 10_000) => {
+      clearInterval(timer);
+      for (const t of repurges) clearTimeout(t);
+      repurges.clear();
+      // Routers stop handing us calls at once, rather than after missed heartbeats.
+      beat("down");
+      await service.stop();
+      await inFlight.idle(graceMs);
+      acks.flush();
+      await chat.close();
+      await Promise.allSettled(subscriptions.map((s) => s.drain()));
+      memory.clear();
+      log.info("cache stopped");
+    }),
   };
 }

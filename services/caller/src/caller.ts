@@ -33,6 +33,7 @@ import {
   maxPayloadOf,
   respondJson,
   type Logger,
+  stopOnce,
   type Worker,
   type WorkerDeps,
 } from "@toolbus/runtime";
@@ -277,9 +278,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   health.startReports();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");
 
-  let stopped: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stoppedPromise = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: `caller:${backend.name}`,
     backend: backend.name,
@@ -287,29 +285,24 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     tools: () => tools.index?.tools ?? null,
     breakerStates: () => Object.fromEntries([...policy.breakers].map(([e, b]) => [e.id, b.state])),
     notReady: () => (endpoints.some((e) => e.live) ? [] : [`caller ${backend.name}: no live backend connection`]),
-    stop: (graceMs = 10_000) => {
-      stopped ??= (async () => {
-        health.stop();
-        presence.stop();
-        // Drain: messages already delivered to us are still handled; no new ones arrive.
-        await service.stop();
-        if (!(await inFlight.idle(graceMs))) {
-          log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
-          calls.abortAll("the caller stopped before the backend answered (grace period over)");
-          // Let the cancelled calls send their answers before the connection drains.
-          await inFlight.idle(1_000);
-        }
-        presence.stopCancels();
-        await chat.close();
-        policy.close();
-        await Promise.allSettled(endpoints.map((e) => e.close()));
-        await launched?.stop();
-        log.info("caller stopped");
-        resolveStopped();
-      })();
-      return stopped;
-    },
-    stopped: stoppedPromise,
+    ...stopOnce(async (graceMs = 10_000) => {
+      health.stop();
+      presence.stop();
+      // Drain: messages already delivered to us are still handled; no new ones arrive.
+      await service.stop();
+      if (!(await inFlight.idle(graceMs))) {
+        log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the calls still in flight");
+        calls.abortAll("the caller stopped before the backend answered (grace period over)");
+        // Let the cancelled calls send their answers before the connection drains.
+        await inFlight.idle(1_000);
+      }
+      presence.stopCancels();
+      await chat.close();
+      policy.close();
+      await Promise.allSettled(endpoints.map((e) => e.close()));
+      await launched?.stop();
+      log.info("caller stopped");
+    }),
   };
 }
 

@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import type { ChatLogConfig } from "@toolbus/config";
 import { CHAT_FLOORS_BUCKET, CHAT_LEASES_BUCKET, CHAT_PARTITIONS, CHAT_STREAM, chatConsumerName } from "@toolbus/protocol";
-import { Leases, TOOLBUS_VERSION, addService, ensureChatStreams, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Leases, TOOLBUS_VERSION, addService, ensureChatStreams, stopOnce, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { ConversationFiles } from "./files.js";
 import { PartitionWriter } from "./partition.js";
 
@@ -152,9 +152,6 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   pendingTimer.unref();
   log.info({ dir: settings.dir }, "chat-log writer started; taking its share of the partitions");
 
-  let stopped_: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: "chat-log-writer",
     partitions: () => [...writers.keys()].sort((a, b) => a - b),
@@ -163,21 +160,16 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
       ...[...new Set(failing.values())].map((problem) => `chat-log writer cannot write ${settings.dir}: ${problem}`),
       ...[...notStarted.values()].map((problem) => `chat-log writer: ${problem}`),
     ],
-    stop: () => {
+    ...stopOnce(async () => {
       stopping = true;
-      stopped_ ??= (async () => {
-        clearInterval(pendingTimer);
-        await service.stop();
-        await leasesStarted;
-        // Finish the batches being written, then hand the partitions over at once.
-        await Promise.allSettled([...writers.values()].map((w) => w.stop()));
-        writers.clear();
-        await leases.stop();
-        log.info("chat-log writer stopped");
-        resolveStopped();
-      })();
-      return stopped_;
-    },
-    stopped,
+      clearInterval(pendingTimer);
+      await service.stop();
+      await leasesStarted;
+      // Finish the batches being written, then hand the partitions over at once.
+      await Promise.allSettled([...writers.values()].map((w) => w.stop()));
+      writers.clear();
+      await leases.stop();
+      log.info("chat-log writer stopped");
+    }),
   };
 }

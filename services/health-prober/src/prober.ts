@@ -13,7 +13,7 @@ import {
   type HealthEvent,
   type HealthTableReply,
 } from "@toolbus/protocol";
-import { Leases, TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Leases, TOOLBUS_VERSION, addService, answerInternal, maxPayloadOf, respondJson, stopOnce, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { HttpProbe } from "./http-probe.js";
 
 import { HealthTracker, type ProbeResult, type Transition } from "./tracker.js";
@@ -323,30 +323,22 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   heartbeat.unref();
   log.info({ endpoints: targets.map((t) => t.id) }, "health prober started");
 
-  let stopped: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stoppedPromise = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: "health-prober",
     table,
     notReady: () => [],
-    stop: () => {
-      stopped ??= (async () => {
-        stopping = true;
-        await leases.stop();
-        clearInterval(heartbeat);
-        reports.unsubscribe();
-        others.unsubscribe();
-        for (const t of targets) clearTimeout(t.timer);
-        await service.stop();
-        await Promise.allSettled(targets.map((t) => t.probing));
-        await Promise.allSettled(targets.map((t) => t.probe?.close()));
-        log.info("health prober stopped");
-        resolveStopped();
-      })();
-      return stopped;
-    },
-    stopped: stoppedPromise,
+    ...stopOnce(async () => {
+      stopping = true;
+      await leases.stop();
+      clearInterval(heartbeat);
+      reports.unsubscribe();
+      others.unsubscribe();
+      for (const t of targets) clearTimeout(t.timer);
+      await service.stop();
+      await Promise.allSettled(targets.map((t) => t.probing));
+      await Promise.allSettled(targets.map((t) => t.probe?.close()));
+      log.info("health prober stopped");
+    }),
   };
 }
 

@@ -24,6 +24,7 @@ import {
   cacheKeyFor,
   maxPayloadOf,
   respondJson,
+  stopOnce,
   type Worker,
   type WorkerDeps,
 } from "@toolbus/runtime";
@@ -159,25 +160,17 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   await nc.flush();
   log.info({ backends: options.backends }, "router started");
 
-  let stopping: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => (resolveStopped = r));
   return {
     name: "router",
     liveBackends,
     cache,
     notReady: () => [],
     // Forwarding is synchronous, so once the endpoints are drained nothing is left in flight here.
-    stop: () => {
-      stopping ??= (async () => {
-        await service.stop();
-        await cache?.stop();
-        await stopListening();
-        log.info("router stopped");
-        resolveStopped();
-      })();
-      return stopping;
-    },
-    stopped,
+    ...stopOnce(async () => {
+      await service.stop();
+      await cache?.stop();
+      await stopListening();
+      log.info("router stopped");
+    }),
   };
 }
