@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { z } from "zod";
 import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "nats";
 import {
   CacheInvalidateReplySchema,
@@ -182,18 +183,24 @@ export class ToolbusClient {
    * list means no caller answered.
    */
   async callerStatus(waitMs = 500): Promise<CallerStatus[]> {
-    const statuses: CallerStatus[] = [];
+    const statuses = await this.#collect(subjects.callerStatus(), CallerStatusSchema, waitMs);
+    return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
+  }
+
+  /** Every answer to `subject` within `waitMs` that fits `schema` (none when nobody serves it). */
+  async #collect<S extends z.ZodType>(subject: string, schema: S, waitMs: number): Promise<Array<z.infer<S>>> {
+    const answers: Array<z.infer<S>> = [];
     try {
-      const replies = await this.nc.requestMany(subjects.callerStatus(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: waitMs });
+      const replies = await this.nc.requestMany(subject, encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: waitMs });
       for await (const msg of replies) {
-        const parsed = CallerStatusSchema.safeParse(decodeJson(msg.data));
-        if (parsed.success) statuses.push(parsed.data);
+        const parsed = schema.safeParse(decodeJson(msg.data));
+        if (parsed.success) answers.push(parsed.data);
       }
     } catch (err) {
-      // "No responders": no caller is running.
+      // "No responders": nobody is running.
       if ((err as { code?: string }).code !== "503") throw err;
     }
-    return statuses.sort((a, b) => a.backend.localeCompare(b.backend) || a.workerId.localeCompare(b.workerId));
+    return answers;
   }
 
   /**
@@ -233,17 +240,7 @@ export class ToolbusClient {
 
   /** Every running cache replica's counters (hits by tier, misses, entries, bytes), collected for `waitMs`. */
   async cacheStatus(waitMs = 500): Promise<CacheStatus[]> {
-    const statuses: CacheStatus[] = [];
-    try {
-      const replies = await this.nc.requestMany(subjects.cacheStatus(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: waitMs });
-      for await (const msg of replies) {
-        const parsed = CacheStatusSchema.safeParse(decodeJson(msg.data));
-        if (parsed.success) statuses.push(parsed.data);
-      }
-    } catch (err) {
-      if ((err as { code?: string }).code !== "503") throw err;
-    }
-    return statuses.sort((a, b) => a.workerId.localeCompare(b.workerId));
+    return (await this.#collect(subjects.cacheStatus(), CacheStatusSchema, waitMs)).sort((a, b) => a.workerId.localeCompare(b.workerId));
   }
 
   /**

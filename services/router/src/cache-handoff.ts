@@ -1,4 +1,4 @@
-import { RequestStrategy, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from "nats";
 import {
   CacheHeartbeatSchema,
   ErrorCode,
@@ -12,6 +12,7 @@ import {
   type CacheHeartbeat,
 } from "@toolbus/protocol";
 import type { Logger, Metrics } from "@toolbus/runtime";
+import { discoverAll } from "./discover.js";
 
 /** A cache replica is presumed gone after this many heartbeat intervals without news. */
 const MISSED_BEATS = 3;
@@ -71,13 +72,8 @@ export class CacheHandoff {
   }
 
   /** Ask running cache replicas to announce themselves now (a starting router then uses them at once). */
-  async discover(maxWaitMs: number): Promise<void> {
-    try {
-      const replies = await this.nc.requestMany(subjects.cacheDiscovery(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: maxWaitMs });
-      for await (const msg of replies) this.#heard(msg);
-    } catch (err) {
-      this.log.debug({ err: (err as Error).message }, "cache discovery found nothing");
-    }
+  discover(maxWaitMs: number): Promise<void> {
+    return discoverAll(this.nc, subjects.cacheDiscovery(), maxWaitMs, (msg) => this.#heard(msg), this.log, "cache");
   }
 
   /**

@@ -1,7 +1,8 @@
-import { RequestStrategy, type Msg, type NatsConnection } from "nats";
+import type { Msg, NatsConnection } from "nats";
 import { ToolIndex } from "@toolbus/tool-index";
 import { CallerHeartbeatSchema, ToolsListOkReplySchema, decodeJson, encodeJson, subjects, type BackendTools, type CallerHeartbeat } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
+import { discoverAll } from "./discover.js";
 
 /** A caller is presumed gone after this many heartbeat intervals without news. */
 const MISSED_BEATS = 3;
@@ -75,14 +76,8 @@ export class LiveBackends {
    * Ask every running caller to announce itself now, and take what arrives within `maxWaitMs`. A router
    * that starts among running callers then serves with a full catalog instead of waiting a heartbeat.
    */
-  async discover(maxWaitMs: number): Promise<void> {
-    try {
-      const replies = await this.nc.requestMany(subjects.callerDiscovery(), encodeJson({}), { strategy: RequestStrategy.Timer, maxWait: maxWaitMs });
-      for await (const msg of replies) this.#heard(msg);
-    } catch (err) {
-      // No caller running yet ("no responders") is normal: heartbeats will tell us later.
-      this.log.debug({ err: (err as Error).message }, "caller discovery found nothing");
-    }
+  discover(maxWaitMs: number): Promise<void> {
+    return discoverAll(this.nc, subjects.callerDiscovery(), maxWaitMs, (msg) => this.#heard(msg), this.log, "caller");
   }
 
   #heard(msg: Msg): void {
