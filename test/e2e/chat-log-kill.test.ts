@@ -1,28 +1,12 @@
-import { readFileSync, readdirSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolbusClient } from "@toolbus/client";
-import { conversationOfFile } from "@toolbus/protocol";
+import { readChatLogs } from "../helpers/chat.js";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { isAlive, removeTempDirs, runToolbus, tempDir, waitFor, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
 
 /** Every id in every conversation file of `dir`, in file order, by conversation; every line must parse. */
 function idsOnDisk(dir: string): Map<string, string[]> {
-  const ids = new Map<string, string[]>();
-  for (const file of readdirSync(dir)) {
-    const conversation = conversationOfFile(file);
-    if (!conversation) continue;
-    const text = readFileSync(join(dir, file), "utf8");
-    if (text !== "" && !text.endsWith("\n")) throw new Error(`${file} ends in a partial line`);
-    ids.set(
-      conversation,
-      text
-        .split("\n")
-        .filter((l) => l !== "")
-        .map((l) => (JSON.parse(l) as { id: string }).id),
-    );
-  }
-  return ids;
+  return new Map([...readChatLogs(dir)].map(([conversation, events]) => [conversation, events.map((e) => e.id)]));
 }
 
 describe("chat-log writers killed (SIGKILL) at random moments", () => {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chatFileName } from "@toolbus/protocol";
 import type { RouterWorker } from "@toolbus/router";
+import { readChatLogs, type LoggedEvent } from "../helpers/chat.js";
 import { faultStdio, everythingStdio } from "../helpers/mcp.js";
 import { removeTempDirs, runToolbus, startStack, tempDir, toolbusCommand, waitFor, type Stack } from "../helpers/toolbus.js";
 
@@ -10,14 +11,7 @@ describe("tool calls that name a conversation are logged in it", () => {
   let stack: Stack;
   let dir: string;
 
-  const lines = (conversation: string): Array<{ type: string; timestamp: string; payload: Record<string, unknown>; conversationId: string }> => {
-    const file = join(dir, chatFileName(conversation));
-    if (!existsSync(file)) return [];
-    return readFileSync(file, "utf8")
-      .split("\n")
-      .filter((l) => l !== "")
-      .map((l) => JSON.parse(l));
-  };
+  const lines = (conversation: string): LoggedEvent[] => readChatLogs(dir).get(conversation) ?? [];
 
   beforeAll(async () => {
     dir = tempDir("toolbus-chat-calls-");

@@ -1,43 +1,17 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startChatLogWriter, type ChatLogWriterWorker } from "@toolbus/chat-log-writer";
 import { ToolbusClient } from "@toolbus/client";
-import {
-  CHAT_DEAD_LETTER_SUBJECT,
-  ChatDeadLetterSchema,
-  chatFileName,
-  chatPartitionOf,
-  chatSubject,
-  conversationOfFile,
-  type ChatDeadLetter,
-} from "@toolbus/protocol";
+import { CHAT_DEAD_LETTER_SUBJECT, ChatDeadLetterSchema, chatFileName, chatPartitionOf, chatSubject, type ChatDeadLetter } from "@toolbus/protocol";
 import { connectNats, createLogger, createMetrics, newWorkerId } from "@toolbus/runtime";
 import { newEventId } from "@toolbus/client";
+import { readChatLogs } from "../helpers/chat.js";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { removeTempDirs, tempDir, testConfig, waitFor } from "../helpers/toolbus.js";
 
-/** Every line of every conversation file in `dir`, parsed, by conversation. */
-function readLogs(dir: string): Map<string, Array<Record<string, unknown>>> {
-  const logs = new Map<string, Array<Record<string, unknown>>>();
-  for (const file of readdirSync(dir)) {
-    const conversation = conversationOfFile(file);
-    if (!conversation) continue;
-    const text = readFileSync(join(dir, file), "utf8");
-    expect(text === "" || text.endsWith("\n"), `${file} ends with a whole line`).toBe(true);
-    logs.set(
-      conversation,
-      text
-        .split("\n")
-        .filter((l) => l !== "")
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-    );
-  }
-  return logs;
-}
-
-const lineCount = (dir: string): number => [...readLogs(dir).values()].reduce((n, lines) => n + lines.length, 0);
+const lineCount = (dir: string): number => [...readChatLogs(dir).values()].reduce((n, lines) => n + lines.length, 0);
 
 describe("chat-log writer", () => {
   let nats: TestNats;
@@ -110,7 +84,7 @@ describe("chat-log writer", () => {
       await Promise.all(publishers.map((c) => c.close()));
     }
     await waitFor("10,000 lines", () => lineCount(dir) >= 10_000, 30_000);
-    const logs = readLogs(dir);
+    const logs = readChatLogs(dir);
     expect(logs.size).toBe(20);
     for (const [conversation, ids] of published) {
       const lines = logs.get(conversation)!;
@@ -153,9 +127,9 @@ describe("chat-log writer", () => {
       await js.publish(subject, new TextEncoder().encode(JSON.stringify(localTime)));
       await send(4);
 
-      await waitFor("the valid events and the dead letters", () => (readLogs(dir).get(conversationId)?.length ?? 0) === 5 && dead.length === 6, 10_000);
+      await waitFor("the valid events and the dead letters", () => (readChatLogs(dir).get(conversationId)?.length ?? 0) === 5 && dead.length === 6, 10_000);
       expect(
-        readLogs(dir)
+        readChatLogs(dir)
           .get(conversationId)!
           .map((l) => l.id),
       ).toEqual(valid);
@@ -186,7 +160,7 @@ describe("chat-log writer", () => {
         await publish(300);
         await waitFor("the writer to report the full disk", () => w.notReady().some((r) => /ENOSPC/.test(r)), 10_000);
         expect(w.notReady()[0]).toMatch(new RegExp(`chat-log writer cannot write ${dir}: ENOSPC`));
-        const before = readLogs(dir).get("full") ?? [];
+        const before = readChatLogs(dir).get("full") ?? [];
         expect(before.length).toBeLessThan(300);
         expect(before.map((l) => l.id)).toEqual(ids.slice(0, before.length));
         // Still not acknowledged: the stream holds them.
@@ -195,9 +169,9 @@ describe("chat-log writer", () => {
 
         // Space again: everything is written, once, in order.
         execFileSync("mount", ["-o", "remount,size=4m", dir]);
-        await waitFor("the writer to catch up", () => (readLogs(dir).get("full")?.length ?? 0) === 300, 15_000);
+        await waitFor("the writer to catch up", () => (readChatLogs(dir).get("full")?.length ?? 0) === 300, 15_000);
         expect(
-          readLogs(dir)
+          readChatLogs(dir)
             .get("full")!
             .map((l) => l.id),
         ).toEqual(ids);
@@ -208,9 +182,9 @@ describe("chat-log writer", () => {
         await publish(20);
         await waitFor("the writer to report the read-only directory", () => w.notReady().some((r) => /EROFS/.test(r)), 10_000);
         execFileSync("mount", ["-o", "remount,rw", dir]);
-        await waitFor("the writer to catch up", () => (readLogs(dir).get("full")?.length ?? 0) === 320, 15_000);
+        await waitFor("the writer to catch up", () => (readChatLogs(dir).get("full")?.length ?? 0) === 320, 15_000);
         expect(
-          readLogs(dir)
+          readChatLogs(dir)
             .get("full")!
             .map((l) => l.id),
         ).toEqual(ids);
@@ -230,12 +204,12 @@ describe("chat-log writer", () => {
     const client = await ToolbusClient.connect({ servers: nats.url });
     try {
       const first = await client.publishChatEvent({ conversationId: "gone", type: "user_message", payload: {} });
-      await waitFor("the first event", () => (readLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
+      await waitFor("the first event", () => (readChatLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
       rmSync(dir, { recursive: true, force: true });
       const second = await client.publishChatEvent({ conversationId: "gone", type: "user_message", payload: {} });
-      await waitFor("the second event, in a new directory", () => existsSync(dir) && (readLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
+      await waitFor("the second event, in a new directory", () => existsSync(dir) && (readChatLogs(dir).get("gone")?.length ?? 0) === 1, 10_000);
       expect(
-        readLogs(dir)
+        readChatLogs(dir)
           .get("gone")!
           .map((l) => l.id),
       ).toEqual([second.id]);
@@ -277,8 +251,8 @@ describe("chat-log writer", () => {
       await new Promise((r) => setTimeout(r, 1_500));
       publishing = false;
       await Promise.all(lanes);
-      await waitFor("every acknowledged event on disk", () => [...acked].every(([c, ids]) => (readLogs(dir).get(c)?.length ?? 0) >= ids.length), 20_000);
-      const logs = readLogs(dir);
+      await waitFor("every acknowledged event on disk", () => [...acked].every(([c, ids]) => (readChatLogs(dir).get(c)?.length ?? 0) >= ids.length), 20_000);
+      const logs = readChatLogs(dir);
       for (const [conversation, ids] of acked) expect(logs.get(conversation)!.map((l) => l.id)).toEqual(ids);
     } finally {
       await client.close();
