@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
-import { compileConfig, type ToolbusConfig } from "@toolbus/config";
+import { compileConfig, isLlmBackend, type ToolbusConfig } from "@toolbus/config";
 import { allWorkers } from "@toolbus/cli";
 import { createLogger, runWorkers, type RunningProcess } from "@toolbus/runtime";
 import { startNats, type TestNats } from "./nats-server.js";
@@ -15,7 +15,7 @@ import { TOOLBUS_BIN, ROOT } from "./paths.js";
  * and share flights, which tests of other features do not expect. The cache's own tests turn it on.
  * No chat-log writer either, unless asked for (it would write into the repository's directory).
  */
-export function testConfig(natsUrl: string, raw: Record<string, unknown>): ToolbusConfig {
+export function testConfig(natsUrl: string, raw: Record<string, unknown>, env: Record<string, string> = {}): ToolbusConfig {
   return compileConfig(
     {
       admin: { port: -1 },
@@ -26,7 +26,7 @@ export function testConfig(natsUrl: string, raw: Record<string, unknown>): Toolb
       nats: { servers: [natsUrl] },
       ...raw,
     },
-    { baseDir: ROOT, source: "(test)" },
+    { baseDir: ROOT, source: "(test)", env },
   );
 }
 
@@ -60,6 +60,8 @@ export function writeConfig(raw: Record<string, unknown>): string {
 export interface StartOptions {
   /** Every log line (all levels) goes here, e.g. to check what is never logged. */
   logs?: NodeJS.WritableStream;
+  /** The environment the config reads (API keys of LLM backends). */
+  env?: Record<string, string>;
 }
 
 /** Router and a caller per backend in this process, as `toolbus up` runs them. */
@@ -90,13 +92,13 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ""}`);
 }
 
-/** Wait until the router lists `backends` with a live caller and a known tool list. */
-export async function waitForBackends(client: ToolbusClient, backends: readonly string[], timeoutMs = 20_000): Promise<void> {
+/** Wait until the router lists `backends` with a live caller and (but for the LLM backends in `llm`) a known tool list. */
+export async function waitForBackends(client: ToolbusClient, backends: readonly string[], timeoutMs = 20_000, llm: readonly string[] = []): Promise<void> {
   await waitFor(
     `backends ${backends.join(", ")} to be live`,
     async () => {
       const listed = await client.listTools(undefined, { timeoutMs: 1_000 });
-      return backends.every((b) => listed.some((l) => l.name === b && l.liveCallers > 0 && l.tools !== null));
+      return backends.every((b) => listed.some((l) => l.name === b && l.liveCallers > 0 && (l.tools !== null || llm.includes(b))));
     },
     timeoutMs,
   );
@@ -183,10 +185,13 @@ export interface Stack extends AsyncDisposable {
 /** Start a Stack with config `raw` (see testConfig) and wait until every configured backend is live. */
 export async function startStack(raw: Record<string, unknown>, options: StartOptions = {}): Promise<Stack> {
   const nats = await startNats();
-  const config = testConfig(nats.url, raw);
+  const config = testConfig(nats.url, raw, options.env);
   const toolbus = await startInProcess(config, options);
   const client = await ToolbusClient.connect({ servers: nats.url });
-  await waitForBackends(client, Object.keys(config.backends));
+  const llm = Object.values(config.backends)
+    .filter(isLlmBackend)
+    .map((b) => b.name);
+  await waitForBackends(client, Object.keys(config.backends), 20_000, llm);
   return {
     nats,
     toolbus,

@@ -29,9 +29,12 @@ import {
   type ToolCallReply,
   type ToolCallRequestInput,
   type ToolsListReply,
+  type LlmChatOkReply,
+  type LlmChatRequestInput,
 } from "@toolbus/protocol";
 import { toolbusConnectionOptions } from "./connection.js";
 import { ToolbusError } from "./errors.js";
+import { ChatStream, finalReply, isStreamChunk, type StreamSink } from "./chat-stream.js";
 
 interface Pending {
   answer(msg: Msg): void;
@@ -86,6 +89,9 @@ export interface CallOptions {
    */
   headers?: Record<string, string>;
 }
+
+/** Options of `chat` and `chatStream`. */
+export type ChatOptions = Omit<CallOptions, "cache">;
 
 export interface HealthOptions {
   /** How long to wait for the health prober's answer; default the client's `defaultTimeoutMs`. */
@@ -169,6 +175,42 @@ export class ToolbusClient {
     )) as ToolCallReply;
     if (reply.ok) return { result: reply.result, meta: reply.meta };
     throw new ToolbusError(reply.error);
+  }
+
+  /**
+   * An LLM chat, answered whole. Through the router (which picks the backend by `backend` or by
+   * `model`, with its fallbacks) unless `direct` (then `request.backend` is required). Resolves with the
+   * assistant's message, usage, stop reason and `meta` (which backend answered, what was tried first);
+   * rejects with a ToolbusError.
+   */
+  async chat(request: LlmChatRequestInput, options: ChatOptions = {}): Promise<LlmChatOkReply> {
+    const reply = await this.#chat({ ...request, stream: false }, options, undefined);
+    return finalReply(reply, undefined);
+  }
+
+  /**
+   * An LLM chat, streamed: iterate the returned stream for the deltas (text, pieces of tool calls) as
+   * they are generated; `result` resolves with the whole reply once the stream ends. Stopping early
+   * (`break`, or `options.signal`) closes the upstream request. A failure after chunks arrived rejects
+   * with `details.delivered` saying how much was sent (the stream is not resumed).
+   */
+  chatStream(request: LlmChatRequestInput, options: ChatOptions = {}): ChatStream {
+    const stream = new ChatStream();
+    stream.settle(this.#chat({ ...request, stream: true }, options, stream).then((reply) => finalReply(reply, stream)));
+    return stream;
+  }
+
+  #chat(body: LlmChatRequestInput, options: ChatOptions, sink: StreamSink | undefined): Promise<unknown> {
+    if (options.conversationId !== undefined) body.conversationId = options.conversationId;
+    let subject: string;
+    try {
+      if (options.direct && body.backend === undefined) throw new Error("a direct chat needs request.backend");
+      subject = options.direct ? subjects.backendChat(body.backend!) : subjects.llmChat();
+    } catch (err) {
+      return Promise.reject(ToolbusError.of(ErrorCode.BAD_REQUEST, (err as Error).message));
+    }
+    const noResponders = options.direct ? `no caller serves backend "${body.backend}"` : "no router is running";
+    return this.#request(subject, encodeJson(body), options, noResponders, subjects.llmCancel(), sink);
   }
 
   /** The tools of every backend the router knows (or of one backend). */
@@ -332,7 +374,7 @@ export class ToolbusClient {
    * inbox, a token per request. (nats.js's request() builds an Error with a stack trace for every call,
    * a measurable share of a client's CPU, and cannot be cancelled by an AbortSignal.)
    */
-  #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string, cancelSubject?: string): Promise<unknown> {
+  #request(subject: string, data: Uint8Array, options: CallOptions, noResponders: string, cancelSubject?: string, sink?: StreamSink): Promise<unknown> {
     const timeoutMs = Math.floor(options.timeoutMs ?? this.#defaultTimeoutMs);
     if (!(timeoutMs > 0)) return Promise.reject(ToolbusError.of(ErrorCode.BAD_REQUEST, `timeoutMs must be a positive number of ms, got ${options.timeoutMs}`));
     const signal = options.signal;
@@ -383,18 +425,38 @@ export class ToolbusClient {
           reject(err);
         },
         answer: (msg) => {
-          settle();
           // The server answers 503 itself when nobody subscribes to the subject.
           if (msg.data.length === 0 && msg.headers?.code === 503) {
+            settle();
             reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `${noResponders} on ${subject}`));
             return;
           }
+          let body: unknown;
           try {
-            resolve(decodeJson(msg.data));
+            body = decodeJson(msg.data);
           } catch (err) {
+            settle();
             reject(ToolbusError.of(ErrorCode.INTERNAL, "the answer was not valid JSON", { cause: err }));
+            return;
           }
+          // A chunk of a stream: more follow, the entry stays.
+          if (sink && isStreamChunk(body)) {
+            const problem = sink.chunk(body);
+            if (problem === undefined) return;
+            settle();
+            cancel(problem);
+            reject(ToolbusError.of(ErrorCode.INTERNAL, problem));
+            return;
+          }
+          settle();
+          resolve(body);
         },
+      });
+      sink?.bind((reason) => {
+        if (!mux.pending.has(token)) return;
+        settle();
+        cancel(reason);
+        reject(ToolbusError.of(ErrorCode.CANCELLED, reason));
       });
       try {
         this.nc.publish(subject, data, { reply: `${mux.prefix}${token}`, headers: h });

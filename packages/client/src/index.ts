@@ -1,5 +1,7 @@
 export { ToolbusClient } from "./client.js";
-export type { ToolbusClientOptions, CallOptions, ToolCallOutcome, HealthOptions, HealthWatch } from "./client.js";
+export type { ToolbusClientOptions, CallOptions, ChatOptions, ToolCallOutcome, HealthOptions, HealthWatch } from "./client.js";
+export { ChatStream } from "./chat-stream.js";
+export type { LlmChatOkReply, LlmChatRequestInput, LlmDelta, LlmMessage, LlmToolCall } from "@toolbus/protocol";
 export { HealthState } from "@toolbus/protocol";
 export type { HealthEvent, CacheStatus, ChatEvent } from "@toolbus/protocol";
 export { ChatEventType, newEventId } from "@toolbus/protocol";

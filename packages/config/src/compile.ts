@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import { formatDuration } from "./duration.js";
 import { PROFILE_DEFAULTS, type HealthDefaults, type Profile, type ProfileDefaults } from "./profiles.js";
 import { ConfigFileSchema } from "./schema.js";
+import { Secret } from "./secret.js";
 
 /** A configuration that cannot be used; `problems` lists every one as `path: message`. */
 export class ConfigError extends Error {
@@ -97,7 +98,37 @@ export interface McpHttpBackendConfig extends BackendCommon {
   /** Port rediscovery by the health prober; undefined: off. */
   readonly rediscover: { readonly portFrom: number; readonly portTo: number; readonly expectServer?: string; readonly maxAttempts: number } | undefined;
 }
-export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig;
+/** An LLM backend: OpenAI-compatible chat completions (`llm-openai`) or Anthropic messages (`llm-anthropic`). */
+export interface LlmBackendConfig extends BackendCommon {
+  readonly kind: "llm-openai" | "llm-anthropic";
+  /** Base URLs up to and including `/v1`, one endpoint each. */
+  readonly urls: readonly string[];
+  /** undefined: no key is sent (a local server). */
+  readonly apiKey: Secret | undefined;
+  /** The first is the default model. */
+  readonly models: readonly string[];
+  readonly fallbacks: readonly string[];
+  readonly headers: Readonly<Record<string, string>>;
+  readonly connections: number;
+  readonly llm: {
+    /** `callTimeoutMs` is the simple requests' ceiling; this one the complex requests'. */
+    readonly complexTimeoutMs: number;
+    readonly firstTokenTimeoutMs: number;
+    readonly idleTimeoutMs: number;
+    readonly complexity: { readonly promptChars: number; readonly maxTokens: number };
+    /** undefined: no limit on tokens per minute. */
+    readonly tokensPerMinute: number | undefined;
+  };
+}
+export type BackendConfig = McpStdioBackendConfig | McpHttpBackendConfig | LlmBackendConfig;
+
+/** Whether `backend` is one of the LLM kinds (served on `.chat`, not `.call`). */
+export function isLlmBackend(backend: BackendConfig): backend is LlmBackendConfig {
+  return backend.kind === "llm-openai" || backend.kind === "llm-anthropic";
+}
+
+/** The seed's figures for LLM calls: 60 s for a simple request, 180 s for a complex one. */
+export const LLM_DEFAULTS = { simpleTimeoutMs: 60_000, complexTimeoutMs: 180_000, firstTokenTimeoutMs: 60_000, idleTimeoutMs: 30_000 } as const;
 
 /** The chat log: its stream, and how the writer writes it. */
 export interface ChatLogConfig {
@@ -221,7 +252,8 @@ function orderProblem(prefix: string, low: Side, high: Side, defaultFrom: string
  * Validate and compile raw configuration (already merged with env and flags). Relative paths are
  * resolved against `baseDir`, the directory of the config file.
  */
-export function compileConfig(raw: unknown, options: { baseDir: string; source: string }): ToolbusConfig {
+export function compileConfig(raw: unknown, options: { baseDir: string; source: string; env?: Readonly<Record<string, string | undefined>> }): ToolbusConfig {
+  const env = options.env ?? {};
   const parsed = ConfigFileSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.length ? issue.path.map(String).join(".") : "(root)"}: ${issue.message}`);
@@ -272,7 +304,7 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         budgetRatio: b.retry.budgetRatio ?? defaults.retry.budgetRatio,
         budgetReserve: b.retry.budgetReserve ?? defaults.retry.budgetReserve,
       },
-      rateLimit: b.rateLimit && { ratePerSec: b.rateLimit.rate, burst: b.rateLimit.burst },
+      rateLimit: b.rateLimit?.rate !== undefined ? { ratePerSec: b.rateLimit.rate, burst: b.rateLimit.burst } : undefined,
       bulkhead: {
         maxConcurrent: b.bulkhead.maxConcurrent ?? defaults.bulkhead.maxConcurrent,
         maxQueue: b.bulkhead.maxQueue ?? defaults.bulkhead.maxQueue,
@@ -287,10 +319,11 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         Object.entries(b.tools).map(([tool, { cacheTtl, ...rest }]) => [tool, cacheTtl === undefined ? rest : { ...rest, cacheTtlMs: cacheTtl }]),
       ),
     };
+    const llm = b.kind === "llm-openai" || b.kind === "llm-anthropic";
     const common = {
       name,
       connectTimeoutMs: b.timeouts.connect ?? defaults.connectTimeoutMs,
-      callTimeoutMs: b.timeouts.call ?? defaults.callTimeoutMs,
+      callTimeoutMs: b.timeouts.call ?? (llm ? LLM_DEFAULTS.simpleTimeoutMs : defaults.callTimeoutMs),
       policy,
       cache: { enabled: b.cache.enabled, ttlMs: b.cache.ttl ?? file.cache.ttl, vary: b.cache.vary },
       health: {
@@ -301,6 +334,38 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         degradedMs: b.health.degraded ?? defaults.health.degradedMs,
       },
     };
+    if (b.kind === "llm-openai" || b.kind === "llm-anthropic") {
+      const t = b.timeouts;
+      const callTimeoutMs = common.callTimeoutMs;
+      const complexTimeoutMs = t.complex ?? Math.max(LLM_DEFAULTS.complexTimeoutMs, callTimeoutMs);
+      if (complexTimeoutMs < callTimeoutMs) problems.push(`backends.${name}.timeouts.complex: must be at least call (${formatDuration(callTimeoutMs)})`);
+      for (const [i, fallback] of b.fallbacks.entries()) {
+        const target = file.backends[fallback];
+        if (fallback === name) problems.push(`backends.${name}.fallbacks.${i}: a backend cannot fall back to itself`);
+        else if (!target) problems.push(`backends.${name}.fallbacks.${i}: no backend "${fallback}" is configured`);
+        else if (target.kind !== "llm-openai" && target.kind !== "llm-anthropic")
+          problems.push(`backends.${name}.fallbacks.${i}: "${fallback}" is not an LLM backend`);
+      }
+      const apiKey = b.apiKey && readSecret(b.apiKey, env, at, `backends.${name}.apiKey`, problems);
+      backends[name] = {
+        ...common,
+        kind: b.kind,
+        urls: (b.urls ?? [b.url!]).map((u) => u.replace(/\/+$/, "")),
+        apiKey,
+        models: b.models,
+        fallbacks: b.fallbacks,
+        headers: b.headers,
+        connections: b.connections,
+        llm: {
+          complexTimeoutMs,
+          firstTokenTimeoutMs: Math.min(t.firstToken ?? LLM_DEFAULTS.firstTokenTimeoutMs, complexTimeoutMs),
+          idleTimeoutMs: t.idle ?? LLM_DEFAULTS.idleTimeoutMs,
+          complexity: b.complexity,
+          tokensPerMinute: b.rateLimit?.tokensPerMinute,
+        },
+      };
+      continue;
+    }
     backends[name] =
       b.kind === "mcp-stdio"
         ? { ...common, kind: b.kind, command: command(b.command), args: b.args, env: b.env, cwd: at(b.cwd), pool: b.pool }
@@ -364,6 +429,31 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
   });
 }
 
+/** Read an API key from its variable or file; a missing one is a config problem (named, never shown). */
+function readSecret(
+  ref: { env: string } | { file: string },
+  env: Readonly<Record<string, string | undefined>>,
+  at: (p: string) => string,
+  path: string,
+  problems: string[],
+): Secret | undefined {
+  if ("env" in ref) {
+    const value = env[ref.env]?.trim();
+    if (!value) problems.push(`${path}: the environment variable ${ref.env} is not set`);
+    return value ? new Secret(value, `env ${ref.env}`) : undefined;
+  }
+  const file = at(ref.file);
+  let value: string;
+  try {
+    value = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    problems.push(`${path}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    return undefined;
+  }
+  if (!value) problems.push(`${path}: ${file} is empty`);
+  return value ? new Secret(value, `file ${file}`) : undefined;
+}
+
 /** Parse the text of a config file (YAML is a superset of JSON, so both work). */
 function parseFileText(text: string, source: string): Json {
   let raw: unknown;
@@ -395,5 +485,5 @@ export function loadConfig(options: LoadConfigOptions = {}): ToolbusConfig {
     raw = parseFileText(text, source);
   }
   applyOverrides(raw, env, options.flags ?? {});
-  return compileConfig(raw, { baseDir: options.file ? dirname(source) : process.cwd(), source });
+  return compileConfig(raw, { baseDir: options.file ? dirname(source) : process.cwd(), source, env });
 }

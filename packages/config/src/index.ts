@@ -1,4 +1,5 @@
-export { loadConfig, compileConfig, ConfigError, isConfigError } from "./compile.js";
+export { loadConfig, compileConfig, ConfigError, isConfigError, isLlmBackend, LLM_DEFAULTS } from "./compile.js";
+export { Secret } from "./secret.js";
 export type {
   ToolbusConfig,
   BackendConfig,
@@ -8,6 +9,7 @@ export type {
   ToolOverride,
   McpStdioBackendConfig,
   McpHttpBackendConfig,
+  LlmBackendConfig,
   LaunchConfig,
   ConfigFlags,
   LoadConfigOptions,

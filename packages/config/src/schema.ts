@@ -18,28 +18,30 @@ function bounded(bounds: { min: number; max?: number; whole?: boolean; unit?: st
   return bounds.max === undefined ? schema : schema.max(bounds.max, { error: `must be at most ${bounds.max}${unit}` });
 }
 
-const TimeoutsSchema = z
-  .object({
-    // Spawning a process or opening a session and an MCP initialize never finish in under 100 ms; a
-    // backend that needs 10 minutes to come up is broken, and start-up would wait for it.
-    connect: duration({ min: 100, max: 10 * MINUTE }).optional(),
-    /**
-     * The longest one call may take (and the timeout until the adaptive one has enough samples).
-     * At least 10 ms: 0 timed every call out, and even a local stdio tool takes a few ms through NATS and back.
-     */
-    call: duration({ min: 10, max: DAY }).optional(),
-    /** The adaptive timeout never goes below this. */
-    min: duration({ min: 1, max: DAY }).optional(),
-    multiplier: bounded({ min: 1, max: 100, whole: false }).optional(),
-    // The estimator keeps ADAPTIVE_WINDOW samples per tool; asking for more would never turn it on.
-    minSamples: bounded({ min: 1, max: ADAPTIVE_WINDOW }).optional(),
-  })
-  .strict()
-  // Only when both are set here: a profile's `min` above a shorter `call` is clamped to `call`, as documented.
-  .superRefine((t, ctx) => {
-    if (t.min !== undefined && t.call !== undefined && t.min > t.call)
-      ctx.addIssue({ code: "custom", path: ["min"], message: `must be at most call (${formatDuration(t.call)})` });
-  });
+/** The timeouts every backend has (the LLM kinds add their own). */
+const timeoutFields = {
+  // Spawning a process or opening a session and an MCP initialize never finish in under 100 ms; a
+  // backend that needs 10 minutes to come up is broken, and start-up would wait for it.
+  connect: duration({ min: 100, max: 10 * MINUTE }).optional(),
+  /**
+   * The longest one call may take (and the timeout until the adaptive one has enough samples).
+   * At least 10 ms: 0 timed every call out, and even a local stdio tool takes a few ms through NATS and back.
+   */
+  call: duration({ min: 10, max: DAY }).optional(),
+  /** The adaptive timeout never goes below this. */
+  min: duration({ min: 1, max: DAY }).optional(),
+  multiplier: bounded({ min: 1, max: 100, whole: false }).optional(),
+  // The estimator keeps ADAPTIVE_WINDOW samples per tool; asking for more would never turn it on.
+  minSamples: bounded({ min: 1, max: ADAPTIVE_WINDOW }).optional(),
+};
+
+/** `min` is checked against `call` only when both are set here: a profile's `min` above a shorter `call` is clamped to `call`, as documented. */
+function minWithinCall(t: { min?: number | undefined; call?: number | undefined }, ctx: z.RefinementCtx): void {
+  if (t.min !== undefined && t.call !== undefined && t.min > t.call)
+    ctx.addIssue({ code: "custom", path: ["min"], message: `must be at most call (${formatDuration(t.call)})` });
+}
+
+const TimeoutsSchema = z.object(timeoutFields).strict().superRefine(minWithinCall);
 
 /** Resilience policies; each field overrides the profile's default for this backend. */
 const PolicySchema = {
@@ -187,9 +189,80 @@ const McpHttpBackendSchema = z
   .strict()
   .refine((b) => (b.url === undefined) !== (b.urls === undefined), { message: "set exactly one of url or urls", path: ["url"] });
 
-export const BackendFileSchema = z.discriminatedUnion("kind", [McpStdioBackendSchema, McpHttpBackendSchema], {
-  error: (issue) => (issue.code === "invalid_union" ? 'unknown kind: expected "mcp-stdio" or "mcp-http"' : undefined),
-});
+/**
+ * An API key: the name of an environment variable, or a file (a Kubernetes Secret mounted as one).
+ * Never the key itself, so a config file can be shared and committed.
+ */
+const ApiKeySchema = z.union(
+  [
+    z.object({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name") }).strict(),
+    z.object({ file: z.string().min(1) }).strict(),
+  ],
+  {
+    error: () => 'expected { env: "VARIABLE" } or { file: "path" } (never the key itself)',
+  },
+);
+
+/** The LLM kinds' timeouts: the seed's split by complexity, and the two that only streams have. */
+const LlmTimeoutsSchema = z
+  .object({
+    ...timeoutFields,
+    /** The longest a complex request may take (long prompt, large maxTokens, intent analysis); `call` is the simple one's. */
+    complex: duration({ min: 10, max: DAY }).optional(),
+    /** No first chunk within this → the attempt fails (and may be retried or fall back: nothing reached the client). */
+    firstToken: duration({ min: 10, max: DAY }).optional(),
+    /** A stream with no chunk for this long is cut with a typed error. */
+    idle: duration({ min: 10, max: DAY }).optional(),
+  })
+  .strict()
+  .superRefine(minWithinCall);
+
+/** OpenAI-compatible chat completions (OpenAI, LM Studio, vLLM, Ollama) or Anthropic messages. */
+function llmBackendSchema<K extends "llm-openai" | "llm-anthropic">(kind: K) {
+  return z
+    .object({
+      kind: z.literal(kind),
+      /** The API's base URL, up to and including `/v1` (`http://127.0.0.1:1234/v1`); `urls` for several replicas. */
+      url: HttpUrlSchema.optional(),
+      urls: z.array(HttpUrlSchema).min(1).optional(),
+      apiKey: ApiKeySchema.optional(),
+      /** The models it serves; the first is used when a request names none (or falls back here from another model). */
+      models: z.array(z.string().min(1).max(256)).min(1),
+      /** Backends to try, in order, when this one cannot answer before the first chunk. */
+      fallbacks: z.array(BackendNameSchema).default([]),
+      /** More HTTP headers on every request (not for the API key: use apiKey). */
+      headers: z.record(z.string(), z.string()).default({}),
+      /** Keep-alive connections per endpoint (the seed's pool: 10). */
+      connections: bounded({ min: 1, max: 1024 }).default(10),
+      timeouts: LlmTimeoutsSchema.default({}),
+      health: HealthSchema.default({}),
+      /** What makes a request complex (a longer timeout): a prompt of more characters, or a larger maxTokens. */
+      complexity: z
+        .object({ promptChars: bounded({ min: 1 }).default(8_000), maxTokens: bounded({ min: 1 }).default(2_000) })
+        .strict()
+        .default({ promptChars: 8_000, maxTokens: 2_000 }),
+      ...PolicySchema,
+      /** Requests per second (`rate`, `burst`) and tokens per minute, per backend; each is off unless set. */
+      rateLimit: z
+        .object({
+          rate: z.number().gt(0, { error: "must be more than 0 (requests per second; leave it out for no limit)" }).optional(),
+          burst: bounded({ min: 1 }).default(1),
+          tokensPerMinute: bounded({ min: 1 }).optional(),
+        })
+        .strict()
+        .optional(),
+    })
+    .strict()
+    .refine((b) => (b.url === undefined) !== (b.urls === undefined), { message: "set exactly one of url or urls", path: ["url"] });
+}
+
+export const BackendFileSchema = z.discriminatedUnion(
+  "kind",
+  [McpStdioBackendSchema, McpHttpBackendSchema, llmBackendSchema("llm-openai"), llmBackendSchema("llm-anthropic")],
+  {
+    error: (issue) => (issue.code === "invalid_union" ? 'unknown kind: expected "mcp-stdio", "mcp-http", "llm-openai" or "llm-anthropic"' : undefined),
+  },
+);
 
 /** The shape of toolbus.yaml once merged with environment and flags; profile defaults fill the rest later. */
 export const ConfigFileSchema = z

@@ -16,6 +16,9 @@ import type { AddressInfo, Socket } from "node:net";
  * - `huge=<bytes>`: a completion of that many characters
  * - `tool-call`: answer with a call of the request's first tool (arguments `{"city":"Paris"}`)
  *
+ * Faults can also be queued from the test (`faults.push("status=429;retry-after=2")`): each request
+ * takes the next queued one instead of its header, and `always` is taken when both are empty.
+ *
  * It counts requests and connections, and the connections a client closed before the answer ended.
  */
 export interface LlmFaultStats {
@@ -33,6 +36,12 @@ export interface LlmFaultServer {
   readonly stats: LlmFaultStats;
   /** The API key it expects (`Authorization: Bearer`, or `x-api-key` for Anthropic); others get 401. */
   readonly apiKey: string;
+  /** Faults for the next requests, one each, in order (X-Fault syntax); they win over the header. */
+  readonly faults: string[];
+  /** The fault of every request that has none queued and no header (undefined: behave). */
+  always: string | undefined;
+  /** Every request body received (for checking the translation), the latest last; at most 100 kept. */
+  readonly bodies: Array<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -100,6 +109,9 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
   const stats: LlmFaultStats = { requests: 0, byApi: {}, connections: 0, abortedByClient: 0 };
   const sockets = new Set<Socket>();
   let sequence = 0;
+  const queued: string[] = [];
+  const bodies: Array<Record<string, unknown>> = [];
+  const control = { always: undefined as string | undefined };
 
   const server: Server = createServer((req, res) => void handle(req, res));
   server.on("connection", (socket: Socket) => {
@@ -117,7 +129,9 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
     stats.requests += 1;
     stats.byApi[api] = (stats.byApi[api] ?? 0) + 1;
     const body = await readBody(req);
-    const fault = parseFault(req.headers["x-fault"] as string | undefined);
+    bodies.push(body);
+    if (bodies.length > 100) bodies.shift();
+    const fault = parseFault(queued.shift() ?? (req.headers["x-fault"] as string | undefined) ?? control.always);
     let ended = false;
     res.on("close", () => {
       if (!ended) stats.abortedByClient += 1;
@@ -182,6 +196,14 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
     url: `http://127.0.0.1:${port}`,
     stats,
     apiKey,
+    faults: queued,
+    get always() {
+      return control.always;
+    },
+    set always(value: string | undefined) {
+      control.always = value;
+    },
+    bodies,
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

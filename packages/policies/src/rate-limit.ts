@@ -20,15 +20,38 @@ export class TokenBucket {
     this.#last = now();
   }
 
-  /** Reserve one token if it can be used within `maxWaitMs`. */
-  reserve(maxWaitMs: number): Reservation {
+  /**
+   * Reserve `amount` tokens (one request, or a request's estimated LLM tokens) if they can be used
+   * within `maxWaitMs`. An amount above `burst` waits for a full bucket and leaves it in debt.
+   */
+  reserve(maxWaitMs: number, amount = 1): Reservation {
+    this.#refill();
+    // Tokens may go below zero: each reservation queues behind the ones already made.
+    const need = Math.min(amount, this.burst);
+    const waitMs = this.#tokens >= need ? 0 : ((need - this.#tokens) * 1000) / this.ratePerSec;
+    if (waitMs > maxWaitMs) return { ok: false, retryAfterMs: Math.ceil(waitMs) };
+    this.#tokens -= amount;
+    return { ok: true, waitMs };
+  }
+
+  /**
+   * Correct a reservation once the real cost is known (an LLM's reported usage): a positive `delta`
+   * takes more tokens, a negative one gives back what the estimate took too many.
+   */
+  adjust(delta: number): void {
+    this.#refill();
+    this.#tokens = Math.min(this.burst, this.#tokens - delta);
+  }
+
+  /** Tokens in the bucket now (negative: in debt). */
+  get available(): number {
+    this.#refill();
+    return this.#tokens;
+  }
+
+  #refill(): void {
     const now = this.now();
     this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#last) * this.ratePerSec) / 1000);
     this.#last = now;
-    // Tokens may go below zero: each reservation queues behind the ones already made.
-    const waitMs = this.#tokens >= 1 ? 0 : ((1 - this.#tokens) * 1000) / this.ratePerSec;
-    if (waitMs > maxWaitMs) return { ok: false, retryAfterMs: Math.ceil(waitMs) };
-    this.#tokens -= 1;
-    return { ok: true, waitMs };
   }
 }

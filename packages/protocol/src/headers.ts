@@ -21,5 +21,13 @@ export const Headers = {
   ReplyTo: "Toolbus-Reply-To",
   /** On a call the router hands to the cache: the router's number for it, acknowledged once the cache has answered or forwarded it. */
   CacheTicket: "Toolbus-Cache-Ticket",
+  /**
+   * On an LLM chat: the backends still to try, in order, comma-separated, when this one cannot answer
+   * before the first chunk (set by the router from the fallback chain; each caller that falls back
+   * removes itself and forwards the message to the next).
+   */
+  Fallbacks: "Toolbus-Fallbacks",
+  /** On an LLM chat that fell back: the backends tried so far and why each gave up (JSON array of LlmTried). */
+  Tried: "Toolbus-Tried",
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];

@@ -95,3 +95,36 @@ export {
   newEventId,
 } from "./chat.js";
 export type { ChatEvent, ChatDeadLetter } from "./chat.js";
+export {
+  LlmChatRequestSchema,
+  LlmMessageSchema,
+  LlmToolSchema,
+  LlmToolCallSchema,
+  LlmIntentSchema,
+  LlmStopReasonSchema,
+  LlmUsageSchema,
+  LlmTriedSchema,
+  LlmMetaSchema,
+  LlmChatOkReplySchema,
+  LlmChatReplySchema,
+  LlmDeltaSchema,
+  LlmStreamChunkSchema,
+  LlmStreamEndSchema,
+} from "./llm.js";
+export type {
+  LlmChatRequest,
+  LlmChatRequestInput,
+  LlmMessage,
+  LlmTool,
+  LlmToolCall,
+  LlmStopReason,
+  LlmUsage,
+  LlmTried,
+  LlmMeta,
+  LlmChatOkReply,
+  LlmChatReply,
+  LlmDelta,
+  LlmStreamChunk,
+  LlmStreamEnd,
+  LlmDelivered,
+} from "./llm.js";

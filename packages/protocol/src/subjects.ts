@@ -86,6 +86,16 @@ export const subjects = {
   cacheDiscovery: (): string => `${SUBJECT_PREFIX}.discover.caches`,
   /** Every cache replica answers with its counters (CacheStatus): what `toolbus status` shows. */
   cacheStatus: (): string => `${SUBJECT_PREFIX}.status.caches`,
+  /** LLM chat requests for the router (LlmChatRequest): it picks the backend by name or model and adds the fallbacks. */
+  llmChat: (): string => `${SUBJECT_PREFIX}.llm.chat`,
+  /** LLM chat requests for one LLM backend's callers (forwarded by the router, by a caller falling back, or sent directly). */
+  backendChat: (backend: string): string => `${SUBJECT_PREFIX}.backend.${backendToken(backend)}.chat`,
+  /**
+   * A client gave up on a chat (aborted, or stopped reading a stream): every LLM caller hears it (no queue
+   * group; through the router the client does not know which backend serves it) and the one holding it
+   * closes the upstream request. Body: CancelRequest.
+   */
+  llmCancel: (): string => `${SUBJECT_PREFIX}.llm.cancel`,
   /** Where a cache replica acknowledges, in batches, the calls one router handed it (their tickets). */
   cacheAck: (routerId: string): string => `${SUBJECT_PREFIX}.cache.ack.${workerToken(routerId)}`,
 } as const;

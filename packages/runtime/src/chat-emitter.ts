@@ -74,6 +74,15 @@ export class ChatEmitter {
     this.#timer ??= setTimeout(() => this.#flush(), FLUSH_EVERY_MS);
   }
 
+  /**
+   * Publish what is queued now rather than at the next tick: an LLM caller logs the assistant's answer
+   * before it replies, so the client's next message (maybe through another caller) comes after it.
+   */
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#flush();
+  }
+
   #flush(): void {
     this.#timer = undefined;
     for (const event of this.#pending.splice(0)) this.#chain(event);
@@ -82,8 +91,9 @@ export class ChatEmitter {
   /** Store `event` after the events of its conversation emitted before it. */
   #chain(event: ChatEvent): void {
     const conversationId = event.conversationId;
-    const previous = this.#tails.get(conversationId) ?? Promise.resolve();
-    const tail = previous.then(() => this.#store(event)).finally(() => (this.#queued -= 1));
+    const previous = this.#tails.get(conversationId);
+    // With nothing of its conversation in flight, the publish starts now, not a microtask later.
+    const tail = (previous ? previous.then(() => this.#store(event)) : this.#store(event)).finally(() => (this.#queued -= 1));
     this.#tails.set(conversationId, tail);
     void tail.then(() => {
       if (this.#tails.get(conversationId) === tail) this.#tails.delete(conversationId);

@@ -41,6 +41,15 @@ export interface Metrics {
   readonly chatWriteErrors: Counter<"code">;
   /** Chat events a caller could not publish (after its retries) and dropped. */
   readonly chatEventsDropped: Counter;
+  /**
+   * LLM calls, under the OpenTelemetry GenAI names (dots become underscores in Prometheus): tokens used
+   * by type (`input`, `output`), the whole operation's duration by outcome (`error_type` empty when it
+   * succeeded), time to the first token and per output token of streams.
+   */
+  readonly genAiTokenUsage: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "gen_ai_token_type" | "backend">;
+  readonly genAiOperationDuration: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend" | "error_type">;
+  readonly genAiTimeToFirstToken: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend">;
+  readonly genAiTimePerOutputToken: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend">;
 }
 
 export function createMetrics(): Metrics {
@@ -135,6 +144,35 @@ export function createMetrics(): Metrics {
     chatEventsDropped: new Counter({
       name: "toolbus_chat_events_dropped_total",
       help: "Chat events a caller dropped after its retries",
+      registers: [registry],
+    }),
+    genAiTokenUsage: new Histogram({
+      name: "gen_ai_client_token_usage",
+      help: "Tokens used per LLM call, by type (input, output)",
+      labelNames: ["gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type", "backend"],
+      // The GenAI semantic conventions' advised buckets.
+      buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864],
+      registers: [registry],
+    }),
+    genAiOperationDuration: new Histogram({
+      name: "gen_ai_client_operation_duration_seconds",
+      help: "Duration of LLM calls, by outcome (error_type empty on success)",
+      labelNames: ["gen_ai_provider_name", "gen_ai_request_model", "backend", "error_type"],
+      buckets: [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92],
+      registers: [registry],
+    }),
+    genAiTimeToFirstToken: new Histogram({
+      name: "gen_ai_server_time_to_first_token_seconds",
+      help: "Time from the request to the first token of a streamed LLM answer",
+      labelNames: ["gen_ai_provider_name", "gen_ai_request_model", "backend"],
+      buckets: [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
+      registers: [registry],
+    }),
+    genAiTimePerOutputToken: new Histogram({
+      name: "gen_ai_server_time_per_output_token_seconds",
+      help: "Time per output token after the first, of streamed LLM answers",
+      labelNames: ["gen_ai_provider_name", "gen_ai_request_model", "backend"],
+      buckets: [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5],
       registers: [registry],
     }),
     cacheHandoffs: new Counter({

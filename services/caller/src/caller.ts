@@ -1,6 +1,6 @@
 import type { Msg } from "nats";
 import { checkToolCall } from "@toolbus/tool-index";
-import { cacheRule, type BackendConfig, type CacheConfig, type ChatLogConfig, type ToolbusConfig } from "@toolbus/config";
+import { cacheRule, isLlmBackend, type BackendConfig, type CacheConfig, type ChatLogConfig, type ToolbusConfig } from "@toolbus/config";
 import type { BreakerState, BreakerTransition } from "@toolbus/policies";
 import {
   ChatEventType,
@@ -55,6 +55,7 @@ import { ToolList } from "./tool-list.js";
 const RESPONSE_ENVELOPE_BYTES = 16 * 1024;
 
 export interface CallerOptions {
+  /** An MCP backend (an LLM backend has its own caller: startLlmCaller). */
   backend: BackendConfig;
   limits: ToolbusConfig["limits"];
   heartbeatMs: number;
@@ -81,6 +82,7 @@ export interface CallerWorker extends Worker {
 export async function startCaller(deps: WorkerDeps, options: CallerOptions): Promise<CallerWorker> {
   const { nc } = deps;
   const backend = options.backend;
+  if (isLlmBackend(backend)) throw new TypeError(`backend "${backend.name}" is an LLM backend: start it with startLlmCaller`);
   const log = deps.logger.child({ worker: "caller", backend: backend.name, workerId: deps.workerId });
   const inFlight = new InFlight();
   /** Every call held, with its own signal: aborted at its deadline, on a client's cancel, or by a stop out of grace. */

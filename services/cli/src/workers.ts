@@ -1,8 +1,8 @@
 import { startCache } from "@toolbus/cache";
-import { startCaller } from "@toolbus/caller";
+import { startCaller, startLlmCaller } from "@toolbus/caller";
 import { startChatLogWriter } from "@toolbus/chat-log-writer";
 import { startHealthProber } from "@toolbus/health-prober";
-import type { ToolbusConfig } from "@toolbus/config";
+import { isLlmBackend, type ToolbusConfig } from "@toolbus/config";
 import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { startRouter } from "@toolbus/router";
 
@@ -13,7 +13,12 @@ export type WorkerName = (typeof WORKER_NAMES)[number];
 export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
   return startRouter(
     { ...deps, workerId: newWorkerId("router") },
-    { backends: Object.keys(config.backends), limits: config.limits, caching: { settings: config.cache, backends: config.backends } },
+    {
+      backends: Object.keys(config.backends),
+      limits: config.limits,
+      caching: { settings: config.cache, backends: config.backends },
+      llm: Object.values(config.backends).filter(isLlmBackend),
+    },
   );
 }
 
@@ -22,6 +27,11 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
   const backendConfig = config.backends[backend];
   if (!backendConfig)
     throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
+  if (isLlmBackend(backendConfig))
+    return startLlmCaller(
+      { ...deps, workerId: newWorkerId(`caller-${backend}`) },
+      { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs, chatLog: config.chatLog },
+    );
   return startCaller(
     { ...deps, workerId: newWorkerId(`caller-${backend}`) },
     { backend: backendConfig, limits: config.limits, heartbeatMs: config.heartbeatMs, cache: config.cache, chatLog: config.chatLog },

@@ -1,9 +1,10 @@
 import type { Msg, MsgHdrs } from "nats";
 import { checkToolCall, unknownBackend } from "@toolbus/tool-index";
-import { cacheRule, type BackendConfig, type CacheConfig, type ToolbusConfig } from "@toolbus/config";
+import { cacheRule, type BackendConfig, type CacheConfig, type LlmBackendConfig, type ToolbusConfig } from "@toolbus/config";
 import {
   ErrorCode,
   Headers,
+  LlmChatRequestSchema,
   ToolCallRequestSchema,
   decodeToolsListRequest,
   errorReply,
@@ -12,6 +13,7 @@ import {
   stampBudget,
   subjects,
   type ErrorReply,
+  type LlmTried,
   type ToolCallRequest,
   type ToolDescriptor,
   type ToolsListOkReply,
@@ -43,6 +45,8 @@ export interface RouterOptions {
    * caller's heartbeat has no cache settings here, so none of its calls is cached). Without it, no call is.
    */
   caching?: { settings: CacheConfig; backends: Readonly<Record<string, BackendConfig>> };
+  /** The configured LLM backends, in config order: their models (the model → backend map) and fallback chains. */
+  llm?: readonly LlmBackendConfig[];
 }
 
 export interface RouterWorker extends Worker {
@@ -69,6 +73,11 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const bypassed = metrics.cacheHandoffs.labels("bypassed");
   const maxPayload = (): number => maxPayloadOf(nc);
 
+  // The first backend (in config order) that lists a model serves it.
+  const llmBackends = new Map((options.llm ?? []).map((b) => [b.name, b]));
+  const modelMap = new Map<string, string>();
+  for (const b of options.llm ?? []) for (const model of b.models) if (!modelMap.has(model)) modelMap.set(model, b.name);
+
   const answer = (msg: Msg, reply: ErrorReply, backend: string, started: number, requestId: string): void => {
     respondJson(msg, reply, maxPayload());
     metrics.requests.inc({ worker: "router", backend, outcome: reply.error.code });
@@ -83,6 +92,10 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     const { body: request, requestId, deadline } = admitted;
     const backend = request.backend;
     if (!liveBackends.has(backend)) return answer(msg, unknownBackend(backend, liveBackends.names), "-", started, requestId);
+    if (llmBackends.has(backend)) {
+      const reply = errorReply(ErrorCode.BAD_REQUEST, `backend "${backend}" is an LLM backend: it has no tools; send chats to ${subjects.llmChat()}`);
+      return answer(msg, reply, backend, started, requestId);
+    }
     if (liveBackends.liveCallers(backend) === 0) {
       const reply = errorReply(
         ErrorCode.BACKEND_UNAVAILABLE,
@@ -129,6 +142,60 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     return rule ? cacheKeyFor(request, rule, h) : undefined;
   }
 
+  /**
+   * An LLM chat: pick the backend (named, or by model), add its fallback chain, skip the backends with
+   * no live caller, and forward the very message to the first. Whichever caller answers, answers the client.
+   */
+  function handleChat(msg: Msg): void {
+    const started = monotonicNow();
+    const admitted = admitRequest(msg, LlmChatRequestSchema, options.limits, started);
+    if (!admitted.ok) return answer(msg, admitted.reply, "-", started, admitted.requestId);
+    const { body: request, requestId, deadline } = admitted;
+    const primary = request.backend ?? modelMap.get(request.model!);
+    if (primary === undefined) {
+      const models = [...modelMap.keys()];
+      const reply = errorReply(
+        ErrorCode.UNKNOWN_BACKEND,
+        `no backend serves model "${request.model}"; configured models: ${models.join(", ") || "none"} (or name a backend)`,
+        { details: { model: request.model, models } },
+      );
+      return answer(msg, reply, "-", started, requestId);
+    }
+    if (!liveBackends.has(primary)) return answer(msg, unknownBackend(primary, liveBackends.names), "-", started, requestId);
+    if (options.caching?.backends[primary] && !llmBackends.has(primary)) {
+      const reply = errorReply(ErrorCode.BAD_REQUEST, `backend "${primary}" is an MCP backend, not an LLM: call its tools on ${subjects.toolCall()}`);
+      return answer(msg, reply, primary, started, requestId);
+    }
+    const chain = [primary, ...(llmBackends.get(primary)?.fallbacks ?? [])];
+    const first = chain.findIndex((b) => liveBackends.liveCallers(b) > 0);
+    const skipped: LlmTried[] = chain
+      .slice(0, first === -1 ? chain.length : first)
+      .map((b) => ({ backend: b, code: ErrorCode.BACKEND_UNAVAILABLE, message: `backend "${b}" has no live caller` }));
+    if (first === -1) {
+      const reply = errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live caller for backend "${primary}"${chain.length > 1 ? " or any of its fallbacks" : ""}`, {
+        details: { backend: primary, tried: skipped },
+      });
+      return answer(msg, reply, primary, started, requestId);
+    }
+    const now = monotonicNow();
+    if (deadline - now <= 1) return answer(msg, errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed in the router"), primary, started, requestId);
+    if (!msg.reply) return;
+    const target = chain[first]!;
+    const rest = chain.slice(first + 1).filter((b) => liveBackends.liveCallers(b) > 0);
+    const h = msg.headers!;
+    h.set(Headers.TimeoutMs, stampBudget(deadline, now));
+    h.set(Headers.RequestId, requestId);
+    h.set(Headers.ForwardedBy, deps.workerId);
+    // Only the router sets the chain: whatever a client put there is replaced.
+    if (rest.length > 0) h.set(Headers.Fallbacks, rest.join(","));
+    else h.delete(Headers.Fallbacks);
+    if (skipped.length > 0) h.set(Headers.Tried, JSON.stringify(skipped));
+    else h.delete(Headers.Tried);
+    nc.publish(subjects.backendChat(target), msg.data, { reply: msg.reply, headers: h });
+    metrics.requests.inc({ worker: "router", backend: target, outcome: "forwarded" });
+    metrics.duration.observe({ worker: "router", backend: target, outcome: "forwarded" }, (monotonicNow() - started) / 1000);
+  }
+
   function handleList(msg: Msg): void {
     const decoded = decodeToolsListRequest(msg.data, options.limits.maxRequestBytes);
     if (!decoded.ok) return void respondJson(msg, decoded.reply, maxPayload());
@@ -157,6 +224,7 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   };
   service.addEndpoint("call", { subject: subjects.toolCall(), queue, handler: guard(handleCall) });
   service.addEndpoint("list", { subject: subjects.toolsList(), queue, handler: guard(handleList) });
+  service.addEndpoint("chat", { subject: subjects.llmChat(), queue, handler: guard(handleChat) });
   await nc.flush();
   log.info({ backends: options.backends }, "router started");
 

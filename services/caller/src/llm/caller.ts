@@ -1,0 +1,330 @@
+import type { Msg } from "nats";
+import type { ChatLogConfig, LlmBackendConfig, ToolbusConfig } from "@toolbus/config";
+import type { BreakerState } from "@toolbus/policies";
+import {
+  CancelRequestSchema,
+  ChatEventType,
+  Headers,
+  LlmChatRequestSchema,
+  LlmTriedSchema,
+  decodeRequest,
+  encodeJson,
+  monotonicNow,
+  parseJsonOrUndefined,
+  queueGroups,
+  stampBudget,
+  subjects,
+  type BreakerEvent,
+  type ErrorReply,
+  type LlmChatReply,
+  type LlmDelta,
+  type LlmStreamChunk,
+  type LlmTried,
+} from "@toolbus/protocol";
+import {
+  ChatEmitter,
+  InFlight,
+  TOOLBUS_VERSION,
+  addService,
+  admitRequest,
+  answerInternal,
+  chatStamp,
+  ensureChatStreams,
+  maxPayloadOf,
+  respondJson,
+  stopOnce,
+  type Worker,
+  type WorkerDeps,
+} from "@toolbus/runtime";
+import { CallRegistry } from "../cancellation.js";
+import { Presence } from "../presence.js";
+import { LlmEndpoint } from "./endpoint.js";
+import { LlmPolicy, type LlmOutcome } from "./policy.js";
+import { providerOf } from "./providers.js";
+
+/** Kept back from the budget so our answer reaches the client before its own timer fires. */
+const REPLY_MARGIN_MS = 3;
+/** A fallback is worth forwarding to only with at least this much budget left. */
+const MIN_FALLBACK_BUDGET_MS = 20;
+
+export interface LlmCallerOptions {
+  backend: LlmBackendConfig;
+  limits: ToolbusConfig["limits"];
+  heartbeatMs: number;
+  chatLog?: ChatLogConfig;
+}
+
+export interface LlmCallerWorker extends Worker {
+  readonly backend: string;
+  readonly endpoints: readonly LlmEndpoint[];
+  breakerStates(): Record<string, BreakerState>;
+  /** Requests sent and connections opened, per endpoint (connection reuse = 1 − opened / requests). */
+  connectionStats(): Array<{ id: string; requests: number; connectionsOpened: number }>;
+}
+
+/**
+ * The caller of one LLM backend. Serves `toolbus.v1.backend.<b>.chat` in queue group `caller.<b>`:
+ * translates the request to the provider's API, calls it under the backend's policies, and answers the
+ * client's inbox itself: one reply, or numbered chunks and a final message for a stream. When it cannot
+ * answer before the first chunk and the request carries a fallback chain (`Toolbus-Fallbacks`), it
+ * forwards the very message to the next backend instead, saying what it tried (`Toolbus-Tried`).
+ */
+export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions): Promise<LlmCallerWorker> {
+  const { nc, metrics } = deps;
+  const backend = options.backend;
+  const log = deps.logger.child({ worker: "caller", backend: backend.name, workerId: deps.workerId });
+  const provider = providerOf(backend.kind);
+  const providerName = backend.kind === "llm-openai" ? "openai" : "anthropic";
+  const inFlight = new InFlight();
+  const calls = new CallRegistry();
+  const maxPayload = (): number => maxPayloadOf(nc);
+  // The key is revealed here, into the one header that carries it, and nowhere else.
+  const headers = { ...backend.headers, ...provider.headers(backend.apiKey?.reveal()) };
+  const endpoints = backend.urls.map(
+    (url, i) =>
+      new LlmEndpoint(`${backend.name}#${i}`, url, provider, headers, {
+        connections: backend.connections,
+        connectTimeoutMs: backend.connectTimeoutMs,
+        // An answer we could not send on anyway (NATS max payload) is not worth reading whole; the
+        // margin is the provider's JSON around the text.
+        maxResponseBytes: 4 * maxPayload() + 64 * 1024,
+      }),
+  );
+  const policy = new LlmPolicy(backend, endpoints, provider, (endpoint, t) => {
+    const event: BreakerEvent = {
+      backend: backend.name,
+      endpoint: endpoint.id,
+      from: t.from,
+      to: t.to,
+      reason: t.reason,
+      workerId: deps.workerId,
+      time: new Date().toISOString(),
+    };
+    (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
+    if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
+  });
+  const chat = new ChatEmitter(nc, log, metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
+
+  const presence = new Presence(nc, {
+    backend: backend.name,
+    heartbeatMs: options.heartbeatMs,
+    maxRequestBytes: options.limits.maxRequestBytes,
+    heartbeat: (status) => ({
+      backend: backend.name,
+      workerId: deps.workerId,
+      status,
+      toolsVersion: null,
+      endpointsLive: endpoints.filter((e) => e.coolingMs() === 0).length,
+      endpointsTotal: endpoints.length,
+      intervalMs: options.heartbeatMs,
+    }),
+    status: () => ({
+      backend: backend.name,
+      workerId: deps.workerId,
+      toolsVersion: null,
+      endpoints: endpoints.map((e) => ({ id: e.id, live: e.coolingMs() === 0, inFlight: e.inFlight, queued: 0, breaker: policy.breakers.get(e)!.state })),
+    }),
+    onCancel: ({ requestId, reason }) => cancel(requestId, reason),
+    // LLM endpoints are probed by nobody yet; the breaker and the cool-downs are what guard them.
+    onHealth: () => undefined,
+    onMoved: () => undefined,
+  });
+  function cancel(requestId: string, reason: string | undefined): void {
+    if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "chat cancelled by the client");
+  }
+  // Through the router a client does not know which backend serves its chat: every LLM caller hears this.
+  const llmCancels = nc.subscribe(subjects.llmCancel(), {
+    callback: (_err, msg) => {
+      const decoded = decodeRequest(msg.data, CancelRequestSchema, options.limits.maxRequestBytes);
+      if (decoded.ok) cancel(decoded.value.requestId, decoded.value.reason);
+    },
+  });
+
+  const labels = (model: string) => ({ gen_ai_provider_name: providerName, gen_ai_request_model: model, backend: backend.name });
+
+  async function handleChat(msg: Msg): Promise<void> {
+    const started = monotonicNow();
+    const admitted = admitRequest(msg, LlmChatRequestSchema, options.limits, started);
+    if (!admitted.ok) return void respondJson(msg, admitted.reply, maxPayload());
+    const request = admitted.body;
+    const { requestId, deadline } = admitted;
+    const tried = triedOf(msg);
+    const fallbacks = (msg.headers?.get(Headers.Fallbacks) ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    // A request that fell back here from another backend asks for that backend's model; it gets ours.
+    const model = request.model !== undefined && (backend.models.includes(request.model) || tried.length === 0) ? request.model : backend.models[0]!;
+    const conversationId = request.conversationId;
+    const asked = chatStamp();
+    if (conversationId && tried.length === 0) {
+      const last = request.messages[request.messages.length - 1]!;
+      chat.emit(conversationId, ChatEventType.user_message, { backend: backend.name, model, requestId, role: last.role, content: last.content }, asked);
+    }
+
+    let seq = 0;
+    const stream = request.stream && msg.reply !== undefined && msg.reply !== "";
+    const send = (deltas: LlmDelta[]): void => {
+      for (const delta of deltas) {
+        const chunk: LlmStreamChunk = { seq: seq++, done: false, delta };
+        msg.respond(encodeJson(chunk));
+      }
+    };
+    const controller = calls.start(requestId, deadline - monotonicNow() - REPLY_MARGIN_MS);
+    let outcome: LlmOutcome;
+    try {
+      outcome = await policy.run(request, model, deadline, controller.signal, {
+        ...(stream ? { onDeltas: send } : {}),
+        spareForFallback: fallbacks.length > 0,
+      });
+    } finally {
+      calls.end(controller);
+    }
+
+    if (!outcome.ok && outcome.fallback && fallbacks.length > 0 && forward(msg, fallbacks, [...tried, entryOf(backend.name, outcome.reply)], deadline)) {
+      log.info({ requestId, code: outcome.reply.error.code, next: fallbacks[0] }, "falling back to the next backend");
+      return;
+    }
+    const reply: LlmChatReply = outcome.ok
+      ? {
+          ok: true,
+          model: outcome.completion.model || model,
+          message: { role: "assistant", content: outcome.completion.content, toolCalls: outcome.completion.toolCalls },
+          stopReason: outcome.completion.stopReason,
+          usage: outcome.completion.usage,
+          meta: {
+            backend: backend.name,
+            endpoint: outcome.endpoint.id,
+            attempts: outcome.attempts,
+            durationMs: Math.round(outcome.durationMs * 1000) / 1000,
+            tried,
+            ...(outcome.firstTokenMs !== undefined ? { firstTokenMs: Math.round(outcome.firstTokenMs * 1000) / 1000 } : {}),
+          },
+        }
+      : withTried(outcome.reply, tried);
+    if (conversationId) {
+      if (reply.ok)
+        chat.emit(conversationId, ChatEventType.assistant_message, {
+          backend: backend.name,
+          model: reply.model,
+          requestId,
+          content: reply.message.content,
+          toolCalls: reply.message.toolCalls,
+          stopReason: reply.stopReason,
+          usage: reply.usage,
+          meta: reply.meta,
+        });
+      else chat.emit(conversationId, ChatEventType.error, { backend: backend.name, model, requestId, error: reply.error });
+      // Sent before the reply: the client's next message, which another caller may log, comes after it.
+      chat.flush();
+    }
+    if (stream) respondJson(msg, { seq, done: true, ...reply }, maxPayload());
+    else respondJson(msg, reply, maxPayload());
+    record(reply, model, started, outcome);
+    if (!reply.ok) log.warn({ requestId, code: reply.error.code, err: reply.error.message }, "chat failed");
+  }
+
+  /** Send the message on to the next backend of the chain, with the budget left; false when none is left worth it. */
+  function forward(msg: Msg, fallbacks: string[], tried: LlmTried[], deadline: number): boolean {
+    const now = monotonicNow();
+    if (!msg.reply || deadline - now < MIN_FALLBACK_BUDGET_MS) return false;
+    const [next, ...rest] = fallbacks as [string, ...string[]];
+    const h = msg.headers!;
+    h.set(Headers.TimeoutMs, stampBudget(deadline, now));
+    h.set(Headers.Tried, JSON.stringify(tried));
+    if (rest.length > 0) h.set(Headers.Fallbacks, rest.join(","));
+    else h.delete(Headers.Fallbacks);
+    try {
+      nc.publish(subjects.backendChat(next), msg.data, { reply: msg.reply, headers: h });
+      return true;
+    } catch (err) {
+      log.warn({ err: (err as Error).message, next }, "could not forward to the fallback");
+      return false;
+    }
+  }
+
+  function record(reply: LlmChatReply, model: string, started: number, outcome: LlmOutcome): void {
+    const seconds = (monotonicNow() - started) / 1000;
+    const l = labels(model);
+    metrics.requests.inc({ worker: "caller", backend: backend.name, outcome: reply.ok ? "ok" : reply.error.code });
+    metrics.duration.observe({ worker: "caller", backend: backend.name, outcome: reply.ok ? "ok" : reply.error.code }, seconds);
+    metrics.genAiOperationDuration.observe({ ...l, error_type: reply.ok ? "" : reply.error.code }, seconds);
+    if (!reply.ok || !outcome.ok) return;
+    metrics.genAiTokenUsage.observe({ ...l, gen_ai_token_type: "input" }, reply.usage.inputTokens);
+    metrics.genAiTokenUsage.observe({ ...l, gen_ai_token_type: "output" }, reply.usage.outputTokens);
+    if (outcome.firstTokenMs !== undefined) {
+      metrics.genAiTimeToFirstToken.observe(l, outcome.firstTokenMs / 1000);
+      const after = reply.usage.outputTokens - 1;
+      if (after > 0) metrics.genAiTimePerOutputToken.observe(l, (outcome.durationMs - outcome.firstTokenMs) / 1000 / after);
+    }
+  }
+
+  if (options.chatLog)
+    await ensureChatStreams(nc, options.chatLog, log).catch((err: unknown) =>
+      log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); chats that name a conversation are not logged"),
+    );
+  const service = await addService(nc, {
+    name: "toolbus-caller",
+    version: TOOLBUS_VERSION,
+    description: `toolbus caller for LLM backend ${backend.name}`,
+    workerId: deps.workerId,
+    metadata: { backend: backend.name, kind: backend.kind },
+  });
+  service.addEndpoint("chat", {
+    subject: subjects.backendChat(backend.name),
+    queue: queueGroups.caller(backend.name),
+    handler: (_err, msg) =>
+      inFlight.track(
+        handleChat(msg).catch((err: unknown) => {
+          log.error({ err }, "LLM caller handler failed");
+          answerInternal(msg, "caller", err, maxPayload());
+        }),
+      ),
+    metadata: { backend: backend.name },
+  });
+  await presence.start();
+  log.info({ endpoints: endpoints.length, models: backend.models, subject: subjects.backendChat(backend.name) }, "LLM caller started");
+
+  return {
+    name: `caller:${backend.name}`,
+    backend: backend.name,
+    endpoints,
+    breakerStates: () => Object.fromEntries([...policy.breakers].map(([e, b]) => [e.id, b.state])),
+    connectionStats: () => endpoints.map((e) => ({ id: e.id, requests: e.requests, connectionsOpened: e.connectionsOpened })),
+    notReady: () => [],
+    ...stopOnce(async (graceMs = 10_000) => {
+      presence.stop();
+      await service.stop();
+      if (!(await inFlight.idle(graceMs))) {
+        log.warn({ inFlight: inFlight.count }, "grace period over; cancelling the chats still in flight");
+        calls.abortAll("the caller stopped before the backend answered (grace period over)");
+        await inFlight.idle(1_000);
+      }
+      presence.stopCancels();
+      if (!nc.isClosed()) llmCancels.unsubscribe();
+      await chat.close();
+      policy.close();
+      await Promise.allSettled(endpoints.map((e) => e.close()));
+      log.info("caller stopped");
+    }),
+  };
+}
+
+/** The backends a fallen-back request went through (header Toolbus-Tried); a malformed header counts as none. */
+function triedOf(msg: Msg): LlmTried[] {
+  const raw = msg.headers?.get(Headers.Tried);
+  if (!raw) return [];
+  const parsed = LlmTriedSchema.array()
+    .max(64)
+    .safeParse(parseJsonOrUndefined(new TextEncoder().encode(raw)));
+  return parsed.success ? parsed.data : [];
+}
+
+function entryOf(backend: string, reply: ErrorReply): LlmTried {
+  return { backend, code: reply.error.code, message: reply.error.message };
+}
+
+/** An error that ends a chain of fallbacks names every backend tried before (details.tried). */
+function withTried(reply: ErrorReply, tried: LlmTried[]): ErrorReply {
+  return tried.length === 0 ? reply : { ...reply, error: { ...reply.error, details: { ...reply.error.details, tried } } };
+}

@@ -1,0 +1,293 @@
+import { createServer } from "node:net";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startLlmFaultServer, CANNED_TEXT, type LlmFaultServer } from "@toolbus/llm-fault-server";
+import { isToolbusError, type LlmDelta } from "@toolbus/client";
+import { readChatLogs } from "../helpers/chat.js";
+import { removeTempDirs, startStack, tempDir, waitFor, type Stack } from "../helpers/toolbus.js";
+
+const OAI_KEY = "sk-oai-secret-4b1d9c";
+const ANT_KEY = "sk-ant-secret-7e2f0a";
+const WEATHER_TOOL = { name: "get_weather", description: "The weather in a city", parameters: { type: "object", properties: { city: { type: "string" } } } };
+
+/** A port nothing listens on (bound, then released). */
+async function deadPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Every delta's text, joined. */
+const textOf = (deltas: LlmDelta[]): string => deltas.map((d) => d.content ?? "").join("");
+
+describe("LLM backends through toolbus", () => {
+  let oai: LlmFaultServer;
+  let ant: LlmFaultServer;
+  let limited: LlmFaultServer;
+  let stack: Stack;
+  let dir: string;
+  let logs = "";
+
+  beforeAll(async () => {
+    oai = await startLlmFaultServer({ apiKey: OAI_KEY });
+    ant = await startLlmFaultServer({ apiKey: ANT_KEY });
+    limited = await startLlmFaultServer({ apiKey: OAI_KEY });
+    dir = tempDir("toolbus-llm-chat-");
+    const dead = await deadPort();
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logs += chunk.toString();
+        done();
+      },
+    });
+    stack = await startStack(
+      {
+        chatLog: { enabled: true, dir },
+        backends: {
+          oai: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["gpt-test"], retry: { maxRetries: 0 } },
+          ant: { kind: "llm-anthropic", url: `${ant.url}/v1`, apiKey: { env: "ANT_KEY" }, models: ["claude-test"], retry: { maxRetries: 0 } },
+          // Streams that stall or never start, cut by short timeouts.
+          slow: {
+            kind: "llm-openai",
+            url: `${oai.url}/v1`,
+            apiKey: { env: "OAI_KEY" },
+            models: ["slow-model"],
+            timeouts: { firstToken: "300ms", idle: "300ms" },
+            retry: { maxRetries: 0 },
+            breaker: { volume: 100 },
+          },
+          // Nothing listens there: the fallback answers.
+          dead: { kind: "llm-openai", url: `http://127.0.0.1:${dead}/v1`, models: ["dead-model"], fallbacks: ["ant"], retry: { maxRetries: 0 } },
+          // 429 with Retry-After: cooled down, then served again; with and without a fallback.
+          limited: { kind: "llm-openai", url: `${limited.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["limited-model"], retry: { maxRetries: 0 } },
+          limitedfb: {
+            kind: "llm-openai",
+            url: `${limited.url}/v1`,
+            apiKey: { env: "OAI_KEY" },
+            models: ["limited-fb-model"],
+            fallbacks: ["ant"],
+            retry: { maxRetries: 0 },
+          },
+          // 1,000 tokens a minute.
+          tpm: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-model"], rateLimit: { tokensPerMinute: 1000 } },
+          tpmfb: {
+            kind: "llm-openai",
+            url: `${oai.url}/v1`,
+            apiKey: { env: "OAI_KEY" },
+            models: ["tpm-fb-model"],
+            rateLimit: { tokensPerMinute: 1000 },
+            fallbacks: ["ant"],
+          },
+        },
+      },
+      { env: { OAI_KEY, ANT_KEY }, logs: sink },
+    );
+  });
+  afterAll(async () => {
+    await stack?.[Symbol.asyncDispose]();
+    await Promise.all([oai?.close(), ant?.close(), limited?.close()]);
+    removeTempDirs();
+  });
+
+  const hi = { messages: [{ role: "user" as const, content: "Say hello" }] };
+
+  it("non-streamed, both kinds, by backend and by model: the same reply shape", async () => {
+    const { client } = stack;
+    const a = await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000 });
+    expect(a).toMatchObject({ ok: true, model: "gpt-test", message: { role: "assistant", content: CANNED_TEXT, toolCalls: [] }, stopReason: "end" });
+    expect(a.usage.outputTokens).toBeGreaterThan(0);
+    expect(a.meta).toMatchObject({ backend: "oai", endpoint: "oai#0", attempts: 1, tried: [] });
+    const b = await client.chat({ model: "claude-test", ...hi }, { timeoutMs: 5_000 });
+    expect(b).toMatchObject({ ok: true, model: "claude-test", message: { content: CANNED_TEXT, toolCalls: [] }, stopReason: "end" });
+    expect(b.meta.backend).toBe("ant");
+    // Direct to the backend's callers, without the router.
+    const c = await client.chat({ backend: "ant", ...hi }, { timeoutMs: 5_000, direct: true });
+    expect(c.message.content).toBe(CANNED_TEXT);
+  });
+
+  it("tool calls in the answer, both kinds, streamed and not", async () => {
+    const { client } = stack;
+    const ask = { messages: [{ role: "user" as const, content: "Weather in Paris?" }], tools: [WEATHER_TOOL] };
+    for (const backend of ["oai", "ant"]) {
+      const server = backend === "oai" ? oai : ant;
+      server.faults.push("tool-call");
+      const whole = await client.chat({ backend, ...ask }, { timeoutMs: 5_000 });
+      expect(whole.stopReason).toBe("tool_calls");
+      expect(whole.message.toolCalls).toEqual([{ id: expect.any(String), name: "get_weather", arguments: { city: "Paris" } }]);
+      // The tool went to the provider in its own format.
+      const sent = server.bodies[server.bodies.length - 1]!;
+      expect(JSON.stringify(sent.tools)).toContain(backend === "oai" ? '"function"' : '"input_schema"');
+      server.faults.push("tool-call");
+      const stream = client.chatStream({ backend, ...ask }, { timeoutMs: 5_000 });
+      const deltas: LlmDelta[] = [];
+      for await (const d of stream) deltas.push(d);
+      const result = await stream.result;
+      expect(deltas.some((d) => d.toolCall?.name === "get_weather")).toBe(true);
+      expect(result.message.toolCalls).toEqual([{ id: expect.any(String), name: "get_weather", arguments: { city: "Paris" } }]);
+      expect(result.stopReason).toBe("tool_calls");
+    }
+  });
+
+  it("streamed, both kinds: numbered chunks as they come, then the whole reply with usage", async () => {
+    const { client } = stack;
+    for (const backend of ["oai", "ant"]) {
+      const stream = client.chatStream({ backend, ...hi }, { timeoutMs: 5_000 });
+      const deltas: LlmDelta[] = [];
+      for await (const d of stream) deltas.push(d);
+      const result = await stream.result;
+      expect(deltas.length).toBeGreaterThan(2);
+      expect(textOf(deltas)).toBe(CANNED_TEXT);
+      expect(result.message.content).toBe(CANNED_TEXT);
+      expect(result.usage.outputTokens).toBeGreaterThan(0);
+      expect(result.usage.inputTokens).toBeGreaterThan(0);
+      expect(result.meta.firstTokenMs).toBeGreaterThan(0);
+    }
+  });
+
+  it("a stream that stalls is cut at the idle timeout; one that never starts at the first-token timeout", async () => {
+    const { client } = stack;
+    oai.faults.push("stall-after=3");
+    const stalled = client.chatStream({ backend: "slow", ...hi }, { timeoutMs: 10_000 });
+    const got: LlmDelta[] = [];
+    const started = Date.now();
+    const err = await (async () => {
+      try {
+        for await (const d of stalled) got.push(d);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(isToolbusError(err)).toBe(true);
+    expect(err).toMatchObject({ code: "DEADLINE_EXCEEDED", details: { timeout: "idle", delivered: { chunks: got.length } } });
+    expect(got.length).toBeGreaterThan(0);
+    expect(Date.now() - started).toBeLessThan(5_000);
+
+    oai.faults.push("slow-first-token=3000");
+    const silent = client.chatStream({ backend: "slow", ...hi }, { timeoutMs: 10_000 });
+    await expect(silent.result).rejects.toMatchObject({ code: "DEADLINE_EXCEEDED", details: { timeout: "first-token" } });
+    expect(silent.received).toBe(0);
+  });
+
+  it("a dead primary: the fallback answers within the budget, and meta names both", async () => {
+    const { client } = stack;
+    const reply = await client.chat({ backend: "dead", ...hi }, { timeoutMs: 5_000 });
+    expect(reply.meta.backend).toBe("ant");
+    expect(reply.meta.tried).toEqual([{ backend: "dead", code: "BACKEND_UNAVAILABLE", message: expect.stringContaining("ECONNREFUSED") }]);
+    // The fallback's own model, not the dead one's.
+    expect(reply.model).toBe("claude-test");
+    const stream = client.chatStream({ model: "dead-model", ...hi }, { timeoutMs: 5_000 });
+    const deltas: LlmDelta[] = [];
+    for await (const d of stream) deltas.push(d);
+    expect(textOf(deltas)).toBe(CANNED_TEXT);
+    expect((await stream.result).meta).toMatchObject({ backend: "ant", tried: [{ backend: "dead" }] });
+  });
+
+  it("429 with Retry-After: 2 cools the endpoint down 2 s (RATE_LIMITED or the fallback meanwhile), then it serves again", async () => {
+    const { client } = stack;
+    const before = limited.stats.requests;
+    limited.faults.push("status=429;retry-after=2");
+    const first = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 1_500 }).catch((e: unknown) => e);
+    const cooledAt = Date.now();
+    expect(first).toMatchObject({ code: "RATE_LIMITED" });
+    expect((first as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(1_000);
+    // In the window: refused at once without a request upstream, with how long is left ...
+    const second = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 1_500 }).catch((e: unknown) => e);
+    expect(second).toMatchObject({ code: "RATE_LIMITED" });
+    expect((second as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(500);
+    expect((second as { retryAfterMs: number }).retryAfterMs).toBeLessThanOrEqual(2_000);
+    expect(limited.stats.requests - before).toBe(1);
+    // ... and a call with a long enough budget waits the cool-down out and is served.
+    const waited = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 5_000 });
+    expect(waited.message.content).toBe(CANNED_TEXT);
+    expect(Date.now() - cooledAt).toBeGreaterThan(1_000);
+
+    // With a fallback: the 429 goes to the fallback at once, and so does every call in the window.
+    limited.faults.push("status=429;retry-after=2");
+    const fb1 = await client.chat({ backend: "limitedfb", ...hi }, { timeoutMs: 5_000 });
+    expect(fb1.meta).toMatchObject({ backend: "ant", tried: [{ backend: "limitedfb", code: "RATE_LIMITED" }] });
+    const upstream = limited.stats.requests;
+    const fb2 = await client.chat({ backend: "limitedfb", ...hi }, { timeoutMs: 5_000 });
+    expect(fb2.meta.backend).toBe("ant");
+    expect(limited.stats.requests).toBe(upstream);
+    await new Promise((r) => setTimeout(r, 2_100));
+    const back = await client.chat({ backend: "limitedfb", ...hi }, { timeoutMs: 5_000 });
+    expect(back.meta).toMatchObject({ backend: "limitedfb", tried: [] });
+  });
+
+  it("tokens/min: with a limit of 1,000 and requests of about 300 tokens, the fourth in the minute is refused (or falls back)", async () => {
+    const { client } = stack;
+    // 800 characters ≈ 200 tokens of prompt, plus maxTokens 100: about 300 each.
+    const big = { messages: [{ role: "user" as const, content: "x".repeat(800) }], maxTokens: 100 };
+    for (let i = 0; i < 3; i++) await client.chat({ backend: "tpm", ...big }, { timeoutMs: 3_000 });
+    await expect(client.chat({ backend: "tpm", ...big }, { timeoutMs: 3_000 })).rejects.toMatchObject({
+      code: "RATE_LIMITED",
+      retryAfterMs: expect.any(Number),
+    });
+    for (let i = 0; i < 3; i++) expect((await client.chat({ backend: "tpmfb", ...big }, { timeoutMs: 3_000 })).meta.backend).toBe("tpmfb");
+    const fourth = await client.chat({ backend: "tpmfb", ...big }, { timeoutMs: 3_000 });
+    expect(fourth.meta).toMatchObject({ backend: "ant", tried: [{ backend: "tpmfb", code: "RATE_LIMITED" }] });
+  });
+
+  it("a client that stops reading a stream closes the upstream request", async () => {
+    const { client } = stack;
+    const before = oai.stats.abortedByClient;
+    oai.faults.push("stall-after=2");
+    const stream = client.chatStream({ backend: "oai", ...hi }, { timeoutMs: 20_000 });
+    for await (const d of stream) {
+      expect(d).toBeDefined();
+      break; // the client leaves after the first chunk
+    }
+    await expect(stream.result).rejects.toMatchObject({ code: "CANCELLED" });
+    await waitFor("the fault server to see the connection closed", () => oai.stats.abortedByClient > before, 5_000);
+
+    // An AbortSignal does the same.
+    const aborted = oai.stats.abortedByClient;
+    oai.faults.push("slow-first-token=10000");
+    const controller = new AbortController();
+    const pending = client.chat({ backend: "oai", ...hi }, { timeoutMs: 20_000, signal: controller.signal });
+    setTimeout(() => controller.abort(), 200);
+    await expect(pending).rejects.toMatchObject({ code: "CANCELLED" });
+    await waitFor("the fault server to see the second connection closed", () => oai.stats.abortedByClient > aborted, 5_000);
+  });
+
+  it("chats that name a conversation log user_message then assistant_message (or error)", async () => {
+    const { client } = stack;
+    await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "llm-conv" });
+    const stream = client.chatStream({ backend: "dead", messages: [{ role: "user", content: "second" }] }, { timeoutMs: 5_000, conversationId: "llm-conv" });
+    for await (const _ of stream) void _;
+    oai.faults.push("status=400");
+    await expect(client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "llm-conv" })).rejects.toMatchObject({ code: "BACKEND_ERROR" });
+    await waitFor("six events", () => (readChatLogs(dir).get("llm-conv")?.length ?? 0) >= 6, 10_000);
+    const events = readChatLogs(dir).get("llm-conv")!;
+    expect(events.map((e) => e.type)).toEqual(["user_message", "assistant_message", "user_message", "assistant_message", "user_message", "error"]);
+    expect(events[0]!.payload).toMatchObject({ backend: "oai", content: "Say hello" });
+    expect(events[1]!.payload).toMatchObject({ backend: "oai", content: CANNED_TEXT, usage: { outputTokens: expect.any(Number) } });
+    expect(events[3]!.payload).toMatchObject({ backend: "ant", meta: { tried: [{ backend: "dead" }] } });
+    expect(events[5]!.payload).toMatchObject({ error: { code: "BACKEND_ERROR" } });
+  });
+
+  it("bad requests get typed errors: no model or backend, an unknown model, an MCP subject for an LLM", async () => {
+    const { client } = stack;
+    await expect(client.chat({ messages: hi.messages } as never, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await expect(client.chat({ model: "nope", ...hi }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "UNKNOWN_BACKEND" });
+    await expect(client.chat({ backend: "oai", messages: [] }, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await expect(client.callTool("oai", "anything", {}, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  });
+
+  it("the API keys appear in no log line, chat event or reply", async () => {
+    const { client } = stack;
+    // Make sure failures were logged too (their messages carry provider answers).
+    oai.faults.push("status=401");
+    await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "key-check" }).catch(() => undefined);
+    const reply = await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "key-check" });
+    await waitFor("the events", () => (readChatLogs(dir).get("key-check")?.length ?? 0) >= 4, 10_000);
+    const everything = [logs, JSON.stringify(reply), JSON.stringify([...readChatLogs(dir).values()])].join("\n");
+    expect(logs.length).toBeGreaterThan(1000);
+    for (const key of [OAI_KEY, ANT_KEY]) expect(everything).not.toContain(key);
+    // The keys did reach the providers (the fault servers check them).
+    expect(oai.stats.requests).toBeGreaterThan(0);
+  });
+});
