@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLlmFaultServer, CANNED_TEXT, type LlmFaultServer } from "@toolbus/llm-fault-server";
 import { isToolbusError, type LlmDelta } from "@toolbus/client";
 import { readChatLogs } from "../helpers/chat.js";
-import { removeTempDirs, startStack, tempDir, waitFor, type Stack } from "../helpers/toolbus.js";
+import { removeTempDirs, startStack, tempDir, toolbusCommand, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
 const OAI_KEY = "sk-oai-secret-4b1d9c";
 const ANT_KEY = "sk-ant-secret-7e2f0a";
@@ -30,6 +30,8 @@ describe("LLM backends through toolbus", () => {
   let dir: string;
   let logs = "";
 
+  let backends: Record<string, unknown>;
+
   beforeAll(async () => {
     oai = await startLlmFaultServer({ apiKey: OAI_KEY });
     ant = await startLlmFaultServer({ apiKey: ANT_KEY });
@@ -42,48 +44,43 @@ describe("LLM backends through toolbus", () => {
         done();
       },
     });
-    stack = await startStack(
-      {
-        chatLog: { enabled: true, dir },
-        backends: {
-          oai: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["gpt-test"], retry: { maxRetries: 0 } },
-          ant: { kind: "llm-anthropic", url: `${ant.url}/v1`, apiKey: { env: "ANT_KEY" }, models: ["claude-test"], retry: { maxRetries: 0 } },
-          // Streams that stall or never start, cut by short timeouts.
-          slow: {
-            kind: "llm-openai",
-            url: `${oai.url}/v1`,
-            apiKey: { env: "OAI_KEY" },
-            models: ["slow-model"],
-            timeouts: { firstToken: "300ms", idle: "300ms" },
-            retry: { maxRetries: 0 },
-            breaker: { volume: 100 },
-          },
-          // Nothing listens there: the fallback answers.
-          dead: { kind: "llm-openai", url: `http://127.0.0.1:${dead}/v1`, models: ["dead-model"], fallbacks: ["ant"], retry: { maxRetries: 0 } },
-          // 429 with Retry-After: cooled down, then served again; with and without a fallback.
-          limited: { kind: "llm-openai", url: `${limited.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["limited-model"], retry: { maxRetries: 0 } },
-          limitedfb: {
-            kind: "llm-openai",
-            url: `${limited.url}/v1`,
-            apiKey: { env: "OAI_KEY" },
-            models: ["limited-fb-model"],
-            fallbacks: ["ant"],
-            retry: { maxRetries: 0 },
-          },
-          // 1,000 tokens a minute.
-          tpm: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-model"], rateLimit: { tokensPerMinute: 1000 } },
-          tpmfb: {
-            kind: "llm-openai",
-            url: `${oai.url}/v1`,
-            apiKey: { env: "OAI_KEY" },
-            models: ["tpm-fb-model"],
-            rateLimit: { tokensPerMinute: 1000 },
-            fallbacks: ["ant"],
-          },
-        },
+    backends = {
+      oai: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["gpt-test"], retry: { maxRetries: 0 } },
+      ant: { kind: "llm-anthropic", url: `${ant.url}/v1`, apiKey: { env: "ANT_KEY" }, models: ["claude-test"], retry: { maxRetries: 0 } },
+      // Streams that stall or never start, cut by short timeouts.
+      slow: {
+        kind: "llm-openai",
+        url: `${oai.url}/v1`,
+        apiKey: { env: "OAI_KEY" },
+        models: ["slow-model"],
+        timeouts: { firstToken: "300ms", idle: "300ms" },
+        retry: { maxRetries: 0 },
+        breaker: { volume: 100 },
       },
-      { env: { OAI_KEY, ANT_KEY }, logs: sink },
-    );
+      // Nothing listens there: the fallback answers.
+      dead: { kind: "llm-openai", url: `http://127.0.0.1:${dead}/v1`, models: ["dead-model"], fallbacks: ["ant"], retry: { maxRetries: 0 } },
+      // 429 with Retry-After: cooled down, then served again; with and without a fallback.
+      limited: { kind: "llm-openai", url: `${limited.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["limited-model"], retry: { maxRetries: 0 } },
+      limitedfb: {
+        kind: "llm-openai",
+        url: `${limited.url}/v1`,
+        apiKey: { env: "OAI_KEY" },
+        models: ["limited-fb-model"],
+        fallbacks: ["ant"],
+        retry: { maxRetries: 0 },
+      },
+      // 1,000 tokens a minute.
+      tpm: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-model"], rateLimit: { tokensPerMinute: 1000 } },
+      tpmfb: {
+        kind: "llm-openai",
+        url: `${oai.url}/v1`,
+        apiKey: { env: "OAI_KEY" },
+        models: ["tpm-fb-model"],
+        rateLimit: { tokensPerMinute: 1000 },
+        fallbacks: ["ant"],
+      },
+    };
+    stack = await startStack({ chatLog: { enabled: true, dir }, backends }, { env: { OAI_KEY, ANT_KEY }, logs: sink });
   });
   afterAll(async () => {
     await stack?.[Symbol.asyncDispose]();
@@ -289,5 +286,34 @@ describe("LLM backends through toolbus", () => {
     for (const key of [OAI_KEY, ANT_KEY]) expect(everything).not.toContain(key);
     // The keys did reach the providers (the fault servers check them).
     expect(oai.stats.requests).toBeGreaterThan(0);
+  });
+
+  it("`toolbus chat <backend|model> prompt [--stream] [--json]` prints the answer; a failure exits with its code", async () => {
+    // The command needs the config's backends (to tell a backend from a model), not their API keys.
+    const file = writeConfig({ nats: { servers: [stack.nats.url] }, backends });
+    const run = (...args: string[]) => toolbusCommand(["--config", file, "chat", ...args]);
+    const plain = await run("oai", "Say hello");
+    expect(plain).toMatchObject({ code: 0, stderr: "", stdout: `${CANNED_TEXT}\n` });
+    const streamed = await run("claude-test", "Say hello", "--stream");
+    expect(streamed).toMatchObject({ code: 0, stderr: "", stdout: `${CANNED_TEXT}\n` });
+    const json = await run("dead", "Say hello", "--json");
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, message: { content: CANNED_TEXT }, meta: { backend: "ant", tried: [{ backend: "dead" }] } });
+    const lines = (await run("oai", "Say hello", "--stream", "--json")).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.length).toBeGreaterThan(2);
+    expect(lines[lines.length - 1]).toMatchObject({ ok: true, stopReason: "end" });
+    expect(lines.slice(0, -1).every((l) => "content" in l || "toolCall" in l)).toBe(true);
+    oai.faults.push("status=400");
+    const refused = await run("oai", "Say hello");
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toMatch(/^toolbus: BACKEND_ERROR: oai#0: HTTP 400/);
+    const unknown = await run("no-such-model", "hi");
+    expect(unknown.code).toBe(3);
+    expect(unknown.stderr).toMatch(/UNKNOWN_BACKEND: no backend serves model "no-such-model"/);
+    const help = await toolbusCommand(["chat", "--help"]);
+    expect(help.stdout).toMatch(/--stream/);
   });
 });

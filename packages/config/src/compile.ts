@@ -179,6 +179,8 @@ export interface LoadConfigOptions {
   /** The environment to read TOOLBUS_* from (library code never reads process.env itself). */
   env?: Readonly<Record<string, string | undefined>>;
   flags?: ConfigFlags;
+  /** Read every LLM backend's API key now (default), so a missing one fails at start; false for commands that call nothing. */
+  checkSecrets?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -252,7 +254,16 @@ function orderProblem(prefix: string, low: Side, high: Side, defaultFrom: string
  * Validate and compile raw configuration (already merged with env and flags). Relative paths are
  * resolved against `baseDir`, the directory of the config file.
  */
-export function compileConfig(raw: unknown, options: { baseDir: string; source: string; env?: Readonly<Record<string, string | undefined>> }): ToolbusConfig {
+export function compileConfig(
+  raw: unknown,
+  options: {
+    baseDir: string;
+    source: string;
+    env?: Readonly<Record<string, string | undefined>>;
+    /** Read every API key now and report a missing one (default); false: when first used (a client needs none). */
+    checkSecrets?: boolean;
+  },
+): ToolbusConfig {
   const env = options.env ?? {};
   const parsed = ConfigFileSchema.safeParse(raw ?? {});
   if (!parsed.success) {
@@ -346,7 +357,7 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
         else if (target.kind !== "llm-openai" && target.kind !== "llm-anthropic")
           problems.push(`backends.${name}.fallbacks.${i}: "${fallback}" is not an LLM backend`);
       }
-      const apiKey = b.apiKey && readSecret(b.apiKey, env, at, `backends.${name}.apiKey`, problems);
+      const apiKey = b.apiKey && secretOf(b.apiKey, env, at, `backends.${name}.apiKey`, options.checkSecrets ?? true, problems);
       backends[name] = {
         ...common,
         kind: b.kind,
@@ -429,29 +440,42 @@ export function compileConfig(raw: unknown, options: { baseDir: string; source: 
   });
 }
 
-/** Read an API key from its variable or file; a missing one is a config problem (named, never shown). */
-function readSecret(
+/**
+ * An API key from its variable or file, read when first used. With `check`, it is read now and a
+ * missing one is a config problem (named, never shown).
+ */
+function secretOf(
   ref: { env: string } | { file: string },
   env: Readonly<Record<string, string | undefined>>,
   at: (p: string) => string,
   path: string,
+  check: boolean,
   problems: string[],
-): Secret | undefined {
-  if ("env" in ref) {
-    const value = env[ref.env]?.trim();
-    if (!value) problems.push(`${path}: the environment variable ${ref.env} is not set`);
-    return value ? new Secret(value, `env ${ref.env}`) : undefined;
+): Secret {
+  const file = "file" in ref ? at(ref.file) : undefined;
+  const secret = new Secret("env" in ref ? `env ${ref.env}` : `file ${file}`, () => {
+    let value: string;
+    if ("env" in ref) {
+      value = env[ref.env]?.trim() ?? "";
+      if (!value) throw new Error(`${path}: the environment variable ${ref.env} is not set`);
+      return value;
+    }
+    try {
+      value = readFileSync(file!, "utf8").trim();
+    } catch (err) {
+      throw new Error(`${path}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (!value) throw new Error(`${path}: ${file} is empty`);
+    return value;
+  });
+  if (check) {
+    try {
+      secret.reveal();
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
   }
-  const file = at(ref.file);
-  let value: string;
-  try {
-    value = readFileSync(file, "utf8").trim();
-  } catch (err) {
-    problems.push(`${path}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    return undefined;
-  }
-  if (!value) problems.push(`${path}: ${file} is empty`);
-  return value ? new Secret(value, `file ${file}`) : undefined;
+  return secret;
 }
 
 /** Parse the text of a config file (YAML is a superset of JSON, so both work). */
@@ -485,5 +509,5 @@ export function loadConfig(options: LoadConfigOptions = {}): ToolbusConfig {
     raw = parseFileText(text, source);
   }
   applyOverrides(raw, env, options.flags ?? {});
-  return compileConfig(raw, { baseDir: options.file ? dirname(source) : process.cwd(), source, env });
+  return compileConfig(raw, { baseDir: options.file ? dirname(source) : process.cwd(), source, env, checkSecrets: options.checkSecrets ?? true });
 }

@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { formatDuration } from "./duration.js";
-import { ConfigError, PROFILE_DEFAULTS, compileConfig, loadConfig, parseDuration, type Profile } from "./index.js";
+import { inspect } from "node:util";
+import { ConfigError, PROFILE_DEFAULTS, compileConfig, isLlmBackend, loadConfig, parseDuration, type LlmBackendConfig, type Profile } from "./index.js";
 
 const tempDirs: string[] = [];
 afterAll(() => {
@@ -310,5 +311,89 @@ backends:
   it("an HTTP backend needs exactly one of url and urls", () => {
     const path = file("backends:\n  a: { kind: mcp-http }\n  b: { kind: mcp-http, url: 'http://x/mcp', urls: ['http://y/mcp'] }\n");
     expect(() => loadConfig({ file: path })).toThrow(/backends\.a\.url: set exactly one of url or urls[\s\S]*backends\.b\.url: set exactly one/);
+  });
+});
+
+describe("LLM backends", () => {
+  const llm = (extra: Record<string, unknown> = {}) => ({ kind: "llm-openai", url: "http://127.0.0.1:1234/v1/", models: ["qwen"], ...extra });
+
+  it("compile with the seed's defaults: 60 s simple, 180 s complex, a pool of 10, the base URL without its trailing slash", () => {
+    const config = compile({
+      backends: { lmstudio: llm({ fallbacks: ["claude"] }), claude: { kind: "llm-anthropic", url: "https://api.example.com/v1", models: ["claude-x"] } },
+    });
+    const b = config.backends.lmstudio as LlmBackendConfig;
+    expect(isLlmBackend(b)).toBe(true);
+    expect(b).toMatchObject({
+      kind: "llm-openai",
+      urls: ["http://127.0.0.1:1234/v1"],
+      models: ["qwen"],
+      fallbacks: ["claude"],
+      connections: 10,
+      callTimeoutMs: 60_000,
+      apiKey: undefined,
+      llm: {
+        complexTimeoutMs: 180_000,
+        firstTokenTimeoutMs: 60_000,
+        idleTimeoutMs: 30_000,
+        tokensPerMinute: undefined,
+        complexity: { promptChars: 8000, maxTokens: 2000 },
+      },
+    });
+    expect(b.policy.rateLimit).toBeUndefined();
+    const limited = compile({
+      backends: {
+        a: llm({ rateLimit: { rate: 12, burst: 12, tokensPerMinute: 90_000 }, timeouts: { call: "10s", complex: "30s", firstToken: "5s", idle: "2s" } }),
+      },
+    }).backends.a as LlmBackendConfig;
+    expect(limited.policy.rateLimit).toEqual({ ratePerSec: 12, burst: 12 });
+    expect(limited).toMatchObject({
+      callTimeoutMs: 10_000,
+      llm: { complexTimeoutMs: 30_000, firstTokenTimeoutMs: 5_000, idleTimeoutMs: 2_000, tokensPerMinute: 90_000 },
+    });
+  });
+
+  it("refuses fallbacks to nowhere, to itself or to an MCP backend, a complex timeout below the simple one, and a literal key", () => {
+    expect(
+      problemsOf({
+        backends: {
+          a: llm({ fallbacks: ["a", "missing", "tools"], timeouts: { call: "90s", complex: "60s" } }),
+          tools: { kind: "mcp-stdio", command: "x" },
+        },
+      }),
+    ).toEqual([
+      "backends.a.timeouts.complex: must be at least call (90s)",
+      "backends.a.fallbacks.0: a backend cannot fall back to itself",
+      'backends.a.fallbacks.1: no backend "missing" is configured',
+      'backends.a.fallbacks.2: "tools" is not an LLM backend',
+    ]);
+    expect(problemsOf({ backends: { a: llm({ apiKey: "sk-literal" }) } })).toEqual([
+      'backends.a.apiKey: expected { env: "VARIABLE" } or { file: "path" } (never the key itself)',
+    ]);
+    expect(problemsOf({ backends: { a: llm({ models: [] }) } })[0]).toMatch(/^backends\.a\.models:/);
+  });
+
+  it("reads the API key from the environment or a file; it never prints", () => {
+    const keyFile = file("sk-from-file\n", "key");
+    const config = compileConfig(
+      { backends: { a: llm({ apiKey: { env: "A_KEY" } }), b: llm({ apiKey: { file: keyFile } }) } },
+      { baseDir: "/", source: "(test)", env: { A_KEY: "sk-from-env" } },
+    );
+    const a = config.backends.a as LlmBackendConfig;
+    const b = config.backends.b as LlmBackendConfig;
+    expect(a.apiKey!.reveal()).toBe("sk-from-env");
+    expect(b.apiKey!.reveal()).toBe("sk-from-file");
+    const printed = [JSON.stringify(config), String(a.apiKey), `${b.apiKey}`, inspect(config, { depth: 10 })].join("\n");
+    expect(printed).not.toMatch(/sk-from/);
+    expect(printed).toMatch(/redacted/);
+  });
+
+  it("a missing key fails the config, unless keys are read when used (a client command)", () => {
+    const raw = { backends: { a: llm({ apiKey: { env: "NOT_SET_ANYWHERE" } }), b: llm({ apiKey: { file: "/no/such/key" } }) } };
+    expect(problemsOf(raw)).toEqual([
+      "backends.a.apiKey: the environment variable NOT_SET_ANYWHERE is not set",
+      "backends.b.apiKey: cannot read /no/such/key: ENOENT",
+    ]);
+    const lazy = compileConfig(raw, { baseDir: "/", source: "(test)", checkSecrets: false });
+    expect(() => (lazy.backends.a as LlmBackendConfig).apiKey!.reveal()).toThrow("backends.a.apiKey: the environment variable NOT_SET_ANYWHERE is not set");
   });
 });

@@ -23,6 +23,24 @@ describe("TokenBucket", () => {
     now += 10_000;
     expect(bucket.reserve(0)).toEqual({ ok: true, waitMs: 0 });
   });
+  it("reserves many tokens at once (an LLM request's estimate), and is corrected afterwards", () => {
+    let now = 0;
+    // 1,000 tokens a minute.
+    const bucket = new TokenBucket(1000 / 60, 1000, () => now);
+    expect([1, 2, 3].map(() => bucket.reserve(5_000, 300).ok)).toEqual([true, true, true]);
+    const fourth = bucket.reserve(5_000, 300);
+    // 200 more tokens take 12 s to come back: past the 5 s allowed.
+    expect(fourth).toEqual({ ok: false, retryAfterMs: 12_000 });
+    // The provider said the third used 100 more than estimated.
+    bucket.adjust(100);
+    expect(bucket.available).toBeCloseTo(0, 6);
+    now += 18_000;
+    expect(bucket.reserve(0, 300)).toEqual({ ok: true, waitMs: 0 });
+    // An amount above the burst waits for a full bucket and leaves it in debt.
+    now += 60_000;
+    expect(bucket.reserve(0, 5_000).ok).toBe(true);
+    expect(bucket.available).toBe(-4_000);
+  });
   it("never saves more than the burst", () => {
     let now = 0;
     const bucket = new TokenBucket(10, 3, () => now);

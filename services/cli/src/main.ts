@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type CacheStatus, type HealthEvent } from "@toolbus/client";
-import { isConfigError, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
+import { isConfigError, isLlmBackend, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
 import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject, conversationOfFile } from "@toolbus/protocol";
 import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
@@ -70,13 +70,17 @@ function globals(): GlobalOptions {
   return program.opts<GlobalOptions>();
 }
 
-/** Load the config the way every command does; a bad one ends the process with every problem listed. */
-function config(): ToolbusConfig {
+/**
+ * Load the config the way every command does; a bad one ends the process with every problem listed.
+ * API keys are checked only where asked (`toolbus up`): a client command or a worker that does not call
+ * the backend needs none, and a caller reads its own when it starts.
+ */
+function config(checkSecrets = false): ToolbusConfig {
   const opts = globals();
   const file = opts.config ?? process.env.TOOLBUS_CONFIG ?? (existsSync("toolbus.yaml") ? "toolbus.yaml" : undefined);
   const flags: ConfigFlags = { natsUrl: opts.nats, natsCreds: opts.creds, profile: opts.profile, adminPort: opts.adminPort, logLevel: opts.logLevel };
   try {
-    return loadConfig({ file, env: process.env, flags });
+    return loadConfig({ file, env: process.env, flags, checkSecrets });
   } catch (err) {
     if (isConfigError(err)) {
       process.stderr.write(`toolbus: ${err.message}\n`);
@@ -125,7 +129,7 @@ program
   .description("run every worker (router and a caller per backend) in one process: the laptop default")
   .option("--no-start-nats", "do not start a nats-server when none answers")
   .action(async (opts: { startNats: boolean }) => {
-    let cfg = config();
+    let cfg = config(true);
     const log = logger(cfg, "toolbus");
     const url = cfg.nats.servers[0]!;
     const { host, port } = hostPort(url);
@@ -253,6 +257,97 @@ program
       });
     },
   );
+
+program
+  .command("chat")
+  .description("ask an LLM backend (by backend or model name) and print its answer")
+  .argument("<target>", "an LLM backend of the config, or a model one of them serves")
+  .argument("<prompt>", "the user message")
+  .option("--stream", "print the answer as it is generated")
+  .option("--json", "print the whole reply as JSON (with --stream: one JSON line per chunk, then the reply)")
+  .option("-s, --system <text>", "a system message before the prompt")
+  .option("--max-tokens <n>", "the most tokens to generate", parseCount)
+  .option("--temperature <t>", "sampling temperature, 0 to 2", parseFloat)
+  .addOption(new Option("--intent <intent>", "what the request is for: analysis is complex (a longer timeout)").choices(["chat", "analysis", "completion"]))
+  .option("-t, --timeout <duration>", "budget for the whole answer (default: the backend's timeout for the request's complexity)", parseTimeout)
+  .option("--direct", "send straight to the backend's callers instead of through the router (no fallbacks)")
+  .option("--conversation <id>", "log the chat in this conversation (user_message and assistant_message events)")
+  .action(
+    async (
+      target: string,
+      prompt: string,
+      opts: {
+        stream?: boolean;
+        json?: boolean;
+        system?: string;
+        maxTokens?: number;
+        temperature?: number;
+        intent?: string;
+        timeout?: number;
+        direct?: boolean;
+        conversation?: string;
+      },
+    ) => {
+      const cfg = config();
+      const configured = cfg.backends[target];
+      if (configured && !isLlmBackend(configured)) program.error(`backend "${target}" is an MCP backend; use toolbus call`, { exitCode: ExitCode.USAGE });
+      if (opts.direct && !configured) program.error(`--direct needs a backend name; "${target}" is not one of the config's`, { exitCode: ExitCode.USAGE });
+      // A configured backend is asked by name; anything else is a model the router maps to a backend.
+      const llm = configured ?? Object.values(cfg.backends).find((b) => isLlmBackend(b) && b.models.includes(target));
+      const timeoutMs =
+        opts.timeout ??
+        (llm && isLlmBackend(llm) ? (opts.intent === "analysis" ? llm.llm.complexTimeoutMs : llm.callTimeoutMs) + 1_000 : cfg.limits.defaultBudgetMs);
+      const messages = [...(opts.system !== undefined ? [{ role: "system" as const, content: opts.system }] : []), { role: "user" as const, content: prompt }];
+      const request = {
+        ...(configured ? { backend: target } : { model: target }),
+        messages,
+        ...(opts.maxTokens !== undefined ? { maxTokens: opts.maxTokens } : {}),
+        ...(opts.temperature !== undefined ? { temperature: opts.temperature } : {}),
+        ...(opts.intent !== undefined ? { intent: opts.intent as "chat" } : {}),
+      };
+      const options = { timeoutMs, direct: opts.direct, ...(opts.conversation !== undefined ? { conversationId: opts.conversation } : {}) };
+      await withClient(cfg, async (client) => {
+        try {
+          if (!opts.stream) {
+            const reply = await client.chat(request, options);
+            if (opts.json) process.stdout.write(`${JSON.stringify(reply)}\n`);
+            else printAnswer(reply.message.content, reply.message.toolCalls);
+            return;
+          }
+          const stream = client.chatStream(request, options);
+          // Ctrl-C ends the stream (and the upstream request) instead of leaving it running.
+          const onSigint = (): void => stream.cancel("interrupted (Ctrl-C)");
+          process.once("SIGINT", onSigint);
+          try {
+            for await (const delta of stream) {
+              if (opts.json) process.stdout.write(`${JSON.stringify(delta)}\n`);
+              else if (delta.content) process.stdout.write(delta.content);
+            }
+            const reply = await stream.result;
+            if (opts.json) process.stdout.write(`${JSON.stringify(reply)}\n`);
+            else printAnswer("", reply.message.toolCalls);
+          } finally {
+            process.off("SIGINT", onSigint);
+          }
+        } catch (err) {
+          if (opts.stream && !opts.json) process.stdout.write("\n");
+          fail(err, opts.json === true);
+        }
+      });
+    },
+  );
+
+/** The answer's text (a newline after it), then each tool call it asked for. */
+function printAnswer(content: string, toolCalls: ReadonlyArray<{ name: string; arguments: Record<string, unknown> }>): void {
+  process.stdout.write(`${content}\n`);
+  for (const call of toolCalls) process.stdout.write(`tool call: ${call.name} ${JSON.stringify(call.arguments)}\n`);
+}
+
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a whole number above 0");
+  return n;
+}
 
 function collectHeader(value: string, previous: Record<string, string>): Record<string, string> {
   const colon = value.indexOf(":");
