@@ -7,7 +7,7 @@
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
  * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows
  * (`--only recovery`: the recovery figures alone, see recovery.ts; `--only "router → cache"`: the cache rows;
- * `--only chat`: the chat-log writer's figures, see chat.ts).
+ * `--only chat`: the chat-log writer's figures, see chat.ts; `--only llm`: the LLM figures, see llm.ts).
  * Rows other than the cache's bypass the cache, so they measure the path to the backend.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -19,6 +19,7 @@ import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, tempDir, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
+import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -411,6 +412,36 @@ async function main(): Promise<void> {
       },
     ]);
   }
+  let llm: LlmFigures | undefined;
+  if (only === "" || only === "llm") {
+    llm = await llmBench(nats.url, { sequential: SEQUENTIAL, concurrent: CONCURRENT_TOTAL, warmup: WARMUP, streams: smoke ? 10 : quick ? 100 : 500 });
+    const [direct, through] = llm.rows as [LlmRow, LlmRow];
+    console.log("\nLLM calls (non-streamed) against the local OpenAI-compatible server: the official openai client, and through toolbus:");
+    console.table(
+      llm.rows.map((r) => ({
+        scenario: r.name,
+        "seq p50 ms": r.seqP50,
+        "seq p99 ms": r.seqP99,
+        "seq +p50 ms": Math.round((r.seqP50 - direct.seqP50) * 1000) / 1000,
+        "64× calls/s": r.callsPerSec,
+        "64× p50 ms": r.p50At64,
+        "64× p99 ms": r.p99At64,
+        "calls/s ÷ direct": Math.round((r.callsPerSec / direct.callsPerSec) * 100) / 100,
+      })),
+    );
+    console.log("\nLLM streams: time to the first token, and connection reuse through toolbus:");
+    console.table([
+      {
+        "direct TTFT p50 ms": llm.ttft.direct.p50,
+        "toolbus TTFT p50 ms": llm.ttft.toolbus.p50,
+        "+ TTFT p50 ms": Math.round((llm.ttft.toolbus.p50 - llm.ttft.direct.p50) * 1000) / 1000,
+        "toolbus requests": llm.reuse.requests,
+        "connections opened": llm.reuse.connections,
+        "connection reuse": llm.reuse.ratio,
+        "toolbus ÷ direct calls/s": Math.round((through.callsPerSec / direct.callsPerSec) * 100) / 100,
+      },
+    ]);
+  }
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(
@@ -435,6 +466,7 @@ async function main(): Promise<void> {
         logging,
         chat,
         recovery,
+        llm,
       },
       null,
       2,

@@ -11,3 +11,4 @@ export const EVERYTHING_SERVER = createRequire(import.meta.url).resolve("@modelc
 });
 /** The project's fault-injecting MCP server (built). */
 export const FAULT_SERVER = join(ROOT, "packages/fault-server/dist/main.js");
+export const LLM_FAULT_SERVER = join(ROOT, "packages/llm-fault-server/dist/main.js");

@@ -121,6 +121,10 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === "GET" && req.url === "/_stats") {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(stats));
+      return;
+    }
     const api = req.url?.startsWith("/v1/chat/completions") ? "openai" : req.url?.startsWith("/v1/messages") ? "anthropic" : undefined;
     if (req.method !== "POST" || !api) {
       res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "not found" } }));
