@@ -152,7 +152,6 @@ export class LlmEndpoint {
       const translator = this.provider.stream(options.model);
       let done = false;
       let failure: unknown;
-      let started = false;
       const parser = createParser({
         onEvent: (event) => {
           if (done || failure) return;
@@ -161,7 +160,6 @@ export class LlmEndpoint {
             done = out.done;
             if (out.deltas.length > 0) {
               // The first real chunk ends the first-token clock; each one restarts the idle clock.
-              started = true;
               arm("idle", options.idleMs);
               options.onDeltas?.(out.deltas);
             }
@@ -174,10 +172,8 @@ export class LlmEndpoint {
       for await (const chunk of response.body) {
         parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
         if (failure) throw failure;
-        // A stream whose events say nothing (keep-alive comments) still counts as alive only once started.
-        if (!started) continue;
       }
-      if (!done) throw new ProviderProtocolError("the stream ended before the provider said the answer was complete");
+      if (!done && !translator.finished()) throw new ProviderProtocolError("the stream ended before the provider said the answer was complete");
       return translator.completion();
     } catch (err) {
       // The reason we aborted with (a timeout, a cancel) says more than undici's "Request aborted".

@@ -36,6 +36,11 @@ export interface StreamTranslator {
   push(event: SseEvent): { deltas: LlmDelta[]; done: boolean };
   /** The whole answer, assembled from every delta seen. */
   completion(): Completion;
+  /**
+   * The provider said why it stopped (a finish or stop reason), even if the stream then ended without
+   * its closing event (`[DONE]`, `message_stop`), as some OpenAI-compatible servers do.
+   */
+  finished(): boolean;
 }
 
 export interface Provider {
@@ -155,6 +160,7 @@ export const openai: Provider = {
     let model = requestedModel;
     let content = "";
     let stopReason: LlmStopReason = "other";
+    let sawStop = false;
     let usage: LlmUsage = { inputTokens: 0, outputTokens: 0 };
     const tools = new ToolCallAssembly();
     return {
@@ -194,10 +200,14 @@ export const openai: Provider = {
             deltas.push({ toolCall: piece });
           }
         }
-        if (typeof choice.finish_reason === "string") stopReason = OPENAI_STOP[choice.finish_reason] ?? "other";
+        if (typeof choice.finish_reason === "string") {
+          stopReason = OPENAI_STOP[choice.finish_reason] ?? "other";
+          sawStop = true;
+        }
         return { deltas, done: false };
       },
       completion: () => ({ model, content, toolCalls: tools.calls(), stopReason, usage }),
+      finished: () => sawStop,
     };
   },
 };
@@ -296,6 +306,7 @@ export const anthropic: Provider = {
     let model = requestedModel;
     let content = "";
     let stopReason: LlmStopReason = "other";
+    let sawStop = false;
     const usage: LlmUsage = { inputTokens: 0, outputTokens: 0 };
     const tools = new ToolCallAssembly();
     // Content blocks are numbered across text and tool_use; tool calls get their own 0, 1, ...
@@ -344,7 +355,10 @@ export const anthropic: Provider = {
           }
         } else if (type === "message_delta") {
           const delta = data.delta && typeof data.delta === "object" ? (data.delta as Json) : {};
-          if (typeof delta.stop_reason === "string") stopReason = ANTHROPIC_STOP[delta.stop_reason] ?? "other";
+          if (typeof delta.stop_reason === "string") {
+            stopReason = ANTHROPIC_STOP[delta.stop_reason] ?? "other";
+            sawStop = true;
+          }
           const u = data.usage && typeof data.usage === "object" ? (data.usage as Json) : {};
           if (u.output_tokens !== undefined) usage.outputTokens = count(u.output_tokens);
           if (u.input_tokens !== undefined) usage.inputTokens = count(u.input_tokens);
@@ -354,6 +368,7 @@ export const anthropic: Provider = {
         return { deltas, done: false };
       },
       completion: () => ({ model, content, toolCalls: tools.calls(), stopReason, usage: { ...usage } }),
+      finished: () => sawStop,
     };
   },
 };
