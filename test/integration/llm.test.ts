@@ -3,6 +3,8 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLlmFaultServer, CANNED_TEXT, type LlmFaultServer } from "@toolbus/llm-fault-server";
 import { isToolbusError, type LlmDelta } from "@toolbus/client";
+import { createInbox, headers as natsHeaders } from "nats";
+import { Headers, subjects } from "@toolbus/protocol";
 import { readChatLogs } from "../helpers/chat.js";
 import { removeTempDirs, startStack, tempDir, toolbusCommand, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
@@ -250,6 +252,49 @@ describe("LLM backends through toolbus", () => {
     await waitFor("the fault server to see the second connection closed", () => oai.stats.abortedByClient > aborted, 5_000);
   });
 
+  it("a client that stops listening without a cancel (gone): the upstream request is closed too", async () => {
+    const { client } = stack;
+    const before = oai.stats.abortedByClient;
+    // A chunk every 300 ms: the next one after the client left finds nobody listening.
+    oai.faults.push("chunk-every=300");
+    const inbox = createInbox();
+    const first = new Promise<void>((resolve) => {
+      const sub = client.nc.subscribe(inbox, {
+        callback: () => {
+          // The first chunk: this client goes away without a word.
+          sub.unsubscribe();
+          resolve();
+        },
+      });
+    });
+    const h = natsHeaders();
+    h.set(Headers.TimeoutMs, "20000");
+    client.nc.publish(subjects.llmChat(), JSON.stringify({ backend: "oai", ...hi, stream: true }), { reply: inbox, headers: h });
+    await first;
+    await waitFor("the fault server to see the connection closed", () => oai.stats.abortedByClient > before, 5_000);
+  });
+
+  it("an answer larger than a NATS message: whole, PAYLOAD_TOO_LARGE; streamed, it arrives in pieces and whole in the result", async () => {
+    const { client } = stack;
+    const max = client.nc.info!.max_payload;
+    oai.faults.push(`huge=${2 * max}`);
+    await expect(client.chat({ backend: "oai", ...hi }, { timeoutMs: 10_000 })).rejects.toMatchObject({ code: "PAYLOAD_TOO_LARGE" });
+    // Far larger than any reply: reading stops at the cap, and nothing is retried or moved elsewhere.
+    oai.faults.push(`huge=${6 * max}`);
+    await expect(client.chat({ backend: "oai", ...hi }, { timeoutMs: 10_000 })).rejects.toMatchObject({
+      code: "PAYLOAD_TOO_LARGE",
+      message: expect.stringContaining("stream it instead"),
+    });
+    oai.faults.push(`huge=${2 * max}`);
+    const stream = client.chatStream({ backend: "oai", ...hi }, { timeoutMs: 10_000 });
+    const deltas: LlmDelta[] = [];
+    for await (const d of stream) deltas.push(d);
+    expect(deltas.length).toBeGreaterThan(2);
+    const result = await stream.result;
+    expect(result.message.content.length).toBe(2 * max);
+    expect(result).not.toHaveProperty("contentOmitted");
+  });
+
   it("chats that name a conversation log user_message then assistant_message (or error)", async () => {
     const { client } = stack;
     await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "llm-conv" });
@@ -315,5 +360,7 @@ describe("LLM backends through toolbus", () => {
     expect(unknown.stderr).toMatch(/UNKNOWN_BACKEND: no backend serves model "no-such-model"/);
     const help = await toolbusCommand(["chat", "--help"]);
     expect(help.stdout).toMatch(/--stream/);
+    const tools = await toolbusCommand(["--config", file, "tools", "oai"]);
+    expect(tools.stdout).toMatch(/an LLM backend, no tools: models gpt-test/);
   });
 });

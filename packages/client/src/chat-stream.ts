@@ -28,6 +28,11 @@ export function finalReply(body: unknown, stream: ChatStream | undefined): LlmCh
     throw ToolbusError.of(ErrorCode.INTERNAL, `the stream ended after ${b.seq} chunks, but ${stream.received} arrived`);
   const parsed = LlmChatOkReplySchema.safeParse(body);
   if (!parsed.success) throw ToolbusError.of(ErrorCode.INTERNAL, `the chat reply is malformed: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  // Too long for one message, the text came only in the chunks: put it back.
+  if (parsed.data.contentOmitted && stream) {
+    const { contentOmitted: _, ...reply } = parsed.data;
+    return { ...reply, message: { ...reply.message, content: stream.content } };
+  }
   return parsed.data;
 }
 
@@ -44,6 +49,12 @@ export class ChatStream implements AsyncIterable<LlmDelta>, StreamSink {
   #error: unknown;
   #stop: ((reason: string) => void) | undefined;
   #received = 0;
+  #content = "";
+
+  /** The text received so far. */
+  get content(): string {
+    return this.#content;
+  }
 
   /** Chunks received so far. */
   get received(): number {
@@ -63,6 +74,7 @@ export class ChatStream implements AsyncIterable<LlmDelta>, StreamSink {
   chunk(chunk: LlmStreamChunk): string | undefined {
     if (chunk.seq !== this.#received) return `chunk ${this.#received} of the stream was lost (chunk ${chunk.seq} came next)`;
     this.#received += 1;
+    if (chunk.delta.content) this.#content += chunk.delta.content;
     this.#queue.push(chunk.delta);
     this.#wake?.();
     return undefined;

@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from "node:net";
  *
  * - `slow-first-token=<ms>`: wait before the first byte (headers included)
  * - `stall-after=<n>`: send n chunks of a stream, then nothing (the connection stays open)
+ * - `chunk-every=<ms>`: wait that long between the chunks of a stream (1 ms otherwise)
  * - `status=<code>[;retry-after=<s>]`: answer that HTTP status with a provider-shaped error body
  * - `malformed-sse`: a stream whose events are not JSON
  * - `reset`: destroy the connection without an answer
@@ -50,6 +51,7 @@ export const CANNED_TEXT = "Hello from the fault server.";
 interface Fault {
   slowFirstTokenMs?: number;
   stallAfter?: number;
+  chunkEveryMs?: number;
   status?: number;
   retryAfter?: string;
   malformedSse?: boolean;
@@ -68,6 +70,7 @@ function parseFault(header: string | undefined): Fault {
     const [key, value] = part.split("=", 2) as [string, string | undefined];
     if (key === "slow-first-token") fault.slowFirstTokenMs = Number(value);
     else if (key === "stall-after") fault.stallAfter = Number(value);
+    else if (key === "chunk-every") fault.chunkEveryMs = Number(value);
     else if (key === "status") fault.status = Number(value);
     else if (key === "retry-after") fault.retryAfter = value;
     else if (key === "malformed-sse") fault.malformedSse = true;
@@ -188,7 +191,7 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
       if (res.destroyed) return;
       res.write(fault.malformedSse ? "data: {not json at all\n\n" : event);
       sent += 1;
-      await delay(1);
+      await delay(fault.chunkEveryMs ?? 1);
     }
     finish();
   }

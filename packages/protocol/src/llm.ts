@@ -106,6 +106,11 @@ export const LlmChatOkReplySchema = z.object({
   stopReason: LlmStopReasonSchema,
   usage: LlmUsageSchema,
   meta: LlmMetaSchema,
+  /**
+   * Only on the last message of a stream whose text would not fit one NATS message: `message.content`
+   * is empty, and the text is what the chunks carried (the Node client puts it back).
+   */
+  contentOmitted: z.literal(true).optional(),
 });
 export type LlmChatOkReply = z.infer<typeof LlmChatOkReplySchema>;
 export const LlmChatReplySchema = z.discriminatedUnion("ok", [LlmChatOkReplySchema, ErrorReplySchema]);

@@ -423,7 +423,10 @@ program
         for (const b of backends) {
           const state = b.liveCallers > 0 ? `${b.liveCallers} live caller(s)` : "no live caller";
           process.stdout.write(`${b.name} (${state})\n`);
-          if (!b.tools) process.stdout.write("  (tools not known yet)\n");
+          const configured = cfg.backends[b.name];
+          if (configured && isLlmBackend(configured))
+            process.stdout.write(`  (an LLM backend, no tools: models ${configured.models.join(", ")}; ask it with toolbus chat)\n`);
+          else if (!b.tools) process.stdout.write("  (tools not known yet)\n");
           for (const t of b.tools ?? []) {
             const hints = [t.annotations?.readOnlyHint ? "read-only" : "", t.annotations?.idempotentHint ? "idempotent" : ""].filter(Boolean).join(", ");
             process.stdout.write(`  ${t.name}${hints ? ` [${hints}]` : ""}${t.description ? `: ${t.description.split("\n")[0]}` : ""}\n`);

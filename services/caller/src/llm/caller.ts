@@ -1,4 +1,4 @@
-import type { Msg } from "nats";
+import { createInbox, type Msg } from "nats";
 import type { ChatLogConfig, LlmBackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState } from "@toolbus/policies";
 import {
@@ -164,11 +164,23 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
 
     let seq = 0;
     const stream = request.stream && msg.reply !== undefined && msg.reply !== "";
+    // A stream's chunks carry a reply subject of ours. If the client's inbox has no subscriber any more
+    // (it stopped listening without a cancel: it crashed, or lost its connection), NATS answers there
+    // with "no responders", and the chat is ended upstream rather than generated for nobody.
+    const watch = stream
+      ? nc.subscribe(createInbox(), {
+          callback: (_err, m) => {
+            if (m.headers?.code === 503) calls.cancel(requestId, "the client stopped listening to the stream");
+          },
+        })
+      : undefined;
+    const pieceChars = Math.max(1024, Math.floor((maxPayload() - 1024) / 6));
     const send = (deltas: LlmDelta[]): void => {
-      for (const delta of deltas) {
-        const chunk: LlmStreamChunk = { seq: seq++, done: false, delta };
-        msg.respond(encodeJson(chunk));
-      }
+      for (const delta of deltas)
+        for (const piece of splitDelta(delta, pieceChars)) {
+          const chunk: LlmStreamChunk = { seq: seq++, done: false, delta: piece };
+          nc.publish(msg.reply!, encodeJson(chunk), { reply: watch!.getSubject() });
+        }
     };
     const controller = calls.start(requestId, deadline - monotonicNow() - REPLY_MARGIN_MS);
     let outcome: LlmOutcome;
@@ -179,6 +191,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       });
     } finally {
       calls.end(controller);
+      if (!nc.isClosed()) watch?.unsubscribe();
     }
 
     if (!outcome.ok && outcome.fallback && fallbacks.length > 0 && forward(msg, fallbacks, [...tried, entryOf(backend.name, outcome.reply)], deadline)) {
@@ -218,7 +231,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       // Sent before the reply: the client's next message, which another caller may log, comes after it.
       chat.flush();
     }
-    if (stream) respondJson(msg, { seq, done: true, ...reply }, maxPayload());
+    if (stream) respondJson(msg, finalOfStream(seq, reply, maxPayload()), maxPayload());
     else respondJson(msg, reply, maxPayload());
     record(reply, model, started, outcome);
     if (!reply.ok) log.warn({ requestId, code: reply.error.code, err: reply.error.message }, "chat failed");
@@ -308,6 +321,32 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       log.info("caller stopped");
     }),
   };
+}
+
+/**
+ * A delta small enough for one NATS message (a JSON-escaped character takes at most 6 bytes): a huge
+ * piece of text or of tool-call arguments is cut into several, which the client concatenates anyway.
+ */
+export function splitDelta(delta: LlmDelta, maxChars: number): LlmDelta[] {
+  const text = delta.content ?? delta.toolCall?.arguments;
+  if (text === undefined || text.length <= maxChars) return [delta];
+  const pieces: LlmDelta[] = [];
+  for (let i = 0; i < text.length; i += maxChars) {
+    const part = text.slice(i, i + maxChars);
+    if (delta.content !== undefined) pieces.push({ content: part });
+    else pieces.push({ toolCall: i === 0 ? { ...delta.toolCall!, arguments: part } : { index: delta.toolCall!.index, arguments: part } });
+  }
+  return pieces;
+}
+
+/**
+ * The last message of a stream: the whole reply, unless its text would not fit one NATS message; then
+ * without the text (`contentOmitted`), which the chunks carried already.
+ */
+function finalOfStream(seq: number, reply: LlmChatReply, maxPayload: number): unknown {
+  const final = { seq, done: true as const, ...reply };
+  if (!reply.ok || encodeJson(final).length <= maxPayload) return final;
+  return { ...final, message: { ...reply.message, content: "" }, contentOmitted: true };
 }
 
 /** The backends a fallen-back request went through (header Toolbus-Tried); a malformed header counts as none. */

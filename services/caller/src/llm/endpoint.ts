@@ -43,6 +43,18 @@ export function isLlmTimeoutError(err: unknown): err is LlmTimeoutError {
   return err instanceof Error && err.name === "LlmTimeoutError";
 }
 
+/** A whole (not streamed) answer larger than could ever be sent on: reading stopped there. */
+export class LlmResponseTooLargeError extends Error {
+  override name = "LlmResponseTooLargeError";
+  constructor(readonly limitBytes: number) {
+    super(`the answer is larger than ${limitBytes} bytes`);
+  }
+}
+
+export function isLlmResponseTooLargeError(err: unknown): err is LlmResponseTooLargeError {
+  return err instanceof Error && err.name === "LlmResponseTooLargeError";
+}
+
 export interface AttemptOptions {
   body: unknown;
   stream: boolean;
@@ -69,6 +81,7 @@ const MAX_ERROR_BODY = 2048;
 export class LlmEndpoint {
   readonly #pool: Pool;
   readonly #url: URL;
+  readonly #maxResponseBytes: number;
   #inFlight = 0;
   /** Epoch ms until which the provider asked not to be called (Retry-After). */
   cooldownUntil = 0;
@@ -90,8 +103,9 @@ export class LlmEndpoint {
       bodyTimeout: 0,
       connect: { timeout: options.connectTimeoutMs },
       keepAliveTimeout: 30_000,
-      maxResponseSize: options.maxResponseBytes,
+      // No maxResponseSize: it would cut long streams too; a whole answer is capped as it is read.
     });
+    this.#maxResponseBytes = options.maxResponseBytes;
     this.#pool.on("connect", () => (this.connectionsOpened += 1));
   }
 
@@ -140,9 +154,16 @@ export class LlmEndpoint {
       }
       if (!options.stream) {
         if (!type.includes("json")) throw new ProviderProtocolError(`expected JSON, got content-type ${JSON.stringify(type)}`);
+        const chunks: Buffer[] = [];
+        let bytes = 0;
+        for await (const chunk of response.body) {
+          bytes += (chunk as Buffer).length;
+          if (bytes > this.#maxResponseBytes) throw new LlmResponseTooLargeError(this.#maxResponseBytes);
+          chunks.push(chunk as Buffer);
+        }
         let json: unknown;
         try {
-          json = await response.body.json();
+          json = JSON.parse(Buffer.concat(chunks).toString("utf8"));
         } catch (err) {
           throw new ProviderProtocolError(`the answer is not JSON: ${(err as Error).message}`);
         }

@@ -2,7 +2,7 @@ import type { LlmBackendConfig } from "@toolbus/config";
 import { Breaker, LatencyEstimator, RetryBudget, TokenBucket, backoffMs, isBreakerOpen, type BreakerTransition } from "@toolbus/policies";
 import { ErrorCode, errorReply, monotonicNow, type ErrorReply, type LlmChatRequest, type LlmDelivered, type LlmDelta } from "@toolbus/protocol";
 import { CallAbortedError } from "@toolbus/mcp-http";
-import { isLlmHttpError, isLlmTimeoutError, type LlmEndpoint, type LlmTimeoutKind } from "./endpoint.js";
+import { isLlmHttpError, isLlmResponseTooLargeError, isLlmTimeoutError, type LlmEndpoint, type LlmTimeoutKind } from "./endpoint.js";
 import { estimateTokens, isProviderProtocolError, promptChars, type Completion, type Provider } from "./providers.js";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
@@ -388,6 +388,17 @@ export function classify(err: unknown, signal: AbortSignal, endpoint: string): F
     }
     // 400, 401, 404, 422...: the provider refused this request; sending it again (or elsewhere) would not help.
     return { reply: errorReply(ErrorCode.BACKEND_ERROR, `${endpoint}: ${err.message}`, { details: d }), counts: false, retryable: false, fallback: false };
+  }
+  if (isLlmResponseTooLargeError(err)) {
+    // Another backend's answer to the same request would be as large: neither repeated nor moved.
+    return {
+      reply: errorReply(ErrorCode.PAYLOAD_TOO_LARGE, `${endpoint}: ${err.message}, more than a reply can carry (stream it instead)`, {
+        details: { ...details, limitBytes: err.limitBytes },
+      }),
+      counts: false,
+      retryable: false,
+      fallback: false,
+    };
   }
   if (isProviderProtocolError(err)) {
     return {
