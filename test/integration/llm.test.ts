@@ -6,7 +6,9 @@ import { isToolbusError, type LlmDelta } from "@toolbus/client";
 import { createInbox, headers as natsHeaders } from "nats";
 import { Headers, subjects } from "@toolbus/protocol";
 import { readChatLogs } from "../helpers/chat.js";
-import { removeTempDirs, startStack, tempDir, toolbusCommand, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
+import { caller } from "@toolbus/cli";
+import { createLogger, runWorkers } from "@toolbus/runtime";
+import { removeTempDirs, startStack, tempDir, testConfig, toolbusCommand, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
 const OAI_KEY = "sk-oai-secret-4b1d9c";
 const ANT_KEY = "sk-ant-secret-7e2f0a";
@@ -73,6 +75,8 @@ describe("LLM backends through toolbus", () => {
       },
       // 1,000 tokens a minute.
       tpm: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-model"], rateLimit: { tokensPerMinute: 1000 } },
+      // Two caller replicas share one limit (the second starts in its test).
+      tpmshared: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-shared-model"], rateLimit: { tokensPerMinute: 1000 } },
       tpmfb: {
         kind: "llm-openai",
         url: `${oai.url}/v1`,
@@ -228,6 +232,53 @@ describe("LLM backends through toolbus", () => {
     for (let i = 0; i < 3; i++) expect((await client.chat({ backend: "tpmfb", ...big }, { timeoutMs: 3_000 })).meta.backend).toBe("tpmfb");
     const fourth = await client.chat({ backend: "tpmfb", ...big }, { timeoutMs: 3_000 });
     expect(fourth.meta).toMatchObject({ backend: "ant", tried: [{ backend: "tpmfb", code: "RATE_LIMITED" }] });
+  });
+
+  it("tokens/min holds across caller replicas (they tell each other what they used); GenAI metrics on /metrics", async () => {
+    const { client } = stack;
+    // A second process with another replica of tpmshared's caller, and the only caller of "solo".
+    const config = testConfig(
+      stack.nats.url,
+      {
+        admin: { port: 0 },
+        backends: { tpmshared: backends.tpmshared, solo: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["solo-model"] } },
+      },
+      { OAI_KEY },
+    );
+    const extra = await runWorkers({
+      name: "extra",
+      config,
+      logger: createLogger({ level: "silent" }),
+      start: async (deps) => [await caller(deps, config, "tpmshared"), await caller(deps, config, "solo")],
+    });
+    try {
+      await waitFor("two callers of tpmshared", async () => (await client.callerStatus(300)).filter((s) => s.backend === "tpmshared").length === 2);
+      const big = { messages: [{ role: "user" as const, content: "x".repeat(800) }], maxTokens: 100 };
+      // Six of about 300 tokens each, spread over both replicas by the queue group: 1,000 a minute lets
+      // three through in all, not three per replica.
+      const outcomes = [];
+      for (let i = 0; i < 6; i++)
+        outcomes.push(
+          await client.chat({ backend: "tpmshared", ...big }, { timeoutMs: 3_000, direct: true }).then(
+            () => "ok",
+            (e: { code: string }) => e.code,
+          ),
+        );
+      expect(outcomes).toEqual(["ok", "ok", "ok", "RATE_LIMITED", "RATE_LIMITED", "RATE_LIMITED"]);
+
+      await client.chat({ backend: "solo", ...hi }, { timeoutMs: 3_000, direct: true });
+      const stream = client.chatStream({ backend: "solo", ...hi }, { timeoutMs: 3_000, direct: true });
+      for await (const _ of stream) void _;
+      const metrics = await (await fetch(`http://127.0.0.1:${extra.adminPort}/metrics`)).text();
+      const labels = 'gen_ai_provider_name="openai",gen_ai_request_model="solo-model",backend="solo"';
+      expect(metrics).toContain(`gen_ai_client_token_usage_count{${labels},gen_ai_token_type="input"} 2`);
+      expect(metrics).toContain(`gen_ai_client_token_usage_count{${labels},gen_ai_token_type="output"} 2`);
+      expect(metrics).toContain(`gen_ai_client_operation_duration_seconds_count{${labels},error_type=""} 2`);
+      expect(metrics).toContain(`gen_ai_server_time_to_first_token_seconds_count{${labels}} 1`);
+      expect(metrics).toContain(`gen_ai_server_time_per_output_token_seconds_count{${labels}} 1`);
+    } finally {
+      await extra.stop();
+    }
   });
 
   it("a client that stops reading a stream closes the upstream request", async () => {

@@ -110,6 +110,7 @@ export {
   LlmDeltaSchema,
   LlmStreamChunkSchema,
   LlmStreamEndSchema,
+  LlmUsageShareSchema,
 } from "./llm.js";
 export type {
   LlmChatRequest,
@@ -127,4 +128,5 @@ export type {
   LlmStreamChunk,
   LlmStreamEnd,
   LlmDelivered,
+  LlmUsageShare,
 } from "./llm.js";

@@ -138,6 +138,14 @@ export type LlmStreamChunk = z.infer<typeof LlmStreamChunkSchema>;
 export const LlmStreamEndSchema = z.intersection(z.object({ seq: z.number().int().nonnegative(), done: z.literal(true) }), LlmChatReplySchema);
 export type LlmStreamEnd = z.infer<typeof LlmStreamEndSchema>;
 
+/** Published by an LLM caller replica on `toolbus.v1.llm.usage.<backend>`: what it charged to the backend's rate limits (negative: gave back). */
+export const LlmUsageShareSchema = z.object({
+  workerId: z.string().min(1).max(256),
+  requests: z.number().finite(),
+  tokens: z.number().finite(),
+});
+export type LlmUsageShare = z.infer<typeof LlmUsageShareSchema>;
+
 /** How much of a stream reached the client before it failed (in an error's `details.delivered`). */
 export interface LlmDelivered {
   chunks: number;

@@ -96,6 +96,11 @@ export const subjects = {
    * closes the upstream request. Body: CancelRequest.
    */
   llmCancel: (): string => `${SUBJECT_PREFIX}.llm.cancel`,
+  /**
+   * What one LLM caller replica charged to its backend's rate limits (LlmUsageShare); every replica of
+   * the backend's caller charges its own buckets with it, so the limits hold across replicas.
+   */
+  llmUsage: (backend: string): string => `${SUBJECT_PREFIX}.llm.usage.${backendToken(backend)}`,
   /** Where a cache replica acknowledges, in batches, the calls one router handed it (their tickets). */
   cacheAck: (routerId: string): string => `${SUBJECT_PREFIX}.cache.ack.${workerToken(routerId)}`,
 } as const;

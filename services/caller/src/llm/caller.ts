@@ -7,6 +7,7 @@ import {
   Headers,
   LlmChatRequestSchema,
   LlmTriedSchema,
+  LlmUsageShareSchema,
   decodeRequest,
   encodeJson,
   monotonicNow,
@@ -20,6 +21,7 @@ import {
   type LlmDelta,
   type LlmStreamChunk,
   type LlmTried,
+  type LlmUsageShare,
 } from "@toolbus/protocol";
 import {
   ChatEmitter,
@@ -90,18 +92,36 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
         maxResponseBytes: 4 * maxPayload() + 64 * 1024,
       }),
   );
-  const policy = new LlmPolicy(backend, endpoints, provider, (endpoint, t) => {
-    const event: BreakerEvent = {
-      backend: backend.name,
-      endpoint: endpoint.id,
-      from: t.from,
-      to: t.to,
-      reason: t.reason,
-      workerId: deps.workerId,
-      time: new Date().toISOString(),
-    };
-    (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
-    if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
+  const share = (requests: number, tokens: number): void => {
+    const usage: LlmUsageShare = { workerId: deps.workerId, requests, tokens };
+    if (!nc.isClosed()) nc.publish(subjects.llmUsage(backend.name), encodeJson(usage));
+  };
+  const policy = new LlmPolicy(
+    backend,
+    endpoints,
+    provider,
+    (endpoint, t) => {
+      const event: BreakerEvent = {
+        backend: backend.name,
+        endpoint: endpoint.id,
+        from: t.from,
+        to: t.to,
+        reason: t.reason,
+        workerId: deps.workerId,
+        time: new Date().toISOString(),
+      };
+      (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
+      if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
+    },
+    undefined,
+    share,
+  );
+  // The rate limits hold for the backend, not per replica: every replica charges what the others used.
+  const usages = nc.subscribe(subjects.llmUsage(backend.name), {
+    callback: (_err, msg) => {
+      const parsed = LlmUsageShareSchema.safeParse(parseJsonOrUndefined(msg.data));
+      if (parsed.success && parsed.data.workerId !== deps.workerId) policy.peerUsed(parsed.data.requests, parsed.data.tokens);
+    },
   });
   const chat = new ChatEmitter(nc, log, metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
 
@@ -314,7 +334,10 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
         await inFlight.idle(1_000);
       }
       presence.stopCancels();
-      if (!nc.isClosed()) llmCancels.unsubscribe();
+      if (!nc.isClosed()) {
+        llmCancels.unsubscribe();
+        usages.unsubscribe();
+      }
       await chat.close();
       policy.close();
       await Promise.allSettled(endpoints.map((e) => e.close()));

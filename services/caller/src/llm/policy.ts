@@ -84,6 +84,12 @@ export class LlmPolicy {
     private readonly provider: Provider,
     onBreaker: (endpoint: LlmEndpoint, t: BreakerTransition) => void,
     private readonly now: () => number = monotonicNow,
+    /**
+     * Told of every charge to the rate-limit buckets (requests, tokens; negative: given back), so the
+     * other replicas of this backend's caller charge theirs too (`peerUsed`): the limits hold for the
+     * backend as a whole, not once per replica.
+     */
+    private readonly share: (requests: number, tokens: number) => void = () => undefined,
   ) {
     const p = backend.policy;
     for (const endpoint of endpoints)
@@ -105,6 +111,21 @@ export class LlmPolicy {
 
   close(): void {
     for (const breaker of this.breakers.values()) breaker.shutdown();
+  }
+
+  /** Another replica of this backend's caller used (or gave back) this much: charge our buckets too. */
+  peerUsed(requests: number, tokens: number): void {
+    if (requests !== 0) this.#requests?.adjust(requests);
+    if (tokens !== 0) this.#tokens?.adjust(tokens);
+  }
+
+  /** Charge (or, negative, give back) ours, and tell the other replicas. */
+  #charge(requests: number, tokens: number): void {
+    if (!this.#requests) requests = 0;
+    if (!this.#tokens) tokens = 0;
+    if (requests === 0 && tokens === 0) return;
+    this.peerUsed(requests, tokens);
+    this.share(requests, tokens);
   }
 
   /** `multiplier` × the p99 seen for `key`, within [min, ceiling]; the ceiling until there are enough samples. */
@@ -233,9 +254,11 @@ export class LlmPolicy {
         }
         waitMs = Math.max(waitMs, r.waitMs);
       }
+      // Both reservations made here: the other replicas hear of them.
+      this.share(this.#requests ? 1 : 0, this.#tokens ? estimate : 0);
       if (waitMs > 0) await sleep(waitMs, signal);
       if (signal.aborted) {
-        this.#tokens?.adjust(-estimate);
+        this.#charge(-1, -estimate);
         return done(abortFailure(signal), attempt - 1);
       }
       // Timeouts: by complexity, then adaptive per model; never past the deadline; with a fallback in
@@ -277,7 +300,7 @@ export class LlmPolicy {
         // downward: providers count maxTokens against their own limit when the request arrives, so
         // giving the reservation back would overrun theirs.
         const used = completion.usage.inputTokens + completion.usage.outputTokens;
-        if (used > estimate) this.#tokens?.adjust(used - estimate);
+        if (used > estimate) this.#charge(0, used - estimate);
         return { ok: true, completion, endpoint, attempts: attempt, firstTokenMs: firstTokenLatency, durationMs: now() - started };
       } catch (err) {
         const failure: Failure =
@@ -295,7 +318,7 @@ export class LlmPolicy {
                 }
               : classify(err, signal, endpoint.id);
         // A request the provider refused or that failed costs nothing of its tokens/min.
-        this.#tokens?.adjust(-estimate);
+        this.#charge(0, -estimate);
         if (failure.coolMs !== undefined) endpoint.coolDown(failure.coolMs);
         // An attempt cut by the adaptive timeout took at least that long: count it, or a model that slowed
         // down for good would be cut at the old p99 forever.
