@@ -9,6 +9,7 @@ import { waitFor } from "../helpers/toolbus.js";
 // The README's quickstart, run as a newcomer would (after `npm ci`, which CI has just done).
 const START = "npm start";
 const CALL = `npx toolbus call everything echo '{"message":"hello"}'`;
+const CHAT = `npx toolbus chat assistant "Say hello"`;
 
 function sh(command: string, env: Record<string, string>): Promise<{ code: number; out: string; stdout: string }> {
   return new Promise((resolve) => {
@@ -34,6 +35,7 @@ describe("README quickstart", () => {
   it("names the commands this test runs", () => {
     expect(readme).toContain("npm ci && npm start");
     expect(readme).toContain(CALL);
+    expect(readme).toContain(CHAT);
   });
 
   it("`npm start` brings toolbus up (starting its own NATS when none answers) and the call prints the echo", async () => {
@@ -63,6 +65,11 @@ describe("README quickstart", () => {
       throw new Error(`${err.message}\nlast call: ${last.out}\ntoolbus up said:\n${log.slice(-3000)}`);
     });
     expect(last.stdout.trim()).toBe("Echo: hello");
+    // The LLM backend of the example: toolbus launched its server, and the chat goes through.
+    await waitFor("the quickstart chat to answer", async () => (last = await sh(CHAT, env)).code === 0, 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}\nlast chat: ${last.out}`);
+    });
+    expect(last.stdout.trim()).toBe("Hello from the fault server.");
     expect(log).toMatch(/started nats-server with JetStream/);
     await stopStart();
     // toolbus drained and stopped the nats-server it had started.

@@ -110,6 +110,7 @@ export interface LlmBackendConfig extends BackendCommon {
   readonly fallbacks: readonly string[];
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
+  readonly launch: LaunchConfig | undefined;
   readonly llm: {
     /** `callTimeoutMs` is the simple requests' ceiling; this one the complex requests'. */
     readonly complexTimeoutMs: number;
@@ -367,6 +368,7 @@ export function compileConfig(
         fallbacks: b.fallbacks,
         headers: b.headers,
         connections: b.connections,
+        launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
         llm: {
           complexTimeoutMs,
           firstTokenTimeoutMs: Math.min(t.firstToken ?? LLM_DEFAULTS.firstTokenTimeoutMs, complexTimeoutMs),

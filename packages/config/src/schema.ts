@@ -234,6 +234,8 @@ function llmBackendSchema<K extends "llm-openai" | "llm-anthropic">(kind: K) {
       headers: z.record(z.string(), z.string()).default({}),
       /** Keep-alive connections per endpoint (the seed's pool: 10). */
       connections: bounded({ min: 1, max: 1024 }).default(10),
+      /** A server process toolbus starts and stops with the caller (a local model server, say). */
+      launch: LaunchSchema.optional(),
       timeouts: LlmTimeoutsSchema.default({}),
       health: HealthSchema.default({}),
       /** What makes a request complex (a longer timeout): a prompt of more characters, or a larger maxTokens. */

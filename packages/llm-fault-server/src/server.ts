@@ -35,8 +35,8 @@ export interface LlmFaultServer {
   readonly port: number;
   readonly url: string;
   readonly stats: LlmFaultStats;
-  /** The API key it expects (`Authorization: Bearer`, or `x-api-key` for Anthropic); others get 401. */
-  readonly apiKey: string;
+  /** The API key it expects (`Authorization: Bearer`, or `x-api-key` for Anthropic); others get 401. Null: any request is let in (as LM Studio does). */
+  readonly apiKey: string | null;
   /** Faults for the next requests, one each, in order (X-Fault syntax); they win over the header. */
   readonly faults: string[];
   /** The fault of every request that has none queued and no header (undefined: behave). */
@@ -107,8 +107,8 @@ function firstToolName(body: Record<string, unknown>, api: "openai" | "anthropic
   return api === "openai" ? String((first.function as { name?: unknown } | undefined)?.name ?? "get_weather") : String(first.name ?? "get_weather");
 }
 
-export async function startLlmFaultServer(options: { port?: number; apiKey?: string } = {}): Promise<LlmFaultServer> {
-  const apiKey = options.apiKey ?? "sk-test-fault-server";
+export async function startLlmFaultServer(options: { port?: number; apiKey?: string | null } = {}): Promise<LlmFaultServer> {
+  const apiKey = options.apiKey === undefined ? "sk-test-fault-server" : options.apiKey;
   const stats: LlmFaultStats = { requests: 0, byApi: {}, connections: 0, abortedByClient: 0 };
   const sockets = new Set<Socket>();
   let sequence = 0;
@@ -149,7 +149,7 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
     };
     // OpenAI sends `Authorization: Bearer`; Anthropic `x-api-key` (or a bearer token for OAuth-style keys).
     const key = (req.headers["x-api-key"] as string | undefined) ?? req.headers.authorization?.replace(/^Bearer /, "");
-    if (key !== apiKey) return sendError(res, api, 401, undefined, "invalid api key", () => (ended = true));
+    if (apiKey !== null && key !== apiKey) return sendError(res, api, 401, undefined, "invalid api key", () => (ended = true));
     if (fault.reset) {
       ended = true;
       req.socket.destroy();

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type CacheStatus, type HealthEvent } from "@toolbus/client";
-import { isConfigError, isLlmBackend, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
+import { LLM_DEFAULTS, isConfigError, isLlmBackend, loadConfig, parseDuration, type ConfigFlags, type ToolbusConfig } from "@toolbus/config";
 import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject, conversationOfFile } from "@toolbus/protocol";
 import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
@@ -291,23 +291,27 @@ program
       const cfg = config();
       const configured = cfg.backends[target];
       if (configured && !isLlmBackend(configured)) program.error(`backend "${target}" is an MCP backend; use toolbus call`, { exitCode: ExitCode.USAGE });
-      if (opts.direct && !configured) program.error(`--direct needs a backend name; "${target}" is not one of the config's`, { exitCode: ExitCode.USAGE });
-      // A configured backend is asked by name; anything else is a model the router maps to a backend.
       const llm = configured ?? Object.values(cfg.backends).find((b) => isLlmBackend(b) && b.models.includes(target));
-      const timeoutMs =
-        opts.timeout ??
-        (llm && isLlmBackend(llm) ? (opts.intent === "analysis" ? llm.llm.complexTimeoutMs : llm.callTimeoutMs) + 1_000 : cfg.limits.defaultBudgetMs);
+      // Without the backend in this config, the LLM defaults (60 s simple, 180 s complex), not a tool call's budget.
+      const ceiling =
+        llm && isLlmBackend(llm) ? llm : { callTimeoutMs: LLM_DEFAULTS.simpleTimeoutMs, llm: { complexTimeoutMs: LLM_DEFAULTS.complexTimeoutMs } };
+      const timeoutMs = opts.timeout ?? (opts.intent === "analysis" ? ceiling.llm.complexTimeoutMs : ceiling.callTimeoutMs) + 1_000;
       const messages = [...(opts.system !== undefined ? [{ role: "system" as const, content: opts.system }] : []), { role: "user" as const, content: prompt }];
-      const request = {
-        ...(configured ? { backend: target } : { model: target }),
-        messages,
-        ...(opts.maxTokens !== undefined ? { maxTokens: opts.maxTokens } : {}),
-        ...(opts.temperature !== undefined ? { temperature: opts.temperature } : {}),
-        ...(opts.intent !== undefined ? { intent: opts.intent as "chat" } : {}),
-      };
       const options = { timeoutMs, direct: opts.direct, ...(opts.conversation !== undefined ? { conversationId: opts.conversation } : {}) };
       await withClient(cfg, async (client) => {
         try {
+          // A backend (of this config, or one the router knows) is asked by name; anything else is a
+          // model the router maps to a backend.
+          const isBackend =
+            configured !== undefined || (!llm && (await client.listTools(undefined, { timeoutMs: 2_000 }).catch(() => [])).some((b) => b.name === target));
+          if (opts.direct && !isBackend) program.error(`--direct needs a backend name; "${target}" is not one`, { exitCode: ExitCode.USAGE });
+          const request = {
+            ...(isBackend ? { backend: target } : { model: target }),
+            messages,
+            ...(opts.maxTokens !== undefined ? { maxTokens: opts.maxTokens } : {}),
+            ...(opts.temperature !== undefined ? { temperature: opts.temperature } : {}),
+            ...(opts.intent !== undefined ? { intent: opts.intent as "chat" } : {}),
+          };
           if (!opts.stream) {
             const reply = await client.chat(request, options);
             if (opts.json) process.stdout.write(`${JSON.stringify(reply)}\n`);

@@ -39,6 +39,7 @@ import {
   type WorkerDeps,
 } from "@toolbus/runtime";
 import { CallRegistry } from "../cancellation.js";
+import { LaunchedServer } from "../launched.js";
 import { Presence } from "../presence.js";
 import { LlmEndpoint } from "./endpoint.js";
 import { LlmPolicy, type LlmOutcome } from "./policy.js";
@@ -124,6 +125,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     },
   });
   const chat = new ChatEmitter(nc, log, metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
+  const launched = backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
 
   const presence = new Presence(nc, {
     backend: backend.name,
@@ -296,6 +298,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     await ensureChatStreams(nc, options.chatLog, log).catch((err: unknown) =>
       log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); chats that name a conversation are not logged"),
     );
+  launched?.start();
   const service = await addService(nc, {
     name: "toolbus-caller",
     version: TOOLBUS_VERSION,
@@ -341,6 +344,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       await chat.close();
       policy.close();
       await Promise.allSettled(endpoints.map((e) => e.close()));
+      await launched?.stop();
       log.info("caller stopped");
     }),
   };
