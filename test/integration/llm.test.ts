@@ -75,6 +75,20 @@ describe("LLM backends through toolbus", () => {
       },
       // 1,000 tokens a minute.
       tpm: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-model"], rateLimit: { tokensPerMinute: 1000 } },
+      // Its first token never comes in time: its attempts (retries too) must leave the fallback half the budget.
+      slowfb: {
+        kind: "llm-openai",
+        url: `${oai.url}/v1`,
+        apiKey: { env: "OAI_KEY" },
+        models: ["slowfb-model"],
+        fallbacks: ["ant"],
+        retry: { maxRetries: 3, initialBackoff: "1ms", maxBackoff: "1ms" },
+        breaker: { volume: 100 },
+      },
+      // Its caller is stopped in its test: the router skips it.
+      ghostly: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["ghost-model"], fallbacks: ["ant"] },
+      hopper: { kind: "llm-openai", url: `http://127.0.0.1:${dead}/v1`, models: ["hopper-model"], retry: { maxRetries: 0 } },
+      dead2: { kind: "llm-openai", url: `http://127.0.0.1:${dead}/v1`, models: ["dead2-model"], fallbacks: ["ant"], retry: { maxRetries: 0 } },
       // Two caller replicas share one limit (the second starts in its test).
       tpmshared: { kind: "llm-openai", url: `${oai.url}/v1`, apiKey: { env: "OAI_KEY" }, models: ["tpm-shared-model"], rateLimit: { tokensPerMinute: 1000 } },
       tpmfb: {
@@ -86,7 +100,11 @@ describe("LLM backends through toolbus", () => {
         fallbacks: ["ant"],
       },
     };
-    stack = await startStack({ chatLog: { enabled: true, dir }, backends }, { env: { OAI_KEY, ANT_KEY }, logs: sink });
+    stack = await startStack(
+      // A model's own chain replaces its backend's.
+      { chatLog: { enabled: true, dir }, backends, llm: { fallbacks: { "dead2-model": ["oai"] } } },
+      { env: { OAI_KEY, ANT_KEY }, logs: sink },
+    );
   });
   afterAll(async () => {
     await stack?.[Symbol.asyncDispose]();
@@ -188,24 +206,84 @@ describe("LLM backends through toolbus", () => {
     expect((await stream.result).meta).toMatchObject({ backend: "ant", tried: [{ backend: "dead" }] });
   });
 
+  it("with a fallback in line, a backend's attempts (retries too) stop at half the budget; the fallback gets the rest", async () => {
+    const { client } = stack;
+    for (let i = 0; i < 4; i++) oai.faults.push("slow-first-token=5000");
+    const started = Date.now();
+    const stream = client.chatStream({ backend: "slowfb", ...hi }, { timeoutMs: 2_000 });
+    for await (const _ of stream) void _;
+    const reply = await stream.result;
+    const elapsed = Date.now() - started;
+    expect(reply.meta).toMatchObject({ backend: "ant", tried: [{ backend: "slowfb", code: "DEADLINE_EXCEEDED" }] });
+    // The first half (1 s) went to slowfb, whatever its retries; the fallback answered at once after it.
+    expect(elapsed).toBeGreaterThan(900);
+    expect(elapsed).toBeLessThan(1_600);
+    oai.faults.splice(0);
+  });
+
+  it("a model's own fallback chain replaces its backend's; a backend with no live caller is skipped, and the fallback logs the user's message", async () => {
+    const { client } = stack;
+    expect((await client.chat({ model: "dead2-model", ...hi }, { timeoutMs: 5_000 })).meta).toMatchObject({ backend: "oai", tried: [{ backend: "dead2" }] });
+    // By backend name, the backend's own chain.
+    expect((await client.chat({ backend: "dead2", ...hi }, { timeoutMs: 5_000 })).meta).toMatchObject({ backend: "ant", tried: [{ backend: "dead2" }] });
+
+    const ghost = stack.toolbus.workers.find((w) => w.name === "caller:ghostly")!;
+    await ghost.stop(0);
+    await waitFor("the router to drop ghostly's caller", async () => (await client.listTools("ghostly", { timeoutMs: 1_000 }))[0]!.liveCallers === 0);
+    const reply = await client.chat({ backend: "ghostly", ...hi }, { timeoutMs: 5_000, conversationId: "ghost-conv" });
+    expect(reply.meta).toMatchObject({ backend: "ant", tried: [{ backend: "ghostly", code: "BACKEND_UNAVAILABLE" }] });
+    await waitFor("two events", () => (readChatLogs(dir).get("ghost-conv")?.length ?? 0) >= 2, 10_000);
+    expect(
+      readChatLogs(dir)
+        .get("ghost-conv")!
+        .map((e) => e.type),
+    ).toEqual(["user_message", "assistant_message"]);
+
+    // A caller falling back skips a backend with no live caller too (here the chain comes in a raw request).
+    const inbox = createInbox();
+    const answer = new Promise<Record<string, unknown>>((resolve) => {
+      const sub = client.nc.subscribe(inbox, {
+        callback: (_err, msg) => {
+          sub.unsubscribe();
+          resolve(JSON.parse(new TextDecoder().decode(msg.data)) as Record<string, unknown>);
+        },
+      });
+    });
+    const h = natsHeaders();
+    h.set(Headers.TimeoutMs, "5000");
+    h.set(Headers.Fallbacks, "ghostly,ant");
+    client.nc.publish(subjects.backendChat("hopper"), JSON.stringify({ backend: "hopper", ...hi }), { reply: inbox, headers: h });
+    expect(await answer).toMatchObject({
+      ok: true,
+      meta: {
+        backend: "ant",
+        tried: [
+          { backend: "hopper", code: "BACKEND_UNAVAILABLE" },
+          { backend: "ghostly", message: 'backend "ghostly" has no live caller' },
+        ],
+      },
+    });
+  });
+
   it("429 with Retry-After: 2 cools the endpoint down 2 s (RATE_LIMITED or the fallback meanwhile), then it serves again", async () => {
     const { client } = stack;
     const before = limited.stats.requests;
     limited.faults.push("status=429;retry-after=2");
-    const first = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 1_500 }).catch((e: unknown) => e);
+    // Even with a budget that would outlast the wait, the answer is RATE_LIMITED at once, with the wait.
+    const first = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 10_000 }).catch((e: unknown) => e);
     const cooledAt = Date.now();
-    expect(first).toMatchObject({ code: "RATE_LIMITED" });
-    expect((first as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(1_000);
-    // In the window: refused at once without a request upstream, with how long is left ...
-    const second = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 1_500 }).catch((e: unknown) => e);
+    expect(first).toMatchObject({ code: "RATE_LIMITED", retryAfterMs: 2_000 });
+    // In the window: refused at once without a request upstream, with how long is left.
+    const asked = Date.now();
+    const second = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 10_000 }).catch((e: unknown) => e);
+    expect(Date.now() - asked).toBeLessThan(500);
     expect(second).toMatchObject({ code: "RATE_LIMITED" });
     expect((second as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(500);
     expect((second as { retryAfterMs: number }).retryAfterMs).toBeLessThanOrEqual(2_000);
     expect(limited.stats.requests - before).toBe(1);
-    // ... and a call with a long enough budget waits the cool-down out and is served.
-    const waited = await client.chat({ backend: "limited", ...hi }, { timeoutMs: 5_000 });
-    expect(waited.message.content).toBe(CANNED_TEXT);
-    expect(Date.now() - cooledAt).toBeGreaterThan(1_000);
+    // After the 2 s, served again.
+    await new Promise((r) => setTimeout(r, Math.max(0, 2_050 - (Date.now() - cooledAt))));
+    expect((await client.chat({ backend: "limited", ...hi }, { timeoutMs: 5_000 })).message.content).toBe(CANNED_TEXT);
 
     // With a fallback: the 429 goes to the fallback at once, and so does every call in the window.
     limited.faults.push("status=429;retry-after=2");
@@ -276,6 +354,11 @@ describe("LLM backends through toolbus", () => {
       expect(metrics).toContain(`gen_ai_client_operation_duration_seconds_count{${labels},error_type=""} 2`);
       expect(metrics).toContain(`gen_ai_server_time_to_first_token_seconds_count{${labels}} 1`);
       expect(metrics).toContain(`gen_ai_server_time_per_output_token_seconds_count{${labels}} 1`);
+      // A model the backend does not list is passed on, but counted as "other" (made-up names must not grow the metrics).
+      await client.chat({ backend: "solo", model: "made-up-7", ...hi }, { timeoutMs: 3_000, direct: true });
+      const after = await (await fetch(`http://127.0.0.1:${extra.adminPort}/metrics`)).text();
+      expect(after).toContain('gen_ai_request_model="other"');
+      expect(after).not.toContain("made-up-7");
     } finally {
       await extra.stop();
     }
@@ -375,8 +458,13 @@ describe("LLM backends through toolbus", () => {
     // Make sure failures were logged too (their messages carry provider answers).
     oai.faults.push("status=401");
     await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "key-check" }).catch(() => undefined);
+    // A provider (or proxy) that quotes the key it refused: the quote is cut out.
+    oai.faults.push("echo-key");
+    await expect(client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "key-check" })).rejects.toMatchObject({
+      message: expect.stringContaining("Incorrect API key provided: [redacted]"),
+    });
     const reply = await client.chat({ backend: "oai", ...hi }, { timeoutMs: 5_000, conversationId: "key-check" });
-    await waitFor("the events", () => (readChatLogs(dir).get("key-check")?.length ?? 0) >= 4, 10_000);
+    await waitFor("the events", () => (readChatLogs(dir).get("key-check")?.length ?? 0) >= 6, 10_000);
     const everything = [logs, JSON.stringify(reply), JSON.stringify([...readChatLogs(dir).values()])].join("\n");
     expect(logs.length).toBeGreaterThan(1000);
     for (const key of [OAI_KEY, ANT_KEY]) expect(everything).not.toContain(key);

@@ -1,4 +1,4 @@
-import { ErrorCode, LlmChatOkReplySchema, type LlmChatOkReply, type LlmDelta, type LlmStreamChunk, type WireError } from "@toolbus/protocol";
+import { ErrorCode, LlmChatOkReplySchema, type LlmChatOkReply, type LlmDelta, type LlmStreamChunk, type LlmToolCall, type WireError } from "@toolbus/protocol";
 import { ToolbusError } from "./errors.js";
 
 /** What the client's reply multiplexer hands a stream: each chunk, and a way to stop it. */
@@ -10,7 +10,9 @@ export interface StreamSink {
 }
 
 export function isStreamChunk(body: unknown): body is LlmStreamChunk {
-  return typeof body === "object" && body !== null && (body as { done?: unknown }).done === false && typeof (body as { seq?: unknown }).seq === "number";
+  if (typeof body !== "object" || body === null) return false;
+  const b = body as { done?: unknown; seq?: unknown; delta?: unknown };
+  return b.done === false && typeof b.seq === "number" && typeof b.delta === "object" && b.delta !== null;
 }
 
 /**
@@ -28,10 +30,10 @@ export function finalReply(body: unknown, stream: ChatStream | undefined): LlmCh
     throw ToolbusError.of(ErrorCode.INTERNAL, `the stream ended after ${b.seq} chunks, but ${stream.received} arrived`);
   const parsed = LlmChatOkReplySchema.safeParse(body);
   if (!parsed.success) throw ToolbusError.of(ErrorCode.INTERNAL, `the chat reply is malformed: ${parsed.error.issues[0]?.message ?? "invalid"}`);
-  // Too long for one message, the text came only in the chunks: put it back.
+  // Too long for one message, the text and tool calls came only in the chunks: put them back.
   if (parsed.data.contentOmitted && stream) {
     const { contentOmitted: _, ...reply } = parsed.data;
-    return { ...reply, message: { ...reply.message, content: stream.content } };
+    return { ...reply, message: { ...reply.message, content: stream.content, toolCalls: stream.toolCalls() } };
   }
   return parsed.data;
 }
@@ -50,10 +52,27 @@ export class ChatStream implements AsyncIterable<LlmDelta>, StreamSink {
   #stop: ((reason: string) => void) | undefined;
   #received = 0;
   #content = "";
+  readonly #calls = new Map<number, { id: string; name: string; args: string }>();
 
   /** The text received so far. */
   get content(): string {
     return this.#content;
+  }
+
+  /** The tool calls the chunks so far carried, assembled (arguments parsed; broken JSON kept under `_raw`). */
+  toolCalls(): LlmToolCall[] {
+    return [...this.#calls.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([index, c]) => {
+        let args: Record<string, unknown>;
+        try {
+          const parsed: unknown = c.args.trim() === "" ? {} : JSON.parse(c.args);
+          args = parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : { _raw: c.args };
+        } catch {
+          args = { _raw: c.args };
+        }
+        return { id: c.id || `call_${index}`, name: c.name || "unknown", arguments: args };
+      });
   }
 
   /** Chunks received so far. */
@@ -75,6 +94,14 @@ export class ChatStream implements AsyncIterable<LlmDelta>, StreamSink {
     if (chunk.seq !== this.#received) return `chunk ${this.#received} of the stream was lost (chunk ${chunk.seq} came next)`;
     this.#received += 1;
     if (chunk.delta.content) this.#content += chunk.delta.content;
+    const piece = chunk.delta.toolCall;
+    if (piece) {
+      const call = this.#calls.get(piece.index) ?? { id: "", name: "", args: "" };
+      if (piece.id) call.id = piece.id;
+      if (piece.name) call.name = piece.name;
+      if (piece.arguments) call.args += piece.arguments;
+      this.#calls.set(piece.index, call);
+    }
     this.#queue.push(chunk.delta);
     this.#wake?.();
     return undefined;

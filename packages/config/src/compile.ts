@@ -161,6 +161,8 @@ export interface ToolbusConfig {
   readonly shutdownGraceMs: number;
   readonly cache: CacheConfig;
   readonly chatLog: ChatLogConfig;
+  /** LLM routing: per model, the fallback chain that replaces its backend's. */
+  readonly llm: { readonly fallbacks: Readonly<Record<string, readonly string[]>> };
   readonly backends: Readonly<Record<string, BackendConfig>>;
 }
 
@@ -398,6 +400,16 @@ export function compileConfig(
             launch: b.launch && { command: command(b.launch.command), args: b.launch.args, env: b.launch.env, cwd: at(b.launch.cwd) },
           };
   }
+  for (const [model, chain] of Object.entries(file.llm.fallbacks)) {
+    const path = `llm.fallbacks.${model}`;
+    if (!Object.values(backends).some((b) => isLlmBackend(b) && b.models.includes(model)))
+      problems.push(`${path}: no LLM backend lists model "${model}" in its models`);
+    for (const [i, name] of chain.entries()) {
+      const target = backends[name];
+      if (!target) problems.push(`${path}.${i}: no backend "${name}" is configured`);
+      else if (!isLlmBackend(target)) problems.push(`${path}.${i}: "${name}" is not an LLM backend`);
+    }
+  }
   const c = file.cache;
   // The router must give the cache time to try its shared tier (and answer) before it sends the call on
   // itself; too small a margin would make a merely busy cache's calls reach the backend twice.
@@ -438,6 +450,7 @@ export function compileConfig(
       batch: { maxEvents: file.chatLog.batch.maxEvents, maxWaitMs: file.chatLog.batch.maxWait },
       lockStaleMs: file.chatLog.lockStale,
     },
+    llm: { fallbacks: file.llm.fallbacks },
     backends,
   });
 }

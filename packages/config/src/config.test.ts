@@ -372,6 +372,16 @@ describe("LLM backends", () => {
     expect(problemsOf({ backends: { a: llm({ models: [] }) } })[0]).toMatch(/^backends\.a\.models:/);
   });
 
+  it("per-model fallback chains name configured LLM backends and a model one of them serves", () => {
+    const backends = { a: llm(), b: llm({ models: ["other"] }), tools: { kind: "mcp-stdio", command: "x" } };
+    expect(compile({ backends, llm: { fallbacks: { qwen: ["b"] } } }).llm.fallbacks).toEqual({ qwen: ["b"] });
+    expect(problemsOf({ backends, llm: { fallbacks: { nobody: ["b"], qwen: ["zzz", "tools"] } } })).toEqual([
+      'llm.fallbacks.nobody: no LLM backend lists model "nobody" in its models',
+      'llm.fallbacks.qwen.0: no backend "zzz" is configured',
+      'llm.fallbacks.qwen.1: "tools" is not an LLM backend',
+    ]);
+  });
+
   it("reads the API key from the environment or a file; it never prints", () => {
     const keyFile = file("sk-from-file\n", "key");
     const config = compileConfig(

@@ -384,6 +384,14 @@ export const ConfigFileSchema = z
         batch: { maxEvents: 1_000, maxWait: 2 },
         lockStale: 5_000,
       }),
+    /** LLM routing across backends. */
+    llm: z
+      .object({
+        /** Per model: the backends to try, in order, when the one serving it cannot answer (instead of that backend's own fallbacks). */
+        fallbacks: z.record(z.string().min(1).max(256), z.array(BackendNameSchema).min(1)).default({}),
+      })
+      .strict()
+      .default({ fallbacks: {} }),
     backends: z.record(BackendNameSchema, BackendFileSchema).default({}),
   })
   .strict();

@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from "node:net";
  * - `wrong-content-type`: a 200 with `text/html`
  * - `huge=<bytes>`: a completion of that many characters
  * - `tool-call`: answer with a call of the request's first tool (arguments `{"city":"Paris"}`)
+ * - `echo-key`: answer 401, quoting the API key it was sent (as some proxies do)
  *
  * Faults can also be queued from the test (`faults.push("status=429;retry-after=2")`): each request
  * takes the next queued one instead of its header, and `always` is taken when both are empty.
@@ -59,6 +60,7 @@ interface Fault {
   wrongContentType?: boolean;
   huge?: number;
   toolCall?: boolean;
+  echoKey?: boolean;
 }
 
 function parseFault(header: string | undefined): Fault {
@@ -78,6 +80,7 @@ function parseFault(header: string | undefined): Fault {
     else if (key === "wrong-content-type") fault.wrongContentType = true;
     else if (key === "huge") fault.huge = Number(value);
     else if (key === "tool-call") fault.toolCall = true;
+    else if (key === "echo-key") fault.echoKey = true;
   }
   return fault;
 }
@@ -150,6 +153,7 @@ export async function startLlmFaultServer(options: { port?: number; apiKey?: str
     // OpenAI sends `Authorization: Bearer`; Anthropic `x-api-key` (or a bearer token for OAuth-style keys).
     const key = (req.headers["x-api-key"] as string | undefined) ?? req.headers.authorization?.replace(/^Bearer /, "");
     if (apiKey !== null && key !== apiKey) return sendError(res, api, 401, undefined, "invalid api key", () => (ended = true));
+    if (fault.echoKey) return sendError(res, api, 401, undefined, `Incorrect API key provided: ${key}`, () => (ended = true));
     if (fault.reset) {
       ended = true;
       req.socket.destroy();

@@ -29,5 +29,7 @@ export const Headers = {
   Fallbacks: "Toolbus-Fallbacks",
   /** On an LLM chat that fell back: the backends tried so far and why each gave up (JSON array of LlmTried). */
   Tried: "Toolbus-Tried",
+  /** On an LLM chat a caller forwarded to a fallback: its user_message is in the chat log already. */
+  ChatLogged: "Toolbus-Chat-Logged",
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];

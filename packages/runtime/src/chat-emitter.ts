@@ -83,6 +83,20 @@ export class ChatEmitter {
     this.#flush();
   }
 
+  /**
+   * Publish what is queued now and wait (at most `timeoutMs`) until this conversation's events are
+   * stored: an LLM caller logs the answer before it replies, so the client's next message, which
+   * another caller may log, comes after it in the log.
+   */
+  async settled(conversationId: string, timeoutMs: number): Promise<void> {
+    this.flush();
+    const tail = this.#tails.get(conversationId);
+    if (!tail) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([tail, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
   #flush(): void {
     this.#timer = undefined;
     for (const event of this.#pending.splice(0)) this.#chain(event);

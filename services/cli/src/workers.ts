@@ -18,6 +18,7 @@ export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
       limits: config.limits,
       caching: { settings: config.cache, backends: config.backends },
       llm: Object.values(config.backends).filter(isLlmBackend),
+      modelFallbacks: config.llm.fallbacks,
     },
   );
 }

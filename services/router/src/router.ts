@@ -47,6 +47,8 @@ export interface RouterOptions {
   caching?: { settings: CacheConfig; backends: Readonly<Record<string, BackendConfig>> };
   /** The configured LLM backends, in config order: their models (the model → backend map) and fallback chains. */
   llm?: readonly LlmBackendConfig[];
+  /** Per model: a fallback chain that replaces the backend's own. */
+  modelFallbacks?: Readonly<Record<string, readonly string[]>>;
 }
 
 export interface RouterWorker extends Worker {
@@ -166,7 +168,9 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
       const reply = errorReply(ErrorCode.BAD_REQUEST, `backend "${primary}" is an MCP backend, not an LLM: call its tools on ${subjects.toolCall()}`);
       return answer(msg, reply, primary, started, requestId);
     }
-    const chain = [primary, ...(llmBackends.get(primary)?.fallbacks ?? [])];
+    // A model's own chain, when the request named a model (not a backend) and the config has one for it.
+    const modelChain = request.backend === undefined ? options.modelFallbacks?.[request.model!] : undefined;
+    const chain = [primary, ...(modelChain ?? llmBackends.get(primary)?.fallbacks ?? [])].filter((b, i, all) => all.indexOf(b) === i);
     const first = chain.findIndex((b) => liveBackends.liveCallers(b) > 0);
     const skipped: LlmTried[] = chain
       .slice(0, first === -1 ? chain.length : first)

@@ -1,7 +1,8 @@
-import { createInbox, type Msg } from "nats";
+import { createInbox, type Msg, type NatsConnection } from "nats";
 import type { ChatLogConfig, LlmBackendConfig, ToolbusConfig } from "@toolbus/config";
 import type { BreakerState } from "@toolbus/policies";
 import {
+  CallerHeartbeatSchema,
   CancelRequestSchema,
   ChatEventType,
   Headers,
@@ -35,6 +36,7 @@ import {
   maxPayloadOf,
   respondJson,
   stopOnce,
+  type Logger,
   type Worker,
   type WorkerDeps,
 } from "@toolbus/runtime";
@@ -49,6 +51,8 @@ import { providerOf } from "./providers.js";
 const REPLY_MARGIN_MS = 3;
 /** A fallback is worth forwarding to only with at least this much budget left. */
 const MIN_FALLBACK_BUDGET_MS = 20;
+/** How long a reply may wait for its chat event to be stored (then it goes anyway; the event follows). */
+const CHAT_SETTLE_MS = 100;
 
 export interface LlmCallerOptions {
   backend: LlmBackendConfig;
@@ -81,11 +85,14 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
   const inFlight = new InFlight();
   const calls = new CallRegistry();
   const maxPayload = (): number => maxPayloadOf(nc);
-  // The key is revealed here, into the one header that carries it, and nowhere else.
-  const headers = { ...backend.headers, ...provider.headers(backend.apiKey?.reveal()) };
+  // The key is revealed here, into the one header that carries it (and the endpoint's redaction of
+  // error messages), and nowhere else.
+  const apiKey = backend.apiKey?.reveal();
+  const headers = { ...backend.headers, ...provider.headers(apiKey) };
   const endpoints = backend.urls.map(
     (url, i) =>
       new LlmEndpoint(`${backend.name}#${i}`, url, provider, headers, {
+        ...(apiKey !== undefined ? { secret: apiKey } : {}),
         connections: backend.connections,
         connectTimeoutMs: backend.connectTimeoutMs,
         // An answer we could not send on anyway (NATS max payload) is not worth reading whole; the
@@ -162,7 +169,13 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     },
   });
 
-  const labels = (model: string) => ({ gen_ai_provider_name: providerName, gen_ai_request_model: model, backend: backend.name });
+  // A model the backend does not list is "other": a client's made-up model names must not grow the metrics.
+  const labels = (model: string) => ({
+    gen_ai_provider_name: providerName,
+    gen_ai_request_model: backend.models.includes(model) ? model : "other",
+    backend: backend.name,
+  });
+  const live = new LiveCallers(nc, log, 3 * options.heartbeatMs);
 
   async function handleChat(msg: Msg): Promise<void> {
     const started = monotonicNow();
@@ -179,7 +192,8 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     const model = request.model !== undefined && (backend.models.includes(request.model) || tried.length === 0) ? request.model : backend.models[0]!;
     const conversationId = request.conversationId;
     const asked = chatStamp();
-    if (conversationId && tried.length === 0) {
+    // Logged once per chat: by the first caller that handles it (a fallback was forwarded it logged).
+    if (conversationId && !msg.headers?.get(Headers.ChatLogged)) {
       const last = request.messages[request.messages.length - 1]!;
       chat.emit(conversationId, ChatEventType.user_message, { backend: backend.name, model, requestId, role: last.role, content: last.content }, asked);
     }
@@ -197,12 +211,14 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
         })
       : undefined;
     const pieceChars = Math.max(1024, Math.floor((maxPayload() - 1024) / 6));
-    const send = (deltas: LlmDelta[]): void => {
+    const send = (deltas: LlmDelta[]): number => {
+      const before = seq;
       for (const delta of deltas)
         for (const piece of splitDelta(delta, pieceChars)) {
           const chunk: LlmStreamChunk = { seq: seq++, done: false, delta: piece };
           nc.publish(msg.reply!, encodeJson(chunk), { reply: watch!.getSubject() });
         }
+      return seq - before;
     };
     const controller = calls.start(requestId, deadline - monotonicNow() - REPLY_MARGIN_MS);
     let outcome: LlmOutcome;
@@ -216,9 +232,13 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       if (!nc.isClosed()) watch?.unsubscribe();
     }
 
-    if (!outcome.ok && outcome.fallback && fallbacks.length > 0 && forward(msg, fallbacks, [...tried, entryOf(backend.name, outcome.reply)], deadline)) {
-      log.info({ requestId, code: outcome.reply.error.code, next: fallbacks[0] }, "falling back to the next backend");
-      return;
+    if (!outcome.ok) tried.push(entryOf(backend.name, outcome.reply));
+    if (!outcome.ok && outcome.fallback && fallbacks.length > 0) {
+      const next = forward(msg, fallbacks, tried, deadline, conversationId !== undefined);
+      if (next !== undefined) {
+        log.info({ requestId, code: outcome.reply.error.code, next }, "falling back to the next backend");
+        return;
+      }
     }
     const reply: LlmChatReply = outcome.ok
       ? {
@@ -250,8 +270,9 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
           meta: reply.meta,
         });
       else chat.emit(conversationId, ChatEventType.error, { backend: backend.name, model, requestId, error: reply.error });
-      // Sent before the reply: the client's next message, which another caller may log, comes after it.
-      chat.flush();
+      // Stored before the reply (within a bound): the client's next message, which another caller may
+      // log, comes after it.
+      await chat.settled(conversationId, CHAT_SETTLE_MS);
     }
     if (stream) respondJson(msg, finalOfStream(seq, reply, maxPayload()), maxPayload());
     else respondJson(msg, reply, maxPayload());
@@ -259,22 +280,32 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     if (!reply.ok) log.warn({ requestId, code: reply.error.code, err: reply.error.message }, "chat failed");
   }
 
-  /** Send the message on to the next backend of the chain, with the budget left; false when none is left worth it. */
-  function forward(msg: Msg, fallbacks: string[], tried: LlmTried[], deadline: number): boolean {
+  /**
+   * Send the message on to the next backend of the chain that has a live caller, with the budget left
+   * (the ones skipped are added to `tried`). Returns the backend, or undefined when none is left worth it.
+   */
+  function forward(msg: Msg, fallbacks: string[], tried: LlmTried[], deadline: number, logged: boolean): string | undefined {
     const now = monotonicNow();
-    if (!msg.reply || deadline - now < MIN_FALLBACK_BUDGET_MS) return false;
-    const [next, ...rest] = fallbacks as [string, ...string[]];
+    if (!msg.reply || deadline - now < MIN_FALLBACK_BUDGET_MS) return undefined;
+    const chain = [...fallbacks];
+    let next: string | undefined;
+    // A forward to a backend nobody serves would be answered "no responders", to the client, which
+    // could not tell that from a missing router: skip those here, as the router does.
+    while ((next = chain.shift()) !== undefined && !live.has(next))
+      tried.push({ backend: next, code: "BACKEND_UNAVAILABLE", message: `backend "${next}" has no live caller` });
+    if (next === undefined) return undefined;
     const h = msg.headers!;
     h.set(Headers.TimeoutMs, stampBudget(deadline, now));
     h.set(Headers.Tried, JSON.stringify(tried));
-    if (rest.length > 0) h.set(Headers.Fallbacks, rest.join(","));
+    if (logged) h.set(Headers.ChatLogged, "1");
+    if (chain.length > 0) h.set(Headers.Fallbacks, chain.join(","));
     else h.delete(Headers.Fallbacks);
     try {
       nc.publish(subjects.backendChat(next), msg.data, { reply: msg.reply, headers: h });
-      return true;
+      return next;
     } catch (err) {
       log.warn({ err: (err as Error).message, next }, "could not forward to the fallback");
-      return false;
+      return undefined;
     }
   }
 
@@ -290,7 +321,8 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     if (outcome.firstTokenMs !== undefined) {
       metrics.genAiTimeToFirstToken.observe(l, outcome.firstTokenMs / 1000);
       const after = reply.usage.outputTokens - 1;
-      if (after > 0) metrics.genAiTimePerOutputToken.observe(l, (outcome.durationMs - outcome.firstTokenMs) / 1000 / after);
+      // Both from the start of the attempt that answered.
+      if (after > 0) metrics.genAiTimePerOutputToken.observe(l, (outcome.attemptMs - outcome.firstTokenMs) / 1000 / after);
     }
   }
 
@@ -299,13 +331,26 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); chats that name a conversation are not logged"),
     );
   launched?.start();
-  const service = await addService(nc, {
-    name: "toolbus-caller",
-    version: TOOLBUS_VERSION,
-    description: `toolbus caller for LLM backend ${backend.name}`,
-    workerId: deps.workerId,
-    metadata: { backend: backend.name, kind: backend.kind },
-  });
+  let service: Awaited<ReturnType<typeof addService>>;
+  try {
+    service = await addService(nc, {
+      name: "toolbus-caller",
+      version: TOOLBUS_VERSION,
+      description: `toolbus caller for LLM backend ${backend.name}`,
+      workerId: deps.workerId,
+      metadata: { backend: backend.name, kind: backend.kind },
+    });
+  } catch (err) {
+    // Nothing of a caller that did not start is left behind: no server process, subscription or pool.
+    presence.stop();
+    presence.stopCancels();
+    if (!nc.isClosed()) for (const sub of [llmCancels, usages]) sub.unsubscribe();
+    live.stop();
+    policy.close();
+    await Promise.allSettled(endpoints.map((e) => e.close()));
+    await launched?.stop();
+    throw err;
+  }
   service.addEndpoint("chat", {
     subject: subjects.backendChat(backend.name),
     queue: queueGroups.caller(backend.name),
@@ -341,6 +386,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
         llmCancels.unsubscribe();
         usages.unsubscribe();
       }
+      live.stop();
       await chat.close();
       policy.close();
       await Promise.allSettled(endpoints.map((e) => e.close()));
@@ -367,13 +413,56 @@ export function splitDelta(delta: LlmDelta, maxChars: number): LlmDelta[] {
 }
 
 /**
- * The last message of a stream: the whole reply, unless its text would not fit one NATS message; then
- * without the text (`contentOmitted`), which the chunks carried already.
+ * The last message of a stream: the whole reply, unless its message would not fit one NATS message;
+ * then without the text and the tool calls (`contentOmitted`), which the chunks carried already.
  */
 function finalOfStream(seq: number, reply: LlmChatReply, maxPayload: number): unknown {
   const final = { seq, done: true as const, ...reply };
   if (!reply.ok || encodeJson(final).length <= maxPayload) return final;
-  return { ...final, message: { ...reply.message, content: "" }, contentOmitted: true };
+  return { ...final, message: { role: "assistant", content: "", toolCalls: [] }, contentOmitted: true };
+}
+
+/**
+ * Which backends have a live caller, from the callers' heartbeats (the router keeps the same count): a
+ * caller falling back forwards only to one that does.
+ */
+class LiveCallers {
+  readonly #seen = new Map<string, Map<string, number>>();
+  readonly #subs: Array<ReturnType<NatsConnection["subscribe"]>>;
+  readonly #since = Date.now();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    log: Logger,
+    /** Until then, a backend not heard of yet counts as live (news of it may be on its way). */
+    private readonly graceMs: number,
+  ) {
+    const heard = (_err: unknown, msg: Msg): void => {
+      const beat = CallerHeartbeatSchema.safeParse(parseJsonOrUndefined(msg.data));
+      if (!beat.success) return void log.debug({ subject: msg.subject }, "ignoring a malformed caller heartbeat");
+      const callers = this.#seen.get(beat.data.backend) ?? new Map<string, number>();
+      this.#seen.set(beat.data.backend, callers);
+      if (beat.data.status === "down") callers.delete(beat.data.workerId);
+      // Gone after three silent intervals, as for the router.
+      else callers.set(beat.data.workerId, Date.now() + 3 * beat.data.intervalMs);
+    };
+    const inbox = createInbox();
+    this.#subs = [nc.subscribe(subjects.callerHeartbeatAll(), { callback: heard }), nc.subscribe(inbox, { callback: heard })];
+    // The running callers announce themselves at once, as to a starting router.
+    nc.publish(subjects.callerDiscovery(), encodeJson({}), { reply: inbox });
+  }
+
+  has(backend: string): boolean {
+    const callers = this.#seen.get(backend);
+    const now = Date.now();
+    if (!callers) return now - this.#since < this.graceMs;
+    for (const [id, until] of callers) if (until < now) callers.delete(id);
+    return callers.size > 0;
+  }
+
+  stop(): void {
+    if (!this.nc.isClosed()) for (const sub of this.#subs) sub.unsubscribe();
+  }
 }
 
 /** The backends a fallen-back request went through (header Toolbus-Tried); a malformed header counts as none. */
@@ -390,7 +479,10 @@ function entryOf(backend: string, reply: ErrorReply): LlmTried {
   return { backend, code: reply.error.code, message: reply.error.message };
 }
 
-/** An error that ends a chain of fallbacks names every backend tried before (details.tried). */
+/**
+ * An error that ends a chain of fallbacks names every backend of it that was tried, this one included,
+ * and the ones with no live caller (details.tried); a chat that had no chain gets none.
+ */
 function withTried(reply: ErrorReply, tried: LlmTried[]): ErrorReply {
-  return tried.length === 0 ? reply : { ...reply, error: { ...reply.error, details: { ...reply.error.details, tried } } };
+  return tried.length < 2 ? reply : { ...reply, error: { ...reply.error, details: { ...reply.error.details, tried } } };
 }

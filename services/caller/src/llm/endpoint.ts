@@ -82,6 +82,9 @@ export class LlmEndpoint {
   readonly #pool: Pool;
   readonly #url: URL;
   readonly #maxResponseBytes: number;
+  /** Private: they hold the API key. */
+  readonly #headers: Record<string, string>;
+  readonly #secret: string | undefined;
   #inFlight = 0;
   /** Epoch ms until which the provider asked not to be called (Retry-After). */
   cooldownUntil = 0;
@@ -92,9 +95,17 @@ export class LlmEndpoint {
     readonly id: string,
     baseUrl: string,
     private readonly provider: Provider,
-    private readonly headers: Record<string, string>,
-    options: { connections: number; connectTimeoutMs: number; maxResponseBytes: number },
+    headers: Record<string, string>,
+    options: {
+      connections: number;
+      connectTimeoutMs: number;
+      maxResponseBytes: number;
+      /** The API key, if any: it is cut out of every error message (providers quote the key they refused). */
+      secret?: string;
+    },
   ) {
+    this.#headers = headers;
+    this.#secret = options.secret;
     this.#url = new URL(baseUrl + provider.path);
     this.#pool = new Pool(this.#url.origin, {
       connections: options.connections,
@@ -135,7 +146,8 @@ export class LlmEndpoint {
       timer = setTimeout(() => controller.abort(new LlmTimeoutError(kind, ms)), Math.max(1, ms));
     };
     const total = setTimeout(() => controller.abort(new LlmTimeoutError("total", options.totalMs)), Math.max(1, options.totalMs));
-    arm("first-token", Math.min(options.firstTokenMs, options.totalMs));
+    // A whole answer has only the total clock; a stream must start within the first-token one.
+    if (options.stream && options.firstTokenMs < options.totalMs) arm("first-token", options.firstTokenMs);
     this.#inFlight += 1;
     this.requests += 1;
     let response: Dispatcher.ResponseData | undefined;
@@ -143,14 +155,19 @@ export class LlmEndpoint {
       response = await this.#pool.request({
         path: this.#url.pathname + this.#url.search,
         method: "POST",
-        headers: this.headers,
+        headers: this.#headers,
         body: JSON.stringify(options.body),
         signal: controller.signal,
       });
       const type = String(response.headers["content-type"] ?? "");
       if (response.statusCode >= 400) {
         const text = await readCapped(response.body, MAX_ERROR_BODY);
-        throw new LlmHttpError(response.statusCode, `HTTP ${response.statusCode}: ${providerMessage(text)}`, retryAfterMs(response.headers));
+        // A 429 may wait for the rate-limit reset headers; anything else only for an explicit Retry-After.
+        throw new LlmHttpError(
+          response.statusCode,
+          `HTTP ${response.statusCode}: ${providerMessage(text)}`,
+          retryAfterMs(response.headers, Date.now(), response.statusCode === 429),
+        );
       }
       if (!options.stream) {
         if (!type.includes("json")) throw new ProviderProtocolError(`expected JSON, got content-type ${JSON.stringify(type)}`);
@@ -198,8 +215,10 @@ export class LlmEndpoint {
       return translator.completion();
     } catch (err) {
       // The reason we aborted with (a timeout, a cancel) says more than undici's "Request aborted".
-      if (controller.signal.aborted) throw controller.signal.reason;
-      throw err;
+      const thrown = controller.signal.aborted ? (controller.signal.reason as unknown) : err;
+      if (this.#secret && thrown instanceof Error && thrown.message.includes(this.#secret))
+        thrown.message = thrown.message.split(this.#secret).join("[redacted]");
+      throw thrown;
     } finally {
       clearTimeout(timer);
       clearTimeout(total);
@@ -251,9 +270,12 @@ function goDuration(text: string): number | undefined {
 
 /**
  * How long the provider asked us to wait: `retry-after-ms`, else `Retry-After` (seconds or an HTTP
- * date), else the latest of the `x-ratelimit-reset-*` (OpenAI) and `anthropic-ratelimit-*-reset` headers.
+ * date), else (with `resets`, for a 429) when the exhausted limit resets: of the `x-ratelimit-reset-*`
+ * (OpenAI) and `anthropic-ratelimit-*-reset` headers, those whose limit has nothing `-remaining` (the
+ * latest of them), or, when none says so, the soonest. A reset says when a limit is whole again, so
+ * a limit that is not exhausted must not make us wait for it.
  */
-export function retryAfterMs(headers: Record<string, string | string[] | undefined>, now = Date.now()): number | undefined {
+export function retryAfterMs(headers: Record<string, string | string[] | undefined>, now = Date.now(), resets = true): number | undefined {
   const get = (name: string): string | undefined => {
     const v = headers[name];
     return Array.isArray(v) ? v[0] : v;
@@ -267,17 +289,26 @@ export function retryAfterMs(headers: Record<string, string | string[] | undefin
     const date = Date.parse(after);
     if (Number.isFinite(date)) return Math.max(0, date - now);
   }
-  let latest: number | undefined;
+  if (!resets) return undefined;
+  let exhausted: number | undefined;
+  let soonest: number | undefined;
   for (const [name, raw] of Object.entries(headers)) {
     const value = Array.isArray(raw) ? raw[0] : raw;
     if (value === undefined) continue;
     let wait: number | undefined;
-    if (name.startsWith("x-ratelimit-reset")) wait = goDuration(value);
-    else if (name.startsWith("anthropic-ratelimit-") && name.endsWith("-reset")) {
+    let remaining: string | undefined;
+    if (name.startsWith("x-ratelimit-reset-")) {
+      wait = goDuration(value);
+      remaining = get(`x-ratelimit-remaining-${name.slice("x-ratelimit-reset-".length)}`);
+    } else if (name.startsWith("anthropic-ratelimit-") && name.endsWith("-reset")) {
       const at = Date.parse(value);
       wait = Number.isFinite(at) ? Math.max(0, at - now) : undefined;
+      remaining = get(`${name.slice(0, -"-reset".length)}-remaining`);
     }
-    if (wait !== undefined) latest = Math.max(latest ?? 0, Math.ceil(wait));
+    if (wait === undefined) continue;
+    wait = Math.ceil(wait);
+    if (remaining !== undefined && Number(remaining) <= 0) exhausted = Math.max(exhausted ?? 0, wait);
+    soonest = Math.min(soonest ?? wait, wait);
   }
-  return latest;
+  return exhausted ?? soonest;
 }

@@ -174,16 +174,62 @@ describe("Anthropic translation", () => {
   });
 });
 
+describe("what real servers send that ours does not", () => {
+  it("Anthropic: empty text blocks and empty turns are left out (it refuses them)", () => {
+    const body = anthropic.body(
+      request({
+        messages: [
+          { role: "user", content: "" },
+          { role: "assistant", content: null },
+          { role: "user", content: "hi" },
+        ],
+      }),
+      "m",
+      false,
+    ) as { messages: unknown[] };
+    expect(body.messages).toEqual([{ role: "user", content: [{ type: "text", text: "hi" }] }]);
+  });
+  it("OpenAI streams without tool-call indexes: a piece with an id starts the next call, one without continues it", () => {
+    const t = openai.stream("m");
+    const ev = (data: unknown): SseEvent => ({ data: JSON.stringify(data) });
+    t.push(ev({ choices: [{ delta: { tool_calls: [{ id: "a", function: { name: "f", arguments: '{"x":' } }] } }] }));
+    t.push(ev({ choices: [{ delta: { tool_calls: [{ function: { arguments: "1}" } }] } }] }));
+    t.push(ev({ choices: [{ delta: { tool_calls: [{ id: "b", function: { name: "g", arguments: "{}" } }] } }] }));
+    t.push(ev({ choices: [{ delta: {}, finish_reason: "tool_calls" }] }));
+    // No [DONE]: the finish reason is enough.
+    expect(t.finished()).toBe(true);
+    expect(t.completion().toolCalls).toEqual([
+      { id: "a", name: "f", arguments: { x: 1 } },
+      { id: "b", name: "g", arguments: {} },
+    ]);
+  });
+  it("tool calls without an id or a name get a default one (the reply schema needs both)", () => {
+    expect(openai.parse({ choices: [{ message: { tool_calls: [{ function: { arguments: "{}" } }] }, finish_reason: "tool_calls" }] }).toolCalls).toEqual([
+      { id: "call_0", name: "unknown", arguments: {} },
+    ]);
+  });
+});
+
 describe("Retry-After and friends", () => {
   const now = Date.parse("2026-11-22T10:00:00Z");
   it("reads retry-after-ms, Retry-After in seconds or as a date, and the latest rate-limit reset", () => {
     expect(retryAfterMs({ "retry-after-ms": "1500.2", "retry-after": "9" }, now)).toBe(1501);
     expect(retryAfterMs({ "retry-after": "2" }, now)).toBe(2000);
     expect(retryAfterMs({ "retry-after": "Sun, 22 Nov 2026 10:00:03 GMT" }, now)).toBe(3000);
-    expect(retryAfterMs({ "x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s" }, now)).toBe(360_000);
+    // A reset says when a limit is whole again: the exhausted one decides; without word of which, the soonest.
+    expect(retryAfterMs({ "x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s" }, now)).toBe(1000);
+    expect(
+      retryAfterMs(
+        { "x-ratelimit-reset-requests": "1s", "x-ratelimit-remaining-requests": "59", "x-ratelimit-reset-tokens": "6m0s", "x-ratelimit-remaining-tokens": "0" },
+        now,
+      ),
+    ).toBe(360_000);
+    // Not a 429 (a 503, say): only an explicit Retry-After counts.
+    expect(retryAfterMs({ "x-ratelimit-reset-tokens": "6m0s", "x-ratelimit-remaining-tokens": "0" }, now, false)).toBeUndefined();
+    expect(retryAfterMs({ "retry-after": "3" }, now, false)).toBe(3000);
     expect(retryAfterMs({ "x-ratelimit-reset-tokens": "250ms" }, now)).toBe(250);
     expect(retryAfterMs({ "x-ratelimit-reset-tokens": "1m2.5s" }, now)).toBe(62_500);
-    expect(retryAfterMs({ "anthropic-ratelimit-requests-reset": "2026-11-22T10:00:05Z" }, now)).toBe(5000);
+    expect(retryAfterMs({ "anthropic-ratelimit-requests-reset": "2026-11-22T10:00:05Z", "anthropic-ratelimit-requests-remaining": "0" }, now)).toBe(5000);
     expect(retryAfterMs({ "retry-after": "soon" }, now)).toBeUndefined();
     expect(retryAfterMs({ "x-ratelimit-reset-tokens": "later" }, now)).toBeUndefined();
     expect(retryAfterMs({}, now)).toBeUndefined();

@@ -1,5 +1,15 @@
 import type { LlmBackendConfig } from "@toolbus/config";
-import { Breaker, LatencyEstimator, RetryBudget, TokenBucket, backoffMs, isBreakerOpen, type BreakerTransition } from "@toolbus/policies";
+import {
+  Breaker,
+  Bulkhead,
+  LatencyEstimator,
+  RetryBudget,
+  TokenBucket,
+  backoffMs,
+  isBreakerOpen,
+  isBulkheadRejected,
+  type BreakerTransition,
+} from "@toolbus/policies";
 import { ErrorCode, errorReply, monotonicNow, type ErrorReply, type LlmChatRequest, type LlmDelivered, type LlmDelta } from "@toolbus/protocol";
 import { CallAbortedError } from "@toolbus/mcp-http";
 import { isLlmHttpError, isLlmResponseTooLargeError, isLlmTimeoutError, type LlmEndpoint, type LlmTimeoutKind } from "./endpoint.js";
@@ -22,7 +32,18 @@ export function complexityOf(request: LlmChatRequest, rule: LlmBackendConfig["ll
 }
 
 export type LlmOutcome =
-  | { ok: true; completion: Completion; endpoint: LlmEndpoint; attempts: number; firstTokenMs: number | undefined; durationMs: number }
+  | {
+      ok: true;
+      completion: Completion;
+      endpoint: LlmEndpoint;
+      attempts: number;
+      /** From the start of the attempt that answered (so is `attemptMs`); `durationMs` from the first. */
+      firstTokenMs: number | undefined;
+      attemptMs: number;
+      durationMs: number;
+      /** Chunks sent to the client (streams). */
+      chunks: number;
+    }
   | {
       ok: false;
       reply: ErrorReply;
@@ -43,6 +64,8 @@ interface Failure {
   coolMs?: number;
   /** Which clock cut the attempt, if one did. */
   timeout?: LlmTimeoutKind;
+  /** The provider refused it or never got it: its tokens/min reservation is given back. */
+  refund?: boolean;
 }
 
 class AttemptFault extends Error {
@@ -72,6 +95,8 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
  */
 export class LlmPolicy {
   readonly breakers = new Map<LlmEndpoint, Breaker>();
+  /** Per endpoint: at most its pool's connections at once, the rest wait their turn (within their budget). */
+  readonly bulkheads = new Map<LlmEndpoint, Bulkhead>();
   readonly #requests: TokenBucket | undefined;
   readonly #tokens: TokenBucket | undefined;
   readonly #latency: LatencyEstimator;
@@ -102,6 +127,7 @@ export class LlmPolicy {
           (t) => onBreaker(endpoint, t),
         ),
       );
+    for (const endpoint of endpoints) this.bulkheads.set(endpoint, new Bulkhead(backend.connections, p.bulkhead.maxQueue));
     this.#requests = p.rateLimit && new TokenBucket(p.rateLimit.ratePerSec, p.rateLimit.burst, now);
     const tpm = backend.llm.tokensPerMinute;
     this.#tokens = tpm === undefined ? undefined : new TokenBucket(tpm / 60, tpm, now);
@@ -187,16 +213,17 @@ export class LlmPolicy {
 
   /**
    * Make the call: attempts until one answers, a failure may not be repeated, or the deadline.
-   * `onDeltas` (streams) gets each chunk; once one has reached the client nothing is retried.
-   * `spareForFallback`: another backend is waiting in line, so an attempt that has not started
-   * streaming by half the budget gives up and leaves it the other half.
+   * `onDeltas` (streams) gets each piece of the answer and says how many chunks it sent the client;
+   * once one has, nothing is retried. `spareForFallback`: another backend is waiting in line, so this
+   * one's attempts (retries included) must give up by half the budget, leaving the fallback the other
+   * half, and a rate limit or a cool-down here sends the chat there at once instead of waiting.
    */
   async run(
     request: LlmChatRequest,
     model: string,
     deadline: number,
     signal: AbortSignal,
-    options: { onDeltas?: (deltas: LlmDelta[]) => void; spareForFallback: boolean },
+    options: { onDeltas?: (deltas: LlmDelta[]) => number; spareForFallback: boolean },
   ): Promise<LlmOutcome> {
     const now = this.now;
     const started = now();
@@ -205,8 +232,11 @@ export class LlmPolicy {
     const llm = this.backend.llm;
     const complexity = complexityOf(request, llm.complexity);
     const ceiling = complexity === "complex" ? llm.complexTimeoutMs : this.backend.callTimeoutMs;
-    const latencyKey = `${model}|${complexity}|${stream ? "first" : "total"}`;
+    // Keyed by a model this backend lists: a client's made-up model names must not grow the map.
+    const latencyKey = `${this.backend.models.includes(model) ? model : "other"}|${complexity}|${stream ? "first" : "total"}`;
     const estimate = estimateTokens(request);
+    // Where this backend's attempts must stop when a fallback waits: the first half of the budget.
+    const giveUpAt = options.spareForFallback ? started + (deadline - started) / 2 : deadline - REPLY_MARGIN_MS;
     const tried = new Set<LlmEndpoint>();
     const delivered: LlmDelivered = { chunks: 0, contentChars: 0 };
     let last: Failure | undefined;
@@ -220,30 +250,24 @@ export class LlmPolicy {
 
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) return done(last && !cancelled(signal) ? last : abortFailure(signal), attempt - 1);
-      const left = deadline - now() - REPLY_MARGIN_MS;
-      if (left <= 0) return done(last ?? timeoutFailure("the deadline passed before the backend was called"), attempt - 1);
+      const left = giveUpAt - now();
+      if (left <= 0) return done(last ?? timeoutFailure("the deadline passed before the backend was called", options.spareForFallback), attempt - 1);
+      // Cooling down (the provider asked for it) or open: RATE_LIMITED or CIRCUIT_OPEN at once, with when
+      // to come back; a fallback, if any, takes the chat now.
       const endpoint = this.#pick(tried);
-      if (!endpoint) {
-        const why = last ?? this.#noEndpoint();
-        // Every endpoint is cooling down: with no fallback in line, a wait that leaves time for the call is
-        // waited out (the provider said exactly how long); otherwise RATE_LIMITED, with that wait.
-        if (!last && why.coolMs !== undefined && !options.spareForFallback && why.coolMs + MIN_CALL_ALLOWANCE_MS < left) {
-          await sleep(why.coolMs, signal);
-          attempt -= 1;
-          continue;
-        }
-        return done(why, attempt - 1);
-      }
-      // Rate limits: a wait that would leave no time for the call is refused now, not after waiting.
+      if (!endpoint) return done(last ?? this.#noEndpoint(), attempt - 1);
+      // Rate limits: a wait that would leave no time for the call is refused now, not after waiting;
+      // with a fallback in line, any wait is.
       const allowance = Math.max(MIN_CALL_ALLOWANCE_MS, (deadline - started) * 0.05);
+      const maxWait = options.spareForFallback ? 0 : Math.max(0, left - allowance);
       let waitMs = 0;
       if (this.#requests) {
-        const r = this.#requests.reserve(left - allowance);
+        const r = this.#requests.reserve(maxWait);
         if (!r.ok) return done(last ?? rateLimited(`${this.#requests.ratePerSec} requests/s`, r.retryAfterMs, this.backend.name), attempt - 1);
         waitMs = r.waitMs;
       }
       if (this.#tokens) {
-        const r = this.#tokens.reserve(left - allowance, estimate);
+        const r = this.#tokens.reserve(maxWait, estimate);
         if (!r.ok) {
           // The request slot taken above is not used after all.
           this.#requests?.adjust(-1);
@@ -257,16 +281,29 @@ export class LlmPolicy {
       // Both reservations made here: the other replicas hear of them.
       this.share(this.#requests ? 1 : 0, this.#tokens ? estimate : 0);
       if (waitMs > 0) await sleep(waitMs, signal);
-      if (signal.aborted) {
+      // A free connection of the pool: the clocks of the attempt start once it has one, so a queue of
+      // chats behind long streams is not taken for a slow backend.
+      let release: () => void;
+      try {
+        if (signal.aborted) throw signal.reason;
+        release = await this.bulkheads.get(endpoint)!.acquire(Math.max(1, giveUpAt - now()));
+      } catch (err) {
         this.#charge(-1, -estimate);
-        return done(abortFailure(signal), attempt - 1);
+        if (signal.aborted) return done(abortFailure(signal), attempt - 1);
+        if (!isBulkheadRejected(err)) throw err;
+        const full = err.reason === "full";
+        const reply = errorReply(
+          full ? ErrorCode.OVERLOADED : ErrorCode.DEADLINE_EXCEEDED,
+          full ? `${endpoint.id} is at its limit: ${err.message}` : `waited for a free connection to ${endpoint.id} until the deadline`,
+          { details: { endpoint: endpoint.id } },
+        );
+        return done(last ?? { reply, counts: false, retryable: false, fallback: true, refund: true }, attempt - 1);
       }
-      // Timeouts: by complexity, then adaptive per model; never past the deadline; with a fallback in
-      // line, the wait for a first token keeps half the budget for it.
-      const remaining = Math.floor(deadline - now() - REPLY_MARGIN_MS);
-      const totalMs = Math.min(remaining, stream ? ceiling : this.#adaptive(latencyKey, ceiling));
-      let firstTokenMs = stream ? Math.min(this.#adaptive(latencyKey, llm.firstTokenTimeoutMs), totalMs) : totalMs;
-      if (options.spareForFallback) firstTokenMs = Math.max(1, Math.min(firstTokenMs, Math.floor(remaining / 2)));
+      // Timeouts: by complexity, then adaptive per model; never past the deadline, nor (with a fallback
+      // in line) past the half of the budget kept for it.
+      const remaining = Math.max(1, Math.floor(giveUpAt - now()));
+      const totalMs = Math.max(1, Math.min(Math.floor(deadline - REPLY_MARGIN_MS - now()), stream ? ceiling : this.#adaptive(latencyKey, ceiling)));
+      const firstTokenMs = Math.min(stream ? this.#adaptive(latencyKey, llm.firstTokenTimeoutMs) : totalMs, totalMs, remaining);
       const attemptStarted = now();
       let firstAt: number | undefined;
       tried.add(endpoint);
@@ -285,23 +322,32 @@ export class LlmPolicy {
                 options.onDeltas &&
                 ((deltas) => {
                   firstAt ??= now();
-                  delivered.chunks += deltas.length;
+                  delivered.chunks += options.onDeltas!(deltas);
                   for (const d of deltas) delivered.contentChars += d.content?.length ?? 0;
-                  options.onDeltas!(deltas);
                 }),
             });
           } catch (err) {
             throw new AttemptFault(classify(err, signal, endpoint.id));
           }
         });
+        const end = now();
         const firstTokenLatency = firstAt === undefined ? undefined : firstAt - attemptStarted;
-        this.#latency.record(latencyKey, stream ? (firstTokenLatency ?? now() - attemptStarted) : now() - attemptStarted);
+        this.#latency.record(latencyKey, stream ? (firstTokenLatency ?? end - attemptStarted) : end - attemptStarted);
         // Correct the tokens/min bucket upward when the provider says more was used than estimated. Not
         // downward: providers count maxTokens against their own limit when the request arrives, so
         // giving the reservation back would overrun theirs.
         const used = completion.usage.inputTokens + completion.usage.outputTokens;
         if (used > estimate) this.#charge(0, used - estimate);
-        return { ok: true, completion, endpoint, attempts: attempt, firstTokenMs: firstTokenLatency, durationMs: now() - started };
+        return {
+          ok: true,
+          completion,
+          endpoint,
+          attempts: attempt,
+          firstTokenMs: firstTokenLatency,
+          attemptMs: end - attemptStarted,
+          durationMs: end - started,
+          chunks: delivered.chunks,
+        };
       } catch (err) {
         const failure: Failure =
           err instanceof AttemptFault
@@ -315,26 +361,29 @@ export class LlmPolicy {
                   counts: false,
                   retryable: true,
                   fallback: true,
+                  refund: true,
                 }
               : classify(err, signal, endpoint.id);
-        // A request the provider refused or that failed costs nothing of its tokens/min.
-        this.#charge(0, -estimate);
+        // A request the provider refused, or never got, costs nothing of its tokens/min; one it worked
+        // on (a timeout, a cut stream, a cancel) keeps its charge.
+        if (failure.refund && delivered.chunks === 0) this.#charge(0, -estimate);
         if (failure.coolMs !== undefined) endpoint.coolDown(failure.coolMs);
         // An attempt cut by the adaptive timeout took at least that long: count it, or a model that slowed
-        // down for good would be cut at the old p99 forever.
-        if (failure.timeout === "total" && !stream) this.#latency.record(latencyKey, totalMs);
-        if (failure.timeout === "first-token" && stream) this.#latency.record(latencyKey, firstTokenMs);
+        // down for good would be cut at the old p99 forever (not when the half kept for a fallback cut it).
+        if (failure.timeout === "total" && !stream && totalMs <= remaining) this.#latency.record(latencyKey, totalMs);
+        if (failure.timeout === "first-token" && stream && firstTokenMs < remaining) this.#latency.record(latencyKey, firstTokenMs);
         last = failure;
         if (delivered.chunks > 0 || signal.aborted || !failure.retryable || attempt > retry.maxRetries) return done(failure, attempt);
-        // A 429 with a fallback waiting: go there now rather than wait out the cool-down here.
-        if (failure.coolMs !== undefined && options.spareForFallback) return done(failure, attempt);
-        let pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
         const other = this.endpoints.some((e) => !tried.has(e) && e.coolingMs() === 0 && !this.breakers.get(e)!.rejecting);
-        if (!other && failure.coolMs !== undefined) pause = Math.max(pause, failure.coolMs);
+        // A 429 on the only endpoint: RATE_LIMITED with the wait it asked for (or the fallback), not a retry.
+        if (failure.coolMs !== undefined && !other) return done(failure, attempt);
         if (!other && !this.#budget.withdraw()) return done(failure, attempt);
-        if (now() + pause + MIN_CALL_ALLOWANCE_MS >= deadline - REPLY_MARGIN_MS) return done(failure, attempt);
+        const pause = backoffMs(attempt, retry.initialBackoffMs, retry.maxBackoffMs);
+        if (now() + pause + MIN_CALL_ALLOWANCE_MS >= giveUpAt) return done(failure, attempt);
         if (!other) tried.clear();
         if (pause > 0) await sleep(pause, signal);
+      } finally {
+        release();
       }
     }
   }
@@ -356,8 +405,8 @@ function rateLimited(limit: string, retryAfterMs: number, backend: string): Fail
   };
 }
 
-function timeoutFailure(message: string): Failure {
-  return { reply: errorReply(ErrorCode.DEADLINE_EXCEEDED, message), counts: false, retryable: false, fallback: false };
+function timeoutFailure(message: string, fallback = false): Failure {
+  return { reply: errorReply(ErrorCode.DEADLINE_EXCEEDED, message), counts: false, retryable: false, fallback };
 }
 
 /** A client's cancel or a stop (the deadline is not a cancel). */
@@ -398,6 +447,7 @@ export function classify(err: unknown, signal: AbortSignal, endpoint: string): F
         retryable: true,
         fallback: true,
         coolMs: wait,
+        refund: true,
       };
     }
     if (err.status >= 500 || err.status === 408) {
@@ -406,11 +456,18 @@ export function classify(err: unknown, signal: AbortSignal, endpoint: string): F
         counts: true,
         retryable: true,
         fallback: true,
+        refund: true,
         ...(err.retryAfterMs !== undefined ? { coolMs: err.retryAfterMs } : {}),
       };
     }
     // 400, 401, 404, 422...: the provider refused this request; sending it again (or elsewhere) would not help.
-    return { reply: errorReply(ErrorCode.BACKEND_ERROR, `${endpoint}: ${err.message}`, { details: d }), counts: false, retryable: false, fallback: false };
+    return {
+      reply: errorReply(ErrorCode.BACKEND_ERROR, `${endpoint}: ${err.message}`, { details: d }),
+      counts: false,
+      retryable: false,
+      fallback: false,
+      refund: true,
+    };
   }
   if (isLlmResponseTooLargeError(err)) {
     // Another backend's answer to the same request would be as large: neither repeated nor moved.
@@ -440,5 +497,6 @@ export function classify(err: unknown, signal: AbortSignal, endpoint: string): F
     counts: true,
     retryable: true,
     fallback: true,
+    refund: NEVER_REACHED.has(code),
   };
 }

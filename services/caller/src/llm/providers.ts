@@ -85,7 +85,7 @@ class ToolCallAssembly {
   calls(): LlmToolCall[] {
     return [...this.#calls.entries()]
       .sort(([a], [b]) => a - b)
-      .map(([index, c]) => ({ id: c.id || `call_${index}`, name: c.name, arguments: parseArguments(c.args) }));
+      .map(([index, c]) => ({ id: c.id || `call_${index}`, name: c.name || "unknown", arguments: parseArguments(c.args) }));
   }
 }
 
@@ -144,7 +144,7 @@ export const openai: Provider = {
       ? message.tool_calls.map((raw, i) => {
           const call = asObject(raw, `tool_calls[${i}]`);
           const fn = asObject(call.function, `tool_calls[${i}].function`);
-          return { id: String(call.id ?? `call_${i}`), name: String(fn.name ?? ""), arguments: parseArguments(String(fn.arguments ?? "")) };
+          return { id: String(call.id || `call_${i}`), name: String(fn.name || "unknown"), arguments: parseArguments(String(fn.arguments ?? "")) };
         })
       : [];
     const usage = body.usage && typeof body.usage === "object" ? (body.usage as Json) : {};
@@ -163,6 +163,8 @@ export const openai: Provider = {
     let sawStop = false;
     let usage: LlmUsage = { inputTokens: 0, outputTokens: 0 };
     const tools = new ToolCallAssembly();
+    // Servers that leave out a tool call's index: a piece with an id starts the next call, one without continues the last.
+    let lastIndex = -1;
     return {
       push(event) {
         if (event.data.trim() === "[DONE]") return { deltas: [], done: true };
@@ -190,8 +192,15 @@ export const openai: Provider = {
           for (const raw of delta.tool_calls) {
             const call = asObject(raw, "a streamed tool call");
             const fn = call.function && typeof call.function === "object" ? (call.function as Json) : {};
+            const index =
+              typeof call.index === "number" && Number.isInteger(call.index) && call.index >= 0
+                ? call.index
+                : typeof call.id === "string" && call.id
+                  ? lastIndex + 1
+                  : Math.max(0, lastIndex);
+            lastIndex = Math.max(lastIndex, index);
             const piece = {
-              index: count(call.index),
+              index,
               ...(typeof call.id === "string" ? { id: call.id } : {}),
               ...(typeof fn.name === "string" ? { name: fn.name } : {}),
               ...(typeof fn.arguments === "string" && fn.arguments !== "" ? { arguments: fn.arguments } : {}),
@@ -237,6 +246,9 @@ function anthropicMessages(messages: readonly LlmMessage[]): { system: string | 
   const system: string[] = [];
   const turns: Array<{ role: "user" | "assistant"; content: Json[] }> = [];
   const add = (role: "user" | "assistant", blocks: Json[]): void => {
+    // Anthropic refuses empty text blocks and empty turns: a message with nothing in it is left out.
+    blocks = blocks.filter((b) => !(b.type === "text" && b.text === ""));
+    if (blocks.length === 0) return;
     const last = turns[turns.length - 1];
     if (last && last.role === role) last.content.push(...blocks);
     else turns.push({ role, content: blocks });
@@ -288,8 +300,8 @@ export const anthropic: Provider = {
       if (block.type === "text" && typeof block.text === "string") content += block.text;
       else if (block.type === "tool_use")
         toolCalls.push({
-          id: String(block.id ?? `toolu_${i}`),
-          name: String(block.name ?? ""),
+          id: String(block.id || `toolu_${i}`),
+          name: String(block.name || "unknown"),
           arguments: block.input && typeof block.input === "object" ? (block.input as Record<string, unknown>) : {},
         });
     }
