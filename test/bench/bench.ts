@@ -20,6 +20,7 @@ import { runToolbus, tempDir, waitFor, waitForBackends, writeConfig } from "../h
 import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
+import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -31,6 +32,11 @@ const CONCURRENT_TOTAL = smoke ? 128 : quick ? 640 : 8_000;
 const IN_FLIGHT = 64;
 // Every row warms up the same way, so JIT compilation of a fresh process (toolbus, a server) is not measured.
 const WARMUP = smoke ? 10 : quick ? 200 : 3_000;
+/** Open loop (`--rate 1000[,2000…] --max-in-flight 50 --seconds 20`): the rates, the cap on calls out, and how long each runs. */
+const flag = (name: string): string | undefined => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
+const OPEN_LOOP_RATES = (flag("--rate") ?? "1000,2000,4000").split(",").map(Number);
+const OPEN_LOOP_MAX_IN_FLIGHT = Number(flag("--max-in-flight") ?? 50);
+const OPEN_LOOP_SECONDS = Number(flag("--seconds") ?? (smoke ? 0.5 : quick ? 2 : 5));
 /** `--only <text>`: run only the toolbus rows whose name contains it (the baselines always run). */
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]! : "";
 
@@ -149,6 +155,7 @@ async function main(): Promise<void> {
   let zipf: ZipfFigures | undefined;
   let chat: ChatFigures | undefined;
   const loggingOn: Row[] = [];
+  const openLoopRows: Array<{ path: string } & OpenLoopFigures> = [];
   const loggingOff: Row[] = [];
   const args = { message: "bench" };
   try {
@@ -183,7 +190,7 @@ async function main(): Promise<void> {
       },
     });
     // BENCH_PROFILE=dir writes a CPU profile of the toolbus process there (open it in Chrome DevTools).
-    const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+    const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
     const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
     const client = await ToolbusClient.connect({ servers: nats.url });
     try {
@@ -201,6 +208,30 @@ async function main(): Promise<void> {
             rows.push(
               await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct, cache: "bypass" }), up.child.pid),
             );
+        }
+      }
+      if (only === "" || "moleculer service → stdio".includes(only) || only === "open-loop") {
+        // The peer: Moleculer on the same NATS, one hop to the same stdio server through the same SDK client.
+        const peer = await startMoleculerPeer(nats.url);
+        try {
+          const viaPeer = (): Promise<unknown> => peer.call("echo", args);
+          rows.push(await measure("Moleculer service → stdio (one hop)", "stdio", viaPeer, peer.pid));
+          // Open loop: a schedule of sends, not a reply-driven loop; each path at each rate, side by side.
+          const paths: Array<[string, () => Promise<unknown>]> = [
+            ["toolbus router → stdio", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, cache: "bypass" })],
+            ["toolbus caller → stdio", () => client.callTool("stdio", "echo", args, { timeoutMs: 10_000, direct: true, cache: "bypass" })],
+            ["Moleculer service → stdio", viaPeer],
+          ];
+          // Warm each path first, as every closed-loop row is: a cold process's JIT is not what is measured.
+          for (const [, call] of paths) await concurrent(call, WARMUP, 8);
+          for (const rate of OPEN_LOOP_RATES)
+            for (const [name, call] of paths) {
+              const figures = await openLoop(call, rate, OPEN_LOOP_MAX_IN_FLIGHT, OPEN_LOOP_SECONDS);
+              openLoopRows.push({ path: name, ...figures });
+              process.stderr.write(`  open loop ${rate}/s, ${name}: p99 ${figures.p99} ms, ${figures.drops} drops\n`);
+            }
+        } finally {
+          await peer.stop();
         }
       }
       if ("toolbus router → cache".includes(only) || only === "") {
@@ -321,6 +352,42 @@ async function main(): Promise<void> {
     };
   });
   console.table(table);
+  const peer = rows.find((r) => r.name.startsWith("Moleculer"));
+  if (peer) {
+    console.log("\nagainst the peer (Moleculer service on the same NATS, one hop to the same stdio server), this run:");
+    console.table(
+      rows
+        .filter((r) => r.name === "toolbus router → stdio" || r.name === "toolbus caller → stdio")
+        .map((r) => ({
+          path: r.name,
+          "CPU µs/call": r.cpuMicrosPerCall ?? "–",
+          "peer CPU µs/call": peer.cpuMicrosPerCall ?? "–",
+          "64× calls/s ÷ peer": Math.round((r.concurrent.callsPerSec / peer.concurrent.callsPerSec) * 100) / 100,
+          "seq p50 + over direct ms": Math.round((r.sequential.p50 - baseline("stdio").sequential.p50) * 1000) / 1000,
+          "peer seq p50 + over direct ms": Math.round((peer.sequential.p50 - baseline("stdio").sequential.p50) * 1000) / 1000,
+        })),
+    );
+  }
+  if (openLoopRows.length) {
+    console.log(`\nopen loop (sends on a schedule; at most ${OPEN_LOOP_MAX_IN_FLIGHT} in flight; ${OPEN_LOOP_SECONDS} s per row; latency from each send):`);
+    console.table(
+      openLoopRows.map((r) => ({
+        path: r.path,
+        "target /s": r.targetRate,
+        "achieved /s": r.achievedRate,
+        "p50 ms": r.p50,
+        "p95 ms": r.p95,
+        "p99 ms": r.p99,
+        "max ms": r.max,
+        drops: r.drops,
+        "send lag ms": r.lagMs,
+        errors:
+          Object.entries(r.errors)
+            .map(([code, n]) => `${code}×${n}`)
+            .join(" ") || "0",
+      })),
+    );
+  }
   const mean = (rs: Row[], f: (r: Row) => number): number => Math.round((rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.length)) * 1000) / 1000;
   const policies = policiesOn.length
     ? {
@@ -467,6 +534,7 @@ async function main(): Promise<void> {
         chat,
         recovery,
         llm,
+        openLoop: openLoopRows,
       },
       null,
       2,

@@ -25,6 +25,8 @@ describe("npm run bench", () => {
     const report = JSON.parse(readFileSync(join(out, file!), "utf8")) as {
       rows: Array<{ name: string; concurrent: { callsPerSec: number; calls: number } }>;
       zipf: { calls: number; hitRatio: number; backendCalls: number; backendCallsSaved: number };
+      openLoop: Array<{ path: string; targetRate: number; ok: number; errors: Record<string, number> }>;
+      llm: { rows: Array<{ name: string; callsPerSec: number }>; reuse: { requests: number; connections: number } };
     };
     expect(report.rows.map((r) => r.name)).toEqual([
       "direct SDK, stdio",
@@ -33,6 +35,7 @@ describe("npm run bench", () => {
       "toolbus caller → stdio",
       "toolbus router → http",
       "toolbus caller → http",
+      "Moleculer service → stdio (one hop)",
       "toolbus router → cache hit",
       "toolbus router → cache miss → stdio",
       "toolbus router → stdio, logged in a conversation",
@@ -46,5 +49,16 @@ describe("npm run bench", () => {
     expect(report.zipf.hitRatio).toBeGreaterThan(0);
     expect(report.zipf.backendCalls).toBeLessThan(500);
     expect(output).toMatch(/hit ÷ uncached router→stdio calls\/s/);
+    // The open loop ran each path at each rate, and the calls were answered.
+    expect(report.openLoop.map((r) => `${r.targetRate} ${r.path}`)).toEqual(
+      [1000, 2000, 4000].flatMap((rate) => ["toolbus router → stdio", "toolbus caller → stdio", "Moleculer service → stdio"].map((p) => `${rate} ${p}`)),
+    );
+    for (const r of report.openLoop) {
+      expect(r.ok).toBeGreaterThan(0);
+      expect(r.errors).toEqual({});
+    }
+    // The LLM rows: the official client and toolbus against the same server, and toolbus reused its connections.
+    expect(report.llm.rows.map((r) => r.name)).toEqual(["direct openai client", "toolbus router → openai-compatible"]);
+    expect(report.llm.reuse.connections).toBeLessThan(report.llm.reuse.requests / 2);
   });
 });

@@ -4,6 +4,8 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { EVERYTHING_SERVER, FAULT_SERVER } from "./paths.js";
+import { guardedFetch } from "@toolbus/mcp-http";
+import { Agent } from "undici";
 
 /** A free TCP port on 127.0.0.1 (free when asked; good enough for a test server started right after). */
 export function freePort(): Promise<number> {
@@ -84,10 +86,23 @@ export async function directStdio(args: string[]): Promise<Client & AsyncDisposa
   return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
 }
 
+/**
+ * A plain MCP SDK client over streamable HTTP, with the per-request signal handling the caller has
+ * (guardedFetch on a keep-alive pool): the SDK's own fetch adds an abort listener per request to one
+ * long-lived signal, which floods MaxListenersExceededWarning and costs CPU, so a comparison with it
+ * would not be fair.
+ */
 export async function directHttp(url: string): Promise<Client & AsyncDisposable> {
   const client = new Client({ name: "direct", version: "0.0.0" });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
-  return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  const fetch = guardedFetch({ agent, maxResponseBytes: 64 * 1024 * 1024, onTooLarge: () => undefined });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { fetch }));
+  return Object.assign(client, {
+    [Symbol.asyncDispose]: async () => {
+      await client.close();
+      await agent.close();
+    },
+  });
 }
 
 /** Backend configs for the reference server. */

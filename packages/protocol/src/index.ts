@@ -7,6 +7,7 @@ export type { BudgetReading } from "./budget.js";
 export {
   BackendNameSchema,
   ToolCallRequestSchema,
+  fastToolCallRequest,
   ValidationIssueSchema,
   WireErrorSchema,
   ErrorReplySchema,

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode, ToolCallRequestSchema, canonicalJson, decodeRequest, readBudget, stampBudget, subjects, queueGroups, errorReply } from "./index.js";
+import fc from "fast-check";
+import {
+  ErrorCode,
+  ToolCallRequestSchema,
+  canonicalJson,
+  decodeRequest,
+  fastToolCallRequest,
+  readBudget,
+  stampBudget,
+  subjects,
+  queueGroups,
+  errorReply,
+} from "./index.js";
 
 describe("subjects", () => {
   it("are versioned, lowercase and built only from valid backend names", () => {
@@ -64,5 +76,33 @@ describe("errorReply", () => {
     expect(errorReply(ErrorCode.BACKEND_UNAVAILABLE, "down").error.retryable).toBe(true);
     expect(errorReply(ErrorCode.VALIDATION_FAILED, "bad").error.retryable).toBe(false);
     expect(errorReply(ErrorCode.RATE_LIMITED, "slow down", { retryAfterMs: 12.2 }).error.retryAfterMs).toBe(13);
+  });
+});
+
+describe("fastToolCallRequest", () => {
+  it("gives exactly what zod gives, or leaves the request to zod (random requests, valid and not)", async () => {
+    const maybe = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined });
+    const request = fc.record(
+      {
+        backend: fc.oneof(fc.constantFrom("everything", "fs_2", "a-b"), fc.string({ maxLength: 70 }), fc.integer()),
+        tool: fc.oneof(fc.constantFrom("echo", "get-sum"), fc.string({ maxLength: 300 }), fc.constant(null)),
+        arguments: maybe(fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), fc.array(fc.integer()), fc.constant(null), fc.string())),
+        conversationId: maybe(fc.oneof(fc.constantFrom("conv-1", "A_b"), fc.string({ maxLength: 120 }))),
+        cache: maybe(fc.oneof(fc.constantFrom("default", "bypass"), fc.string())),
+        extra: maybe(fc.jsonValue()),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(request, (raw) => {
+        // As it arrives: parsed JSON (undefined fields gone).
+        const json: unknown = JSON.parse(JSON.stringify(raw));
+        const fast = fastToolCallRequest(json);
+        const slow = ToolCallRequestSchema.safeParse(json);
+        if (fast !== undefined) expect(slow).toEqual({ success: true, data: fast });
+        else if (slow.success) throw new Error(`the fast path refused a valid request: ${JSON.stringify(json)}`);
+      }),
+      { numRuns: 2_000 },
+    );
   });
 });

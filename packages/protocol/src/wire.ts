@@ -1,7 +1,15 @@
 import type { z } from "zod";
 import { type ErrorCode, isRetryableCode } from "./errors.js";
 import { ErrorCode as Codes } from "./errors.js";
-import { ToolsListRequestSchema, type ErrorReply, type ToolsListRequest, type ValidationIssue, type WireError } from "./schemas.js";
+import {
+  ToolCallRequestSchema,
+  ToolsListRequestSchema,
+  fastToolCallRequest,
+  type ErrorReply,
+  type ToolsListRequest,
+  type ValidationIssue,
+  type WireError,
+} from "./schemas.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -53,6 +61,8 @@ export function decodeRequest<S extends z.ZodType>(data: Uint8Array, schema: S, 
   } catch (err) {
     return { ok: false, reply: errorReply(Codes.BAD_REQUEST, `request body is not valid JSON: ${(err as Error).message}`) };
   }
+  const fast = schema === (ToolCallRequestSchema as z.ZodType) ? fastToolCallRequest(raw) : undefined;
+  if (fast !== undefined) return { ok: true, value: fast as z.infer<S> };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     const validationErrors = issuesFromZod(parsed.error.issues);
