@@ -181,6 +181,8 @@ async function main(): Promise<void> {
       backends: {
         stdio: faultStdio(1),
         http: httpBackend(http.url),
+        // The same server through the MCP SDK's own client transport (the fallback), beside the lean one.
+        "http-sdk": { ...httpBackend(http.url), transport: "sdk" },
         // The same server with every policy off, to show what the policies cost.
         "stdio-bare": { ...faultStdio(1), policies: false },
         // Backends that turn every call away, to time the rejections.
@@ -194,16 +196,17 @@ async function main(): Promise<void> {
     const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
     const client = await ToolbusClient.connect({ servers: nats.url });
     try {
-      await waitForBackends(client, ["stdio", "http", "stdio-bare", "open", "limited", "full"]);
+      await waitForBackends(client, ["stdio", "http", "http-sdk", "stdio-bare", "open", "limited", "full"]);
       for (const [backend, transport] of [
         ["stdio", "stdio"],
         ["http", "http"],
+        ["http-sdk", "http"],
       ] as const) {
         for (const [via, direct] of [
           ["router", false],
           ["caller", true],
         ] as const) {
-          const name = `toolbus ${via} → ${backend}`;
+          const name = backend === "http-sdk" ? `toolbus ${via} → http (SDK transport)` : `toolbus ${via} → ${backend}`;
           if (name.includes(only))
             rows.push(
               await measure(name, transport, () => client.callTool(backend, "echo", args, { timeoutMs: 10_000, direct, cache: "bypass" }), up.child.pid),

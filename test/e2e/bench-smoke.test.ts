@@ -35,6 +35,8 @@ describe("npm run bench", () => {
       "toolbus caller → stdio",
       "toolbus router → http",
       "toolbus caller → http",
+      "toolbus router → http (SDK transport)",
+      "toolbus caller → http (SDK transport)",
       "Moleculer service → stdio (one hop)",
       "toolbus router → cache hit",
       "toolbus router → cache miss → stdio",

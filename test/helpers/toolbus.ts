@@ -24,6 +24,8 @@ export function testConfig(natsUrl: string, raw: Record<string, unknown>, env: R
       cache: { enabled: false },
       chatLog: { enabled: false },
       nats: { servers: [natsUrl] },
+      // The test run's HTTP transport (vitest's sdk-http-transport project sets it), as `toolbus` reads it.
+      ...(process.env.TOOLBUS_MCP_HTTP_TRANSPORT ? { mcpHttp: { transport: process.env.TOOLBUS_MCP_HTTP_TRANSPORT } } : {}),
       ...raw,
     },
     { baseDir: ROOT, source: "(test)", env },

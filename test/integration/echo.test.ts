@@ -40,6 +40,9 @@ describe("echo through the bus", () => {
     expect(viaRouter.result).toEqual(expected);
     expect(viaCaller.result).toEqual(expected);
     expect(viaCaller.meta.endpoint).toBe("everything-http#0");
+    // The transport this run is about: the lean one, or the SDK's in the sdk-http-transport project.
+    const caller = stack.toolbus.workers.find((w) => w.name === "caller:everything-http") as unknown as { endpoints: Array<{ transportKind: string }> };
+    expect(caller.endpoints[0]!.transportKind).toBe(process.env.TOOLBUS_MCP_HTTP_TRANSPORT ?? "lean");
   });
 
   it("tools.list lists each backend's tools with their schemas and annotations", async () => {

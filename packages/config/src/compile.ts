@@ -94,6 +94,8 @@ export interface McpHttpBackendConfig extends BackendCommon {
   readonly urls: readonly string[];
   readonly headers: Readonly<Record<string, string>>;
   readonly connections: number;
+  /** The MCP client transport: toolbus's lean one on undici, or the SDK's. */
+  readonly transport: "lean" | "sdk";
   readonly launch: LaunchConfig | undefined;
   /** Port rediscovery by the health prober; undefined: off. */
   readonly rediscover: { readonly portFrom: number; readonly portTo: number; readonly expectServer?: string; readonly maxAttempts: number } | undefined;
@@ -223,6 +225,7 @@ function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefin
   set(section(raw, "admin"), "port", adminPort);
   set(section(raw, "admin"), "host", env.TOOLBUS_ADMIN_HOST);
   set(section(raw, "log"), "level", flags.logLevel ?? env.TOOLBUS_LOG_LEVEL);
+  set(section(raw, "mcpHttp"), "transport", env.TOOLBUS_MCP_HTTP_TRANSPORT);
   if (env.TOOLBUS_MAX_REQUEST_BYTES !== undefined) set(section(raw, "limits"), "maxRequestBytes", numberOrText(env.TOOLBUS_MAX_REQUEST_BYTES));
 }
 
@@ -391,6 +394,7 @@ export function compileConfig(
             urls: b.urls ?? [b.url!],
             headers: b.headers,
             connections: b.connections,
+            transport: b.transport ?? file.mcpHttp.transport,
             rediscover: b.rediscover && {
               portFrom: b.rediscover.portRange[0],
               portTo: b.rediscover.portRange[1],

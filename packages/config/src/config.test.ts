@@ -314,6 +314,17 @@ backends:
   });
 });
 
+describe("mcp-http transport", () => {
+  it("is lean unless the backend, mcpHttp.transport or TOOLBUS_MCP_HTTP_TRANSPORT says sdk", () => {
+    const backends = { a: { kind: "mcp-http", url: "http://127.0.0.1:1/mcp" }, b: { kind: "mcp-http", url: "http://127.0.0.1:2/mcp", transport: "lean" } };
+    const kinds = (c: ReturnType<typeof compile>) => Object.values(c.backends).map((b) => (b as { transport: string }).transport);
+    expect(kinds(compile({ backends }))).toEqual(["lean", "lean"]);
+    expect(kinds(compile({ backends, mcpHttp: { transport: "sdk" } }))).toEqual(["sdk", "lean"]);
+    expect(kinds(loadConfig({ file: file(JSON.stringify({ backends }), "t.json"), env: { TOOLBUS_MCP_HTTP_TRANSPORT: "sdk" } }))).toEqual(["sdk", "lean"]);
+    expect(problemsOf({ backends: { a: { ...backends.a, transport: "fetch" } } })[0]).toMatch(/^backends\.a\.transport:/);
+  });
+});
+
 describe("LLM backends", () => {
   const llm = (extra: Record<string, unknown> = {}) => ({ kind: "llm-openai", url: "http://127.0.0.1:1234/v1/", models: ["qwen"], ...extra });
 

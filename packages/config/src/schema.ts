@@ -180,6 +180,8 @@ const McpHttpBackendSchema = z
     headers: z.record(z.string(), z.string()).default({}),
     /** Keep-alive connections held open to the server; the server's event stream holds one for good. */
     connections: bounded({ min: 2, max: 1024 }).default(16),
+    /** The MCP client transport: toolbus's lean one on undici, or the SDK's (a fallback); default: `mcpHttp.transport`. */
+    transport: z.enum(["lean", "sdk"]).optional(),
     launch: LaunchSchema.optional(),
     timeouts: TimeoutsSchema.default({}),
     health: HealthSchema.default({}),
@@ -384,6 +386,14 @@ export const ConfigFileSchema = z
         batch: { maxEvents: 1_000, maxWait: 2 },
         lockStale: 5_000,
       }),
+    /** Defaults for every `mcp-http` backend. */
+    mcpHttp: z
+      .object({
+        /** `lean`: toolbus's streamable-HTTP client on undici (a fraction of the CPU); `sdk`: the MCP SDK's (env TOOLBUS_MCP_HTTP_TRANSPORT). */
+        transport: z.enum(["lean", "sdk"]).default("lean"),
+      })
+      .strict()
+      .default({ transport: "lean" }),
     /** LLM routing across backends. */
     llm: z
       .object({

@@ -149,11 +149,16 @@ const decide = (code: ErrorCode, d: Partial<Omit<Decision, "code">>): Decision =
   ...(d.retryable !== undefined ? { retryable: d.retryable } : {}),
 });
 
-/** The undici error under a fetch TypeError ("fetch failed", "terminated"), if any. */
+/**
+ * The network error of a failed request, if it is one: the undici error under a fetch TypeError
+ * ("fetch failed", "terminated"), or one undici's dispatcher API throws bare (the lean transport).
+ */
 function networkCause(err: unknown): { code?: string; message?: string } | undefined {
-  if (!(err instanceof TypeError)) return undefined;
-  if (!/fetch failed|terminated/.test(err.message)) return undefined;
-  return ((err as { cause?: { code?: string; message?: string } }).cause ?? {}) as { code?: string; message?: string };
+  if (err instanceof TypeError && /fetch failed|terminated/.test(err.message))
+    return ((err as { cause?: { code?: string; message?: string } }).cause ?? {}) as { code?: string; message?: string };
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (err instanceof Error && typeof code === "string" && (code.startsWith("UND_ERR") || /^E[A-Z]+$/.test(code))) return { code, message: err.message };
+  return undefined;
 }
 
 /** Classify a failed backend request. Never throws; an error it does not know is INTERNAL. */

@@ -3,3 +3,5 @@ export type { AbortKind, Fault, FaultContext, TimeoutContext } from "./faults.js
 export { guardedFetch } from "./http-fetch.js";
 export type { GuardedFetchOptions } from "./http-fetch.js";
 export { httpTarget, portOf, within } from "./target.js";
+export { LeanHttpTransport } from "./lean-transport.js";
+export type { LeanHttpTransportOptions } from "./lean-transport.js";

@@ -6,7 +6,18 @@ import type { McpHttpBackendConfig } from "@toolbus/config";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
-import { EndpointDownError, SessionRefusedError, classify, clip, guardedFetch, httpTarget, portOf, tooLargeAnswer, within } from "@toolbus/mcp-http";
+import {
+  EndpointDownError,
+  LeanHttpTransport,
+  SessionRefusedError,
+  classify,
+  clip,
+  guardedFetch,
+  httpTarget,
+  portOf,
+  tooLargeAnswer,
+  within,
+} from "@toolbus/mcp-http";
 
 /** The SDK's words when it gives up re-opening its GET stream: the server is gone. */
 const GAVE_UP = /Maximum reconnection attempts/;
@@ -22,6 +33,8 @@ export class HttpEndpoint extends ClientEndpoint {
   /** The URL without its userinfo, which goes into an Authorization header instead. */
   readonly #url: URL;
   readonly #headers: Record<string, string>;
+  /** Which MCP client transport sessions use. */
+  readonly transportKind: "lean" | "sdk";
 
   constructor(
     id: string,
@@ -36,10 +49,34 @@ export class HttpEndpoint extends ClientEndpoint {
     // A replaced session stays open until the calls out on it are done (each learns its own fate).
     this.retireAfterMs = config.callTimeoutMs;
     this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
+    this.transportKind = config.transport;
     ({ url: this.#url, headers: this.#headers } = httpTarget(url, config.headers));
   }
 
   protected createTransport(): Transport {
+    // The GET stream's failures never reach a call: a session the server forgot is noticed here, and
+    // replaced before the next call fails on it.
+    const onSessionError = (transport: Transport) => (status: number, body: string, method: string) => {
+      if (method !== "GET") return;
+      const client = this.client;
+      if (client?.transport !== transport) return;
+      if (classify(new StreamableHTTPError(status, body), { sessionSent: true }).sessionLost) {
+        this.reset(client, `MCP session lost (HTTP ${status} on the event stream)`).catch((err: unknown) =>
+          this.log.error({ endpoint: this.id, err }, "could not replace the MCP session"),
+        );
+      }
+    };
+    if (this.transportKind === "lean") {
+      // A copy of the URL: a move must not redirect an old session's requests.
+      const lean: LeanHttpTransport = new LeanHttpTransport(new URL(this.#url), {
+        dispatcher: this.#agent,
+        headers: this.#headers,
+        maxResponseBytes: this.maxResponseBytes,
+        onTooLarge: (id, seen) => lean.onmessage?.(tooLargeAnswer(id, seen, this.maxResponseBytes)),
+        onSessionError: (status, body, method) => onSessionError(lean)(status, body, method),
+      });
+      return lean;
+    }
     // A copy: the SDK keeps the URL it is given, and a move must not redirect an old session's requests.
     const transport: StreamableHTTPClientTransport = new StreamableHTTPClientTransport(new URL(this.#url), {
       fetch: guardedFetch({
@@ -50,16 +87,7 @@ export class HttpEndpoint extends ClientEndpoint {
         onTooLarge: (id, seen) => transport.onmessage?.(tooLargeAnswer(id, seen, this.maxResponseBytes)),
         // The GET stream's failures never reach a call: a session the server forgot is noticed here,
         // and replaced before the next call fails on it.
-        onSessionError: (status, body, method) => {
-          if (method !== "GET") return;
-          const client = this.client;
-          if (client?.transport !== transport) return;
-          if (classify(new StreamableHTTPError(status, body), { sessionSent: true }).sessionLost) {
-            this.reset(client, `MCP session lost (HTTP ${status} on the event stream)`).catch((err: unknown) =>
-              this.log.error({ endpoint: this.id, err }, "could not replace the MCP session"),
-            );
-          }
-        },
+        onSessionError: (status, body, method) => onSessionError(transport)(status, body, method),
       }),
       requestInit: { headers: this.#headers },
     });
@@ -109,7 +137,7 @@ export class HttpEndpoint extends ClientEndpoint {
     const left = (): number => Math.floor(budgetMs - (performance.now() - started));
     for (let attempt = 1; ; attempt++) {
       const used = this.client;
-      const sessionSent = (used?.transport as StreamableHTTPClientTransport | undefined)?.sessionId !== undefined;
+      const sessionSent = (used?.transport as { sessionId?: string } | undefined)?.sessionId !== undefined;
       // A re-send with no time left would only start the tool to cancel it at once.
       if (attempt > 1 && left() <= 0) throw new McpError(McpErrorCode.RequestTimeout, "the deadline passed while starting a new MCP session");
       try {
@@ -134,7 +162,7 @@ export class HttpEndpoint extends ClientEndpoint {
 
   protected override async beforeClose(): Promise<void> {
     // Ending the session politely (DELETE) is best effort: the server may already be gone.
-    const transport = this.client?.transport as StreamableHTTPClientTransport | undefined;
+    const transport = this.client?.transport as { terminateSession(): Promise<void> } | undefined;
     if (!transport) return;
     const ended = transport
       .terminateSession()

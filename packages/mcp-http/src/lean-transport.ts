@@ -1,0 +1,325 @@
+import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { createParser } from "eventsource-parser";
+import type { Dispatcher } from "undici";
+import { MAX_BACKEND_TEXT, ResponseTooLargeError } from "./faults.js";
+
+export interface LeanHttpTransportOptions {
+  /** The endpoint's keep-alive pool (an undici Agent or Pool). */
+  dispatcher: Dispatcher;
+  /** More headers on every request (an Authorization from the URL's userinfo, the backend's headers). */
+  headers: Record<string, string>;
+  /** The most bytes of one answer (of one event, in an event stream); past it the answer is cut. */
+  maxResponseBytes: number;
+  /** An answer in an event stream was cut at `maxResponseBytes`: answer its request (the SDK never will). */
+  onTooLarge(requestId: string | number, seenBytes: number): void;
+  /** A request that carried a session id was answered 4xx: `body` is the (clipped) answer. */
+  onSessionError?(status: number, body: string, method: string): void;
+  /** Re-opening the server's event stream (GET): delays and how many failures in a row before giving up (the SDK's defaults). */
+  reconnect?: { initialMs: number; maxMs: number; growFactor: number; maxRetries: number };
+}
+
+const ACCEPT_POST = "application/json, text/event-stream";
+
+/**
+ * MCP's streamable HTTP transport (client side) on undici's dispatcher API directly: no fetch, no
+ * WHATWG streams, no per-message zod on the hot path. The SDK's StreamableHTTPClientTransport spends
+ * about a millisecond of CPU per call in those; this one, a small fraction. It speaks the same protocol
+ * and fails the same way (StreamableHTTPError with the status, so a lost session is told apart as
+ * before): POST per message, the answer as JSON or as an event stream, `mcp-session-id` and
+ * `mcp-protocol-version` headers, a GET event stream for the server's own messages (re-opened with
+ * backoff, given up with the SDK's words), DELETE to end the session. It does not resume cut streams
+ * (`Last-Event-ID`): a request whose stream was cut fails, as toolbus's caller expects.
+ */
+export class LeanHttpTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  sessionId?: string;
+  #protocolVersion: string | undefined;
+  readonly #url: URL;
+  readonly #path: string;
+  readonly #origin: string;
+  #closed = false;
+  #started = false;
+  /** Every request out (POST streams, the GET stream): aborted on close. */
+  readonly #inFlight = new Set<AbortController>();
+  /** The POST whose answer stream belongs to a request id (JSON text): cut when that request is cancelled. */
+  readonly #streams = new Map<string, AbortController>();
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  /** The GET stream's request, while one is out. */
+  #eventStream: AbortController | undefined;
+  readonly #reconnect: NonNullable<LeanHttpTransportOptions["reconnect"]>;
+
+  constructor(
+    url: URL,
+    private readonly options: LeanHttpTransportOptions,
+  ) {
+    this.#url = new URL(url);
+    this.#origin = this.#url.origin;
+    this.#path = this.#url.pathname + this.#url.search;
+    this.#reconnect = options.reconnect ?? { initialMs: 1_000, maxMs: 30_000, growFactor: 1.5, maxRetries: 2 };
+  }
+
+  /** Requests still out, the server's event stream apart, and answer streams held by request id (both back to 0 when idle). */
+  get pending(): { requests: number; streams: number } {
+    return { requests: this.#inFlight.size - (this.#eventStream ? 1 : 0), streams: this.#streams.size };
+  }
+
+  async start(): Promise<void> {
+    if (this.#started) throw new Error("LeanHttpTransport already started");
+    this.#started = true;
+  }
+
+  setProtocolVersion(version: string): void {
+    this.#protocolVersion = version;
+  }
+
+  get protocolVersion(): string | undefined {
+    return this.#protocolVersion;
+  }
+
+  #headers(extra: Record<string, string>): Record<string, string> {
+    const headers: Record<string, string> = { ...this.options.headers, ...extra };
+    if (this.sessionId) headers["mcp-session-id"] = this.sessionId;
+    if (this.#protocolVersion) headers["mcp-protocol-version"] = this.#protocolVersion;
+    return headers;
+  }
+
+  async send(message: JSONRPCMessage): Promise<void> {
+    try {
+      await this.#post(message);
+    } catch (err) {
+      this.onerror?.(err as Error);
+      throw err;
+    }
+  }
+
+  async #post(message: JSONRPCMessage): Promise<void> {
+    if (this.#closed) throw new Error("Not connected");
+    const body = JSON.stringify(message);
+    const m = message as { method?: string; id?: string | number; params?: { requestId?: string | number } };
+    // A cancel cuts the answer stream of the request it names: the server stops answering it but may
+    // keep the stream open, which would hold a pooled connection for nothing.
+    if (m.method === "notifications/cancelled" && m.params?.requestId !== undefined) this.#streams.get(JSON.stringify(m.params.requestId))?.abort();
+    const isRequest = m.method !== undefined && m.id !== undefined;
+    const key = isRequest ? JSON.stringify(m.id) : undefined;
+    const controller = new AbortController();
+    this.#inFlight.add(controller);
+    if (key !== undefined) this.#streams.set(key, controller);
+    let handedOver = false;
+    try {
+      const response = await this.options.dispatcher.request({
+        origin: this.#origin,
+        path: this.#path,
+        method: "POST",
+        headers: this.#headers({ "content-type": "application/json", accept: ACCEPT_POST }),
+        body,
+        signal: controller.signal,
+      });
+      const session = header(response.headers, "mcp-session-id");
+      if (session) this.sessionId = session;
+      if (response.statusCode >= 300) {
+        const text = await readPrefix(response.body, MAX_BACKEND_TEXT + 1);
+        if (response.statusCode < 500 && response.statusCode >= 400 && this.sessionId !== undefined)
+          this.options.onSessionError?.(response.statusCode, text, "POST");
+        throw new StreamableHTTPError(response.statusCode, `Error POSTing to endpoint: ${text}`);
+      }
+      if (response.statusCode === 202 || !isRequest) {
+        response.body.resume();
+        if (m.method === "notifications/initialized") void this.#openEventStream(0);
+        return;
+      }
+      const type = header(response.headers, "content-type") ?? "";
+      if (type.startsWith("text/event-stream")) {
+        // Read on its own, as the SDK does: send() resolves once the request is out.
+        handedOver = true;
+        void this.#readEvents(response.body, controller, m.id).finally(() => this.#done(controller, key));
+        return;
+      }
+      if (type.startsWith("application/json")) {
+        const declared = Number(header(response.headers, "content-length") ?? NaN);
+        if (declared > this.options.maxResponseBytes) {
+          response.body.destroy();
+          throw new ResponseTooLargeError(declared, this.options.maxResponseBytes);
+        }
+        const text = await readAll(response.body, this.options.maxResponseBytes);
+        for (const msg of jsonRpcMessages(JSON.parse(text))) this.onmessage?.(msg);
+        return;
+      }
+      response.body.resume();
+      throw new StreamableHTTPError(-1, `Unexpected content type: ${type}`);
+    } finally {
+      if (!handedOver) this.#done(controller, key);
+    }
+  }
+
+  #done(controller: AbortController, key: string | undefined): void {
+    this.#inFlight.delete(controller);
+    if (key !== undefined && this.#streams.get(key) === controller) this.#streams.delete(key);
+  }
+
+  /**
+   * The messages of an event stream, each handed on as it completes. An event over the size limit cuts
+   * the stream and answers its request with an error of ours; a stream cut otherwise just ends (the
+   * request's own timer, or the server's close of the session, decides what it means).
+   */
+  async #readEvents(body: Dispatcher.ResponseData["body"], controller: AbortController, requestId: string | number | undefined): Promise<void> {
+    const max = this.options.maxResponseBytes;
+    let sinceEvent = 0;
+    const parser = createParser({
+      onEvent: (event) => {
+        sinceEvent = 0;
+        if (!event.data || (event.event !== undefined && event.event !== "message")) return;
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(event.data);
+        } catch (err) {
+          this.onerror?.(new Error(`a server event is not JSON: ${(err as Error).message}`));
+          return;
+        }
+        for (const msg of jsonRpcMessages(parsed)) this.onmessage?.(msg);
+      },
+    });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of body) {
+        const buf = chunk as Buffer;
+        sinceEvent += buf.length;
+        parser.feed(decoder.decode(buf, { stream: true }));
+        if (sinceEvent > max) {
+          controller.abort();
+          if (requestId !== undefined) this.options.onTooLarge(requestId, sinceEvent);
+          return;
+        }
+      }
+    } catch (err) {
+      if (!controller.signal.aborted && !this.#closed) this.onerror?.(new Error(`SSE stream disconnected: ${(err as Error).message}`));
+    }
+  }
+
+  /** The GET stream on which the server sends messages of its own (list_changed, resource updates). */
+  async #openEventStream(attempt: number): Promise<void> {
+    if (this.#closed) return;
+    const controller = new AbortController();
+    this.#inFlight.add(controller);
+    this.#eventStream = controller;
+    let failed: Error | undefined;
+    try {
+      const response = await this.options.dispatcher.request({
+        origin: this.#origin,
+        path: this.#path,
+        method: "GET",
+        headers: this.#headers({ accept: "text/event-stream" }),
+        signal: controller.signal,
+      });
+      if (response.statusCode === 405) {
+        // The server has no stream for us: fine, it sends nothing unasked.
+        response.body.resume();
+        return;
+      }
+      if (response.statusCode >= 300) {
+        const text = await readPrefix(response.body, MAX_BACKEND_TEXT + 1);
+        if (response.statusCode >= 400 && response.statusCode < 500 && this.sessionId !== undefined)
+          this.options.onSessionError?.(response.statusCode, text, "GET");
+        throw new StreamableHTTPError(response.statusCode, `Failed to open SSE stream: ${text}`);
+      }
+      attempt = 0;
+      await this.#readEvents(response.body, controller, undefined);
+    } catch (err) {
+      failed = err as Error;
+    } finally {
+      this.#inFlight.delete(controller);
+      if (this.#eventStream === controller) this.#eventStream = undefined;
+    }
+    if (this.#closed || controller.signal.aborted) return;
+    if (failed) this.onerror?.(failed.message.startsWith("Failed to open") ? failed : new Error(`Failed to reconnect SSE stream: ${failed.message}`));
+    // The stream ended or failed: open it again, with backoff, and give up (with the SDK's words, which
+    // the endpoint recognises) after too many failures in a row.
+    const next = failed ? attempt + 1 : 0;
+    if (next >= this.#reconnect.maxRetries) {
+      this.onerror?.(new Error(`Maximum reconnection attempts (${this.#reconnect.maxRetries}) exceeded.`));
+      return;
+    }
+    const delay = Math.min(this.#reconnect.initialMs * this.#reconnect.growFactor ** next, this.#reconnect.maxMs);
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(() => void this.#openEventStream(next), delay);
+    this.#reconnectTimer.unref();
+  }
+
+  /** End the session on the server (DELETE); a server that does not allow it (405) is fine. */
+  async terminateSession(): Promise<void> {
+    if (!this.sessionId) return;
+    try {
+      const response = await this.options.dispatcher.request({ origin: this.#origin, path: this.#path, method: "DELETE", headers: this.#headers({}) });
+      response.body.resume();
+      if (response.statusCode >= 300 && response.statusCode !== 405)
+        throw new StreamableHTTPError(response.statusCode, `Failed to terminate session: HTTP ${response.statusCode}`);
+      this.sessionId = undefined;
+    } catch (err) {
+      this.onerror?.(err as Error);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    for (const controller of this.#inFlight) controller.abort();
+    this.#inFlight.clear();
+    this.#streams.clear();
+    this.onclose?.();
+  }
+}
+
+function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** JSON-RPC messages from a parsed answer (one, or a batch), each checked for the shape the SDK relies on. */
+function jsonRpcMessages(parsed: unknown): JSONRPCMessage[] {
+  const list = Array.isArray(parsed) ? parsed : [parsed];
+  for (const msg of list) {
+    const m = msg as { jsonrpc?: unknown; method?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
+    const ok =
+      m !== null && typeof m === "object" && m.jsonrpc === "2.0" && (typeof m.method === "string" || (m.id !== undefined && ("result" in m || "error" in m)));
+    if (!ok) throw new StreamableHTTPError(-1, `the server sent something that is not a JSON-RPC message: ${JSON.stringify(msg).slice(0, 200)}`);
+  }
+  return list as JSONRPCMessage[];
+}
+
+/** The first `max` bytes of a body as text; the rest is discarded unread. */
+async function readPrefix(body: Dispatcher.ResponseData["body"], max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      if (size >= max) break;
+    }
+  } catch {
+    // A body cut short: what we have is all there is to say.
+  } finally {
+    body.destroy();
+  }
+  return Buffer.concat(chunks).toString("utf8", 0, Math.min(size, max));
+}
+
+/** A whole body as text, failing past `max` bytes (the rest is not read). */
+async function readAll(body: Dispatcher.ResponseData["body"], max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > max) {
+      body.destroy();
+      throw new ResponseTooLargeError(size, max);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8");
+}
