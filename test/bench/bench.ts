@@ -21,6 +21,7 @@ import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
+import { startupBench, type StartupFigures } from "./startup.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -482,6 +483,19 @@ async function main(): Promise<void> {
       },
     ]);
   }
+  let startup: StartupFigures | undefined;
+  if (!smoke && (only === "" || only === "startup")) {
+    startup = await startupBench(nats.url);
+    console.log("\nstart-up and memory (toolbus up with server-everything over stdio and HTTP and an LLM backend; then each worker alone):");
+    console.table([
+      {
+        "launch → router started ms": startup.routerReadyMs,
+        "launch → first call answered ms": startup.firstCallMs,
+        "toolbus up RSS MB": startup.upRssMb,
+        ...Object.fromEntries(Object.entries(startup.workerRssMb).map(([k, v]) => [`${k} RSS MB`, v])),
+      },
+    ]);
+  }
   let llm: LlmFigures | undefined;
   if (only === "" || only === "llm") {
     llm = await llmBench(nats.url, { sequential: SEQUENTIAL, concurrent: CONCURRENT_TOTAL, warmup: WARMUP, streams: smoke ? 10 : quick ? 100 : 500 });
@@ -537,6 +551,7 @@ async function main(): Promise<void> {
         chat,
         recovery,
         llm,
+        startup,
         openLoop: openLoopRows,
       },
       null,

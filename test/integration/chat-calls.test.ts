@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, utimesSync } from "node:fs";
+import { Writable } from "node:stream";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chatFileName } from "@toolbus/protocol";
@@ -127,5 +128,26 @@ describe("tool calls that name a conversation are logged in it", () => {
       code: "BAD_REQUEST",
       message: expect.stringMatching(/conversationId/),
     });
+  });
+});
+
+describe("a chat stream that is gone", () => {
+  it("calls still succeed at once; their events are dropped after a few attempts, with one warning", async () => {
+    let logs = "";
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logs += chunk.toString();
+        done();
+      },
+    });
+    await using stack = await startStack({ backends: { fault: faultStdio() } }, { logs: sink });
+    const jsm = await stack.client.nc.jetstreamManager();
+    await jsm.streams.delete("TOOLBUS_CHAT");
+    const started = performance.now();
+    for (let i = 0; i < 3; i++) await stack.client.callTool("fault", "echo", { message: `m${i}` }, { timeoutMs: 5_000, conversationId: "gone" });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    // 5 attempts, 100 ms apart and doubling: dropped after about 1.5 s, and said once.
+    await waitFor("the warning", () => /chat events cannot be stored/.test(logs), 10_000);
+    expect(logs.match(/chat events cannot be stored/g)).toHaveLength(1);
   });
 });

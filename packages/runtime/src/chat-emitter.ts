@@ -1,5 +1,5 @@
-import type { JetStreamClient, NatsConnection } from "nats";
-import { chatSubject, encodeJson, newEventId, type ChatEvent } from "@toolbus/protocol";
+import { createInbox, headers as natsHeaders, type NatsConnection, type Subscription } from "nats";
+import { chatSubject, decodeJson, encodeJson, newEventId, type ChatEvent } from "@toolbus/protocol";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 
@@ -41,8 +41,7 @@ export class ChatEmitter {
   /** Emitted since the last flush, in order. */
   #pending: ChatEvent[] = [];
   #timer: NodeJS.Timeout | undefined;
-  /** Made once: a JetStream client per publish costs more than the publish. */
-  readonly #js: JetStreamClient;
+  readonly #js: StorePublisher;
 
   constructor(
     nc: NatsConnection,
@@ -51,7 +50,7 @@ export class ChatEmitter {
     /** Added to every event's `meta` (who emitted it). */
     private readonly source: Record<string, unknown>,
   ) {
-    this.#js = nc.jetstream();
+    this.#js = new StorePublisher(nc);
   }
 
   /** Events waiting to be stored. */
@@ -152,5 +151,70 @@ export class ChatEmitter {
     await Promise.race([Promise.allSettled([...this.#tails.values()]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);
     this.#closed = true;
+    this.#js.close();
+  }
+}
+
+/**
+ * JetStream publishes with their acks on one wildcard inbox of ours, a token each: what `js.publish`
+ * does, without building a NatsError and a request object per event (a large share of logging's
+ * CPU when every call is logged).
+ */
+class StorePublisher {
+  readonly #prefix = `${createInbox()}.`;
+  readonly #pending = new Map<string, { resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #sub: Subscription;
+  #sequence = 0;
+
+  constructor(private readonly nc: NatsConnection) {
+    this.#sub = nc.subscribe(`${this.#prefix}*`, {
+      callback: (_err, msg) => {
+        const waiting = this.#pending.get(msg.subject.slice(this.#prefix.length));
+        if (!waiting) return;
+        this.#pending.delete(msg.subject.slice(this.#prefix.length));
+        clearTimeout(waiting.timer);
+        // The server's "no responders": no stream listens on the subject.
+        if (msg.data.length === 0 && msg.headers?.code === 503) return waiting.reject(new Error("no stream for the subject (503)"));
+        let ack: { error?: { description?: string } } | undefined;
+        try {
+          ack = decodeJson(msg.data) as { error?: { description?: string } };
+        } catch {
+          return waiting.reject(new Error("the stream's ack is not JSON"));
+        }
+        if (ack?.error) waiting.reject(new Error(`the stream refused the event: ${ack.error.description ?? "unknown"}`));
+        else waiting.resolve();
+      },
+    });
+  }
+
+  /** Store `data` on `subject` with `msgId` as its de-duplication id; resolves once the stream has it. */
+  publish(subject: string, data: Uint8Array, options: { msgID: string; timeout: number }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.nc.isClosed()) return reject(new Error("the NATS connection is closed"));
+      const token = (++this.#sequence).toString(36);
+      const timer = setTimeout(() => {
+        this.#pending.delete(token);
+        reject(new Error(`no ack from the stream within ${options.timeout} ms`));
+      }, options.timeout);
+      this.#pending.set(token, { resolve, reject, timer });
+      const h = natsHeaders();
+      h.set("Nats-Msg-Id", options.msgID);
+      try {
+        this.nc.publish(subject, data, { reply: `${this.#prefix}${token}`, headers: h });
+      } catch (err) {
+        clearTimeout(timer);
+        this.#pending.delete(token);
+        reject(err as Error);
+      }
+    });
+  }
+
+  close(): void {
+    for (const { timer, reject } of this.#pending.values()) {
+      clearTimeout(timer);
+      reject(new Error("closed"));
+    }
+    this.#pending.clear();
+    if (!this.nc.isClosed()) this.#sub.unsubscribe();
   }
 }

@@ -74,6 +74,16 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
   const handed = metrics.cacheHandoffs.labels("handed");
   const bypassed = metrics.cacheHandoffs.labels("bypassed");
   const maxPayload = (): number => maxPayloadOf(nc);
+  // Label children bound once per backend: prom-client hashes a label set on every unbound call.
+  const forwarded = new Map<string, { requests: ReturnType<typeof metrics.requests.labels>; duration: ReturnType<typeof metrics.duration.labels> }>();
+  const forwardedMetrics = (backend: string) => {
+    let bound = forwarded.get(backend);
+    if (!bound) {
+      bound = { requests: metrics.requests.labels("router", backend, "forwarded"), duration: metrics.duration.labels("router", backend, "forwarded") };
+      forwarded.set(backend, bound);
+    }
+    return bound;
+  };
 
   // The first backend (in config order) that lists a model serves it.
   const llmBackends = new Map((options.llm ?? []).map((b) => [b.name, b]));
@@ -122,6 +132,8 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     h.set(Headers.TimeoutMs, stampBudget(deadline, now));
     h.set(Headers.RequestId, requestId);
     h.set(Headers.ForwardedBy, deps.workerId);
+    if (index) h.set(Headers.ToolsChecked, index.version);
+    else h.delete(Headers.ToolsChecked);
     const key = cache && request.cache !== "bypass" ? cacheKeyOf(request, index?.get(request.tool), h) : undefined;
     if (key !== undefined) {
       if (cache!.accepts(deadline - now, now)) {
@@ -133,8 +145,9 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
       bypassed.inc();
     }
     nc.publish(subjects.backendCall(backend), msg.data, { reply: msg.reply, headers: h });
-    metrics.requests.inc({ worker: "router", backend, outcome: "forwarded" });
-    metrics.duration.observe({ worker: "router", backend, outcome: "forwarded" }, (monotonicNow() - started) / 1000);
+    const counted = forwardedMetrics(backend);
+    counted.requests.inc();
+    counted.duration.observe((monotonicNow() - started) / 1000);
   }
 
   /** The cache key of a call the cache may answer, or undefined (not cacheable, or a header it varies by is missing). */
