@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { Response, fetch as undiciFetch, type Agent } from "undici";
+import type { Agent, Response } from "undici";
 import { MAX_BACKEND_TEXT, ResponseTooLargeError } from "./faults.js";
 
 export interface GuardedFetchOptions {
@@ -26,6 +26,9 @@ export interface GuardedFetchOptions {
  * - a bounded body: at most `maxResponseBytes` of a result, and only the first few hundred bytes of an
  *   error (the SDK copies an error body whole into its message).
  */
+/** undici's fetch, loaded on first use: the transport that needs it is the SDK's (the fallback), and undici is a large module. */
+let undici: Promise<typeof import("undici")> | undefined;
+
 export function guardedFetch(options: GuardedFetchOptions): FetchLike {
   const { agent, maxResponseBytes } = options;
   /**
@@ -54,6 +57,9 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
       if (id !== undefined && reading.get(id) === controller) reading.delete(id);
     };
     let response: Response;
+    const { fetch: undiciFetch, Response } = await (undici ??= import("undici"));
+    const rebuilt = (r: Response, body: ReadableStream<Uint8Array> | string | null): globalThis.Response =>
+      new Response(body, { status: r.status, statusText: r.statusText, headers: r.headers }) as unknown as globalThis.Response;
     try {
       response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: agent, signal: controller.signal });
     } catch (err) {
@@ -92,10 +98,6 @@ export function guardedFetch(options: GuardedFetchOptions): FetchLike {
 
 /** Statuses whose Response may carry no body. */
 const NULL_BODY = new Set([101, 204, 205, 304]);
-
-function rebuilt(response: Response, body: ReadableStream<Uint8Array> | string | null): globalThis.Response {
-  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers }) as unknown as globalThis.Response;
-}
 
 /**
  * The SDK's signal carries one listener per request in flight (each removed when its response ends,

@@ -40,7 +40,6 @@ import {
 import { CallRegistry } from "./cancellation.js";
 import { CallerHealth } from "./health.js";
 import type { Endpoint, EndpointEvents } from "./endpoint.js";
-import { HttpEndpoint } from "./http.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy, REPLY_MARGIN_MS } from "./policy.js";
 import { Presence } from "./presence.js";
@@ -122,10 +121,12 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const launched = backend.kind === "mcp-http" && backend.launch ? new LaunchedServer(backend.launch, log, backend.name) : undefined;
   const maxResponseBytes = maxPayloadOf(nc) + RESPONSE_ENVELOPE_BYTES;
   // Ids go into logs, events, replies and `toolbus status`: never a URL, which may hold a token.
+  // The HTTP endpoint (and undici under it) is loaded only for an HTTP backend.
+  const HttpEndpoint = backend.kind === "mcp-http" ? (await import("./http.js")).HttpEndpoint : undefined;
   const endpoints: Endpoint[] =
     backend.kind === "mcp-stdio"
       ? Array.from({ length: backend.pool }, (_, i) => new StdioEndpoint(`${backend.name}#${i}`, backend, maxResponseBytes, log, events))
-      : backend.urls.map((url, i) => new HttpEndpoint(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
+      : backend.urls.map((url, i) => new HttpEndpoint!(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
   const tools = new ToolList(endpoints, log, () => presence.announce());
   const policy = new CallPolicy(backend, endpoints, { onBreaker: (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t) });
   const health = new CallerHealth(nc, backend, endpoints, policy.breakers, deps.workerId);

@@ -13,7 +13,6 @@ import {
   type HealthReport,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
-import { HttpEndpoint } from "./http.js";
 
 /**
  * A caller's side of health: it acts on the prober's word (breakers, moves), reads what it missed from
@@ -63,7 +62,7 @@ export class CallerHealth {
 
   onMoved(moved: EndpointMoved): void {
     const endpoint = this.endpoints.find((e) => e.id === moved.endpoint);
-    if (!(endpoint instanceof HttpEndpoint) || !this.#movable(moved.newPort)) return;
+    if (!endpoint || !movable(endpoint) || !this.#movable(moved.newPort)) return;
     // The prober has just seen the server answer `initialize` there: the next call may probe it now.
     this.breakers.get(endpoint)!.halfOpen(`moved to port ${moved.newPort} (health prober)`);
     endpoint.moveTo(moved.newPort);
@@ -77,7 +76,7 @@ export class CallerHealth {
     if (this.backend.kind !== "mcp-http") return;
     await this.#perEndpoint(kvBuckets.endpoints, (endpoint, value) => {
       const moved = EndpointMovedSchema.safeParse(value);
-      if (moved.success && endpoint instanceof HttpEndpoint && this.#movable(moved.data.newPort)) endpoint.moveTo(moved.data.newPort);
+      if (moved.success && movable(endpoint) && this.#movable(moved.data.newPort)) endpoint.moveTo(moved.data.newPort);
     });
     await this.#perEndpoint(kvBuckets.health, (endpoint, value) => {
       const health = HealthEventSchema.safeParse(value);
@@ -150,4 +149,9 @@ export class CallerHealth {
       this.#reporting = false;
     }
   }
+}
+
+/** An endpoint that can follow its server to another port (an HTTP one); told apart without loading the HTTP code. */
+function movable(endpoint: Endpoint): endpoint is Endpoint & { moveTo(port: number): void } {
+  return typeof (endpoint as { moveTo?: unknown }).moveTo === "function";
 }

@@ -1,16 +1,15 @@
-import { startCache } from "@toolbus/cache";
-import { startCaller, startLlmCaller } from "@toolbus/caller";
-import { startChatLogWriter } from "@toolbus/chat-log-writer";
-import { startHealthProber } from "@toolbus/health-prober";
 import { isLlmBackend, type ToolbusConfig } from "@toolbus/config";
 import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
-import { startRouter } from "@toolbus/router";
+
+// Each worker's package is loaded when that worker starts, not when the command does: a router pod
+// never loads the MCP SDK or undici, and `toolbus up` has its router serving while the rest loads.
 
 export const WORKER_NAMES = ["router", "caller", "cache", "health-prober", "chat-log-writer"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 /** Start a router. */
-export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+export async function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { startRouter } = await import("@toolbus/router");
   return startRouter(
     { ...deps, workerId: newWorkerId("router") },
     {
@@ -24,10 +23,11 @@ export function router(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
 }
 
 /** Start the caller of one configured backend. */
-export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend: string): Promise<Worker> {
+export async function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend: string): Promise<Worker> {
   const backendConfig = config.backends[backend];
   if (!backendConfig)
     throw new Error(`backend "${backend}" is not in the configuration (${config.source}); configured: ${Object.keys(config.backends).join(", ") || "none"}`);
+  const { startCaller, startLlmCaller } = await import("@toolbus/caller");
   if (isLlmBackend(backendConfig))
     return startLlmCaller(
       { ...deps, workerId: newWorkerId(`caller-${backend}`) },
@@ -40,7 +40,8 @@ export function caller(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig
 }
 
 /** Start a health prober (it probes every network backend of the config). */
-export function healthProber(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+export async function healthProber(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { startHealthProber } = await import("@toolbus/health-prober");
   return startHealthProber(
     { ...deps, workerId: newWorkerId("health-prober") },
     { backends: Object.values(config.backends), heartbeatMs: config.heartbeatMs * 5 },
@@ -48,12 +49,14 @@ export function healthProber(deps: Omit<WorkerDeps, "workerId">, config: Toolbus
 }
 
 /** Start a cache worker (L1 in memory, L2 shared through NATS KV). */
-export function cache(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+export async function cache(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { startCache } = await import("@toolbus/cache");
   return startCache({ ...deps, workerId: newWorkerId("cache") }, { config, heartbeatMs: config.heartbeatMs });
 }
 
 /** Start a chat-log writer (stream TOOLBUS_CHAT → one JSONL file per conversation). */
-export function chatLogWriter(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+export async function chatLogWriter(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { startChatLogWriter } = await import("@toolbus/chat-log-writer");
   return startChatLogWriter({ ...deps, workerId: newWorkerId("chat-log-writer") }, { chatLog: config.chatLog });
 }
 
