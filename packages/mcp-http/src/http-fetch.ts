@@ -1,5 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type * as Undici from "undici";
 import type { Agent, Response } from "undici";
 import { MAX_BACKEND_TEXT, ResponseTooLargeError } from "./faults.js";
 
@@ -27,7 +28,7 @@ export interface GuardedFetchOptions {
  *   error (the SDK copies an error body whole into its message).
  */
 /** undici's fetch, loaded on first use: the transport that needs it is the SDK's (the fallback), and undici is a large module. */
-let undici: Promise<typeof import("undici")> | undefined;
+let undici: Promise<typeof Undici> | undefined;
 
 export function guardedFetch(options: GuardedFetchOptions): FetchLike {
   const { agent, maxResponseBytes } = options;
