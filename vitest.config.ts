@@ -14,9 +14,18 @@ const alias = Object.fromEntries(
  * The tests that talk to MCP servers over streamable HTTP run a second time with the MCP SDK's own
  * client transport (the fallback, `mcpHttp.transport: sdk`), so both transports keep passing them.
  */
-const HTTP_TESTS = ["echo", "session-loss", "backend-restarts", "cancel-deadline", "limits", "health", "rediscovery", "resilience", "soak"].map(
-  (name) => `test/integration/${name}.test.ts`,
-);
+const HTTP_TESTS = [
+  "echo",
+  "session-loss",
+  "backend-restarts",
+  "cancel-deadline",
+  "limits",
+  "health",
+  "rediscovery",
+  "resilience",
+  "soak",
+  "http-transport",
+].map((name) => `test/integration/${name}.test.ts`);
 
 export default defineConfig({
   resolve: { alias },

@@ -21,6 +21,8 @@ export interface LeanHttpTransportOptions {
 }
 
 const ACCEPT_POST = "application/json, text/event-stream";
+const MAX_REDIRECTS = 3;
+const DELETE_TIMEOUT_MS = 2_000;
 
 /**
  * MCP's streamable HTTP transport (client side) on undici's dispatcher API directly: no fetch, no
@@ -87,6 +89,31 @@ export class LeanHttpTransport implements Transport {
     return headers;
   }
 
+  /**
+   * One request, following a server's redirect within the same origin (a few hops), as the SDK's
+   * transport does: 307/308 for any method, 301/302/303 for a GET (an app mounted at `/mcp` that
+   * redirects to `/mcp/`, say).
+   */
+  async #request(options: {
+    method: "POST" | "GET" | "DELETE";
+    headers: Record<string, string>;
+    body?: string;
+    signal: AbortSignal;
+  }): Promise<Dispatcher.ResponseData> {
+    let path = this.#path;
+    for (let hop = 0; ; hop++) {
+      const response = await this.options.dispatcher.request({ origin: this.#origin, path, ...options });
+      const status = response.statusCode;
+      const follow = status === 307 || status === 308 || (options.method === "GET" && (status === 301 || status === 302 || status === 303));
+      const location = header(response.headers, "location");
+      if (!follow || !location || hop >= MAX_REDIRECTS) return response;
+      const next = new URL(location, new URL(path, this.#origin));
+      if (next.origin !== this.#origin) return response;
+      discard(response.body);
+      path = next.pathname + next.search;
+    }
+  }
+
   async send(message: JSONRPCMessage): Promise<void> {
     try {
       await this.#post(message);
@@ -110,9 +137,7 @@ export class LeanHttpTransport implements Transport {
     if (key !== undefined) this.#streams.set(key, controller);
     let handedOver = false;
     try {
-      const response = await this.options.dispatcher.request({
-        origin: this.#origin,
-        path: this.#path,
+      const response = await this.#request({
         method: "POST",
         headers: this.#headers({ "content-type": "application/json", accept: ACCEPT_POST }),
         body,
@@ -127,8 +152,9 @@ export class LeanHttpTransport implements Transport {
         throw new StreamableHTTPError(response.statusCode, `Error POSTing to endpoint: ${text}`);
       }
       if (response.statusCode === 202 || !isRequest) {
-        response.body.resume();
-        if (m.method === "notifications/initialized") void this.#openEventStream(0);
+        // Nothing to read here: cut rather than drain (a server may keep such a body open).
+        discard(response.body);
+        if (m.method === "notifications/initialized") void this.#openEventStream("first");
         return;
       }
       const type = header(response.headers, "content-type") ?? "";
@@ -141,14 +167,14 @@ export class LeanHttpTransport implements Transport {
       if (type.startsWith("application/json")) {
         const declared = Number(header(response.headers, "content-length") ?? NaN);
         if (declared > this.options.maxResponseBytes) {
-          response.body.destroy();
+          discard(response.body);
           throw new ResponseTooLargeError(declared, this.options.maxResponseBytes);
         }
         const text = await readAll(response.body, this.options.maxResponseBytes);
         for (const msg of jsonRpcMessages(JSON.parse(text))) this.onmessage?.(msg);
         return;
       }
-      response.body.resume();
+      discard(response.body);
       throw new StreamableHTTPError(-1, `Unexpected content type: ${type}`);
     } finally {
       if (!handedOver) this.#done(controller, key);
@@ -165,58 +191,66 @@ export class LeanHttpTransport implements Transport {
    * the stream and answers its request with an error of ours; a stream cut otherwise just ends (the
    * request's own timer, or the server's close of the session, decides what it means).
    */
-  async #readEvents(body: Dispatcher.ResponseData["body"], controller: AbortController, requestId: string | number | undefined): Promise<void> {
+  async #readEvents(
+    body: Dispatcher.ResponseData["body"],
+    controller: AbortController,
+    requestId: string | number | undefined,
+  ): Promise<"too large" | undefined> {
     const max = this.options.maxResponseBytes;
-    let sinceEvent = 0;
+    // Bytes since the last event boundary (a blank line): each event is bounded, not the stream, which
+    // may run for the session's life (keep-alive comments included).
+    let sinceBoundary = 0;
     const parser = createParser({
       onEvent: (event) => {
-        sinceEvent = 0;
         if (!event.data || (event.event !== undefined && event.event !== "message")) return;
-        let parsed: unknown;
+        let messages: JSONRPCMessage[];
         try {
-          parsed = JSON.parse(event.data);
+          messages = jsonRpcMessages(JSON.parse(event.data));
         } catch (err) {
-          this.onerror?.(new Error(`a server event is not JSON: ${(err as Error).message}`));
+          // One bad event is reported and skipped; the stream goes on.
+          this.onerror?.(new Error(`a server event is not a JSON-RPC message: ${(err as Error).message}`));
           return;
         }
-        for (const msg of jsonRpcMessages(parsed)) this.onmessage?.(msg);
+        for (const msg of messages) this.onmessage?.(msg);
       },
     });
     const decoder = new TextDecoder();
     try {
       for await (const chunk of body) {
         const buf = chunk as Buffer;
-        sinceEvent += buf.length;
+        const boundary = buf.lastIndexOf("\n\n");
+        sinceBoundary = boundary === -1 ? sinceBoundary + buf.length : buf.length - boundary - 2;
         parser.feed(decoder.decode(buf, { stream: true }));
-        if (sinceEvent > max) {
+        if (sinceBoundary > max) {
           controller.abort();
-          if (requestId !== undefined) this.options.onTooLarge(requestId, sinceEvent);
-          return;
+          if (requestId !== undefined) this.options.onTooLarge(requestId, sinceBoundary);
+          return "too large";
         }
       }
     } catch (err) {
       if (!controller.signal.aborted && !this.#closed) this.onerror?.(new Error(`SSE stream disconnected: ${(err as Error).message}`));
     }
+    return undefined;
   }
 
-  /** The GET stream on which the server sends messages of its own (list_changed, resource updates). */
-  async #openEventStream(attempt: number): Promise<void> {
+  /**
+   * The GET stream on which the server sends messages of its own (list_changed, resource updates). As
+   * with the SDK's transport: a first open that fails is reported and not retried (many servers have no
+   * such stream and say so with a 404 or 400, not the spec's 405); a stream that was open and ends or
+   * fails is re-opened with backoff, and given up after `maxRetries` failures in a row.
+   */
+  async #openEventStream(attempt: number | "first"): Promise<void> {
     if (this.#closed) return;
     const controller = new AbortController();
     this.#inFlight.add(controller);
     this.#eventStream = controller;
     let failed: Error | undefined;
+    let cut = false;
     try {
-      const response = await this.options.dispatcher.request({
-        origin: this.#origin,
-        path: this.#path,
-        method: "GET",
-        headers: this.#headers({ accept: "text/event-stream" }),
-        signal: controller.signal,
-      });
+      const response = await this.#request({ method: "GET", headers: this.#headers({ accept: "text/event-stream" }), signal: controller.signal });
       if (response.statusCode === 405) {
         // The server has no stream for us: fine, it sends nothing unasked.
-        response.body.resume();
+        discard(response.body);
         return;
       }
       if (response.statusCode >= 300) {
@@ -226,18 +260,20 @@ export class LeanHttpTransport implements Transport {
         throw new StreamableHTTPError(response.statusCode, `Failed to open SSE stream: ${text}`);
       }
       attempt = 0;
-      await this.#readEvents(response.body, controller, undefined);
+      cut = (await this.#readEvents(response.body, controller, undefined)) === "too large";
+      if (cut) this.onerror?.(new Error(`an event on the server's stream is over ${this.options.maxResponseBytes} bytes; re-opening it`));
     } catch (err) {
       failed = err as Error;
     } finally {
       this.#inFlight.delete(controller);
       if (this.#eventStream === controller) this.#eventStream = undefined;
     }
-    if (this.#closed || controller.signal.aborted) return;
-    if (failed) this.onerror?.(failed.message.startsWith("Failed to open") ? failed : new Error(`Failed to reconnect SSE stream: ${failed.message}`));
+    if (this.#closed || (controller.signal.aborted && !cut)) return;
+    if (failed) this.onerror?.(attempt === "first" ? failed : new Error(`Failed to reconnect SSE stream: ${failed.message}`));
+    if (failed && attempt === "first") return;
     // The stream ended or failed: open it again, with backoff, and give up (with the SDK's words, which
     // the endpoint recognises) after too many failures in a row.
-    const next = failed ? attempt + 1 : 0;
+    const next = failed ? (attempt as number) + 1 : 0;
     if (next >= this.#reconnect.maxRetries) {
       this.onerror?.(new Error(`Maximum reconnection attempts (${this.#reconnect.maxRetries}) exceeded.`));
       return;
@@ -251,15 +287,22 @@ export class LeanHttpTransport implements Transport {
   /** End the session on the server (DELETE); a server that does not allow it (405) is fine. */
   async terminateSession(): Promise<void> {
     if (!this.sessionId) return;
+    // Tracked and bounded: a server that never answers must not hold up a close (or the pool's).
+    const controller = new AbortController();
+    this.#inFlight.add(controller);
+    const timer = setTimeout(() => controller.abort(), DELETE_TIMEOUT_MS);
     try {
-      const response = await this.options.dispatcher.request({ origin: this.#origin, path: this.#path, method: "DELETE", headers: this.#headers({}) });
-      response.body.resume();
+      const response = await this.#request({ method: "DELETE", headers: this.#headers({}), signal: controller.signal });
+      discard(response.body);
       if (response.statusCode >= 300 && response.statusCode !== 405)
         throw new StreamableHTTPError(response.statusCode, `Failed to terminate session: HTTP ${response.statusCode}`);
       this.sessionId = undefined;
     } catch (err) {
       this.onerror?.(err as Error);
       throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#inFlight.delete(controller);
     }
   }
 
@@ -304,7 +347,7 @@ async function readPrefix(body: Dispatcher.ResponseData["body"], max: number): P
   } catch {
     // A body cut short: what we have is all there is to say.
   } finally {
-    body.destroy();
+    discard(body);
   }
   return Buffer.concat(chunks).toString("utf8", 0, Math.min(size, max));
 }
@@ -316,10 +359,19 @@ async function readAll(body: Dispatcher.ResponseData["body"], max: number): Prom
   for await (const chunk of body) {
     size += (chunk as Buffer).length;
     if (size > max) {
-      body.destroy();
+      discard(body);
       throw new ResponseTooLargeError(size, max);
     }
     chunks.push(chunk as Buffer);
   }
   return chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * Stop reading a body and free its connection. undici's body reports being destroyed before its end
+ * as an error event ("Request aborted"), which must not surface as an unhandled error.
+ */
+function discard(body: Dispatcher.ResponseData["body"]): void {
+  body.on("error", () => undefined);
+  body.destroy();
 }

@@ -27,11 +27,6 @@ export const Headers = {
    * removes itself and forwards the message to the next).
    */
   Fallbacks: "Toolbus-Fallbacks",
-  /**
-   * Set by the router on a tool call it checked against the backend's tool list: that list's version.
-   * A caller whose list has the same version need not check the arguments again.
-   */
-  ToolsChecked: "Toolbus-Tools-Checked",
   /** On an LLM chat that fell back: the backends tried so far and why each gave up (JSON array of LlmTried). */
   Tried: "Toolbus-Tried",
   /** On an LLM chat a caller forwarded to a fallback: its user_message is in the chat log already. */

@@ -31,6 +31,8 @@ export function fastToolCallRequest(raw: unknown): ToolCallRequest | undefined {
   if (typeof tool !== "string" || tool.length < 1 || tool.length > 256) return undefined;
   if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args) || Object.getPrototypeOf(args) !== Object.prototype))
     return undefined;
+  // zod's record drops a "__proto__" key; so must we, and zod does it best.
+  if (args !== undefined && Object.hasOwn(args, "__proto__")) return undefined;
   if (conversationId !== undefined && (typeof conversationId !== "string" || !CONVERSATION_ID_PATTERN.test(conversationId))) return undefined;
   if (cache !== undefined && cache !== "default" && cache !== "bypass") return undefined;
   const request: ToolCallRequest = { backend, tool, arguments: (args ?? {}) as Record<string, unknown> };

@@ -37,6 +37,7 @@ export class ChatEmitter {
   readonly #tails = new Map<string, Promise<void>>();
   #queued = 0;
   #failing = false;
+  #closing = false;
   #closed = false;
   /** Emitted since the last flush, in order. */
   #pending: ChatEvent[] = [];
@@ -64,7 +65,7 @@ export class ChatEmitter {
    * the call's latency.
    */
   emit(conversationId: string, type: string, payload: unknown, at: ChatStamp = stamp()): void {
-    if (this.#closed || this.#queued >= MAX_QUEUED) {
+    if (this.#closed || this.#closing || this.#queued >= MAX_QUEUED) {
       this.metrics.chatEventsDropped.inc();
       return;
     }
@@ -145,6 +146,8 @@ export class ChatEmitter {
 
   /** Wait (at most `timeoutMs`) for the events emitted so far to be stored; then drop the rest. */
   async close(timeoutMs = 2_000): Promise<void> {
+    // No new events from here on (they would be published after the ack inbox is gone).
+    this.#closing = true;
     clearTimeout(this.#timer);
     this.#flush();
     let timer: NodeJS.Timeout | undefined;
@@ -161,14 +164,26 @@ export class ChatEmitter {
  * CPU when every call is logged).
  */
 class StorePublisher {
-  readonly #prefix = `${createInbox()}.`;
+  readonly #prefix: string;
+  #closed = false;
   readonly #pending = new Map<string, { resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
   readonly #sub: Subscription;
   #sequence = 0;
 
   constructor(private readonly nc: NatsConnection) {
+    // Under the connection's own inbox prefix, which NATS permissions may require.
+    this.#prefix = `${createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix)}.`;
     this.#sub = nc.subscribe(`${this.#prefix}*`, {
-      callback: (_err, msg) => {
+      callback: (err, msg) => {
+        // A subscription error (a permissions violation) comes with no message: every ack waiting is lost.
+        if (err || typeof msg?.subject !== "string") {
+          for (const [token, waiting] of this.#pending) {
+            clearTimeout(waiting.timer);
+            this.#pending.delete(token);
+            waiting.reject(err ?? new Error("the ack inbox failed"));
+          }
+          return;
+        }
         const waiting = this.#pending.get(msg.subject.slice(this.#prefix.length));
         if (!waiting) return;
         this.#pending.delete(msg.subject.slice(this.#prefix.length));
@@ -190,7 +205,7 @@ class StorePublisher {
   /** Store `data` on `subject` with `msgId` as its de-duplication id; resolves once the stream has it. */
   publish(subject: string, data: Uint8Array, options: { msgID: string; timeout: number }): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.nc.isClosed()) return reject(new Error("the NATS connection is closed"));
+      if (this.#closed || this.nc.isClosed()) return reject(new Error(this.#closed ? "closed" : "the NATS connection is closed"));
       const token = (++this.#sequence).toString(36);
       const timer = setTimeout(() => {
         this.#pending.delete(token);
@@ -210,6 +225,7 @@ class StorePublisher {
   }
 
   close(): void {
+    this.#closed = true;
     for (const { timer, reject } of this.#pending.values()) {
       clearTimeout(timer);
       reject(new Error("closed"));

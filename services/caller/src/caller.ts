@@ -193,9 +193,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       });
     // Until the tool list is known (backend down since start) calls go on unchecked: the backend checks.
     const index = tools.index;
-    // The router checked the arguments against this very tool list (same version): not twice. (A client
-    // that forges the header skips only a check the backend makes too.)
-    if (index && msg.headers?.get(Headers.ToolsChecked) !== index.version) {
+    if (index) {
       const problem = checkToolCall(index, request);
       if (problem) return answer(problem);
     }

@@ -132,8 +132,6 @@ export async function startRouter(deps: WorkerDeps, options: RouterOptions): Pro
     h.set(Headers.TimeoutMs, stampBudget(deadline, now));
     h.set(Headers.RequestId, requestId);
     h.set(Headers.ForwardedBy, deps.workerId);
-    if (index) h.set(Headers.ToolsChecked, index.version);
-    else h.delete(Headers.ToolsChecked);
     const key = cache && request.cache !== "bypass" ? cacheKeyOf(request, index?.get(request.tool), h) : undefined;
     if (key !== undefined) {
       if (cache!.accepts(deadline - now, now)) {
