@@ -20,6 +20,7 @@ import { runToolbus, tempDir, waitFor, waitForBackends, writeConfig } from "../h
 import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
+import { closedLoop } from "./measure.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
 import { startupBench, type StartupFigures } from "./startup.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
@@ -72,31 +73,13 @@ function summarize(latencies: number[], elapsedMs: number): Stats {
 }
 
 async function sequential(call: Call, n: number): Promise<Stats> {
-  const latencies: number[] = [];
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) {
-    const s = performance.now();
-    await call();
-    latencies.push(performance.now() - s);
-  }
-  return summarize(latencies, performance.now() - t0);
+  const { latencies, elapsedMs } = await closedLoop(call, n, 1);
+  return summarize(latencies, elapsedMs);
 }
 
 async function concurrent(call: Call, total: number, inFlight: number): Promise<Stats> {
-  const latencies: number[] = [];
-  let issued = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (issued < total) {
-        issued++;
-        const s = performance.now();
-        await call();
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return summarize(latencies, performance.now() - t0);
+  const { latencies, elapsedMs } = await closedLoop(call, total, inFlight);
+  return summarize(latencies, elapsedMs);
 }
 
 /**

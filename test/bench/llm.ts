@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import OpenAI from "openai";
 import { ToolbusClient } from "@toolbus/client";
+import { closedLoop } from "./measure.js";
 import { LLM_FAULT_SERVER } from "../helpers/paths.js";
 import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
 
@@ -39,27 +40,10 @@ const quantile = (values: number[], q: number): number => {
   return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 1000) / 1000;
 };
 
-async function run(call: Call, total: number, inFlight: number): Promise<{ latencies: number[]; elapsedMs: number }> {
-  const latencies: number[] = [];
-  let issued = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (issued < total) {
-        issued++;
-        const s = performance.now();
-        await call();
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return { latencies, elapsedMs: performance.now() - t0 };
-}
-
 async function row(name: string, call: Call, sequential: number, concurrent: number, warmup: number): Promise<LlmRow> {
-  await run(call, warmup, 8);
-  const seq = await run(call, sequential, 1);
-  const conc = await run(call, concurrent, 64);
+  await closedLoop(call, warmup, 8);
+  const seq = await closedLoop(call, sequential, 1);
+  const conc = await closedLoop(call, concurrent, 64);
   const r = {
     name,
     seqP50: quantile(seq.latencies, 0.5),

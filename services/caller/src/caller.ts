@@ -1,7 +1,7 @@
 import type { Msg } from "nats";
 import { checkToolCall } from "@toolbus/tool-index";
 import { cacheRule, isLlmBackend, type BackendConfig, type CacheConfig, type ChatLogConfig, type ToolbusConfig } from "@toolbus/config";
-import type { BreakerState, BreakerTransition } from "@toolbus/policies";
+import type { BreakerState } from "@toolbus/policies";
 import {
   ChatEventType,
   ErrorCode,
@@ -14,7 +14,6 @@ import {
   queueGroups,
   subjects,
   type BackendChanged,
-  type BreakerEvent,
   type CacheSetHead,
   type ErrorReply,
   type ToolCallOkReply,
@@ -32,7 +31,6 @@ import {
   ensureChatStreams,
   maxPayloadOf,
   respondJson,
-  type Logger,
   stopOnce,
   type Worker,
   type WorkerDeps,
@@ -43,6 +41,7 @@ import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy, REPLY_MARGIN_MS } from "./policy.js";
 import { Presence } from "./presence.js";
+import { breakerEvent } from "./shared.js";
 import { SingleFlight, type CallReply } from "./single-flight.js";
 import { StdioEndpoint } from "./stdio.js";
 import { ToolList } from "./tool-list.js";
@@ -307,21 +306,6 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       log.info("caller stopped");
     }),
   };
-}
-
-/** Log a breaker transition and publish it on `toolbus.v1.evt.breaker.<backend>`. */
-function breakerEvent(deps: WorkerDeps, log: Logger, backend: string, endpoint: Endpoint, t: BreakerTransition): void {
-  const event: BreakerEvent = {
-    backend,
-    endpoint: endpoint.id,
-    from: t.from,
-    to: t.to,
-    reason: t.reason,
-    workerId: deps.workerId,
-    time: new Date().toISOString(),
-  };
-  (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
-  if (!deps.nc.isClosed()) deps.nc.publish(subjects.breakerEvents(backend), encodeJson(event));
 }
 
 /** Send a reply and count it in the metrics, by outcome. */

@@ -22,6 +22,7 @@ import {
   type ToolDescriptor,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
+import { leastBusy, sleep } from "./shared.js";
 import { CallAbortedError, classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "@toolbus/mcp-http";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
@@ -51,19 +52,6 @@ export function isSafeToRepeat(tool: ToolDescriptor | undefined, override: { ide
   const idempotent = override?.idempotent ?? tool?.annotations?.idempotentHint ?? false;
   return readOnly || idempotent;
 }
-
-/** Wait `ms`, or less if `signal` aborts (a stop out of grace must not wait for a backoff). */
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 
 export interface PolicyEvents {
   onBreaker(endpoint: Endpoint, transition: BreakerTransition): void;
@@ -126,19 +114,8 @@ export class CallPolicy {
    * request; ties go round-robin so a pool shares sequential load too.
    */
   #pick(tried: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
-    let best: Endpoint | undefined;
-    let bestScore = Number.POSITIVE_INFINITY;
-    const n = this.endpoints.length;
-    for (let i = 0; i < n; i++) {
-      const e = this.endpoints[(this.#rotation + i) % n]!;
-      if (!e.live || this.breakers.get(e)!.rejecting) continue;
-      const score = e.inFlight + (tried?.has(e) ? n * 1_000_000 : 0);
-      if (score < bestScore) {
-        best = e;
-        bestScore = score;
-      }
-    }
-    this.#rotation = (this.#rotation + 1) % n;
+    const best = leastBusy(this.endpoints, this.#rotation, (e) => e.live && !this.breakers.get(e)!.rejecting, tried);
+    this.#rotation = (this.#rotation + 1) % this.endpoints.length;
     return best;
   }
 

@@ -16,7 +16,6 @@ import {
   queueGroups,
   stampBudget,
   subjects,
-  type BreakerEvent,
   type ErrorReply,
   type LlmChatReply,
   type LlmDelta,
@@ -43,6 +42,7 @@ import {
 import { CallRegistry } from "../cancellation.js";
 import { LaunchedServer } from "../launched.js";
 import { Presence } from "../presence.js";
+import { breakerEvent } from "../shared.js";
 import { LlmEndpoint } from "./endpoint.js";
 import { LlmPolicy, type LlmOutcome } from "./policy.js";
 import { providerOf } from "./providers.js";
@@ -104,26 +104,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     const usage: LlmUsageShare = { workerId: deps.workerId, requests, tokens };
     if (!nc.isClosed()) nc.publish(subjects.llmUsage(backend.name), encodeJson(usage));
   };
-  const policy = new LlmPolicy(
-    backend,
-    endpoints,
-    provider,
-    (endpoint, t) => {
-      const event: BreakerEvent = {
-        backend: backend.name,
-        endpoint: endpoint.id,
-        from: t.from,
-        to: t.to,
-        reason: t.reason,
-        workerId: deps.workerId,
-        time: new Date().toISOString(),
-      };
-      (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
-      if (!nc.isClosed()) nc.publish(subjects.breakerEvents(backend.name), encodeJson(event));
-    },
-    undefined,
-    share,
-  );
+  const policy = new LlmPolicy(backend, endpoints, provider, (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t), undefined, share);
   // The rate limits hold for the backend, not per replica: every replica charges what the others used.
   const usages = nc.subscribe(subjects.llmUsage(backend.name), {
     callback: (_err, msg) => {

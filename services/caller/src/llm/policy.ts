@@ -14,6 +14,7 @@ import { ErrorCode, errorReply, monotonicNow, type ErrorReply, type LlmChatReque
 import { CallAbortedError } from "@toolbus/mcp-http";
 import { isLlmHttpError, isLlmResponseTooLargeError, isLlmTimeoutError, type LlmEndpoint, type LlmTimeoutKind } from "./endpoint.js";
 import { estimateTokens, isProviderProtocolError, promptChars, type Completion, type Provider } from "./providers.js";
+import { leastBusy, sleep } from "../shared.js";
 
 /** Kept back from the budget so our answer reaches the client before its own timer fires. */
 const REPLY_MARGIN_MS = 3;
@@ -74,18 +75,6 @@ class AttemptFault extends Error {
     super(failure.reply.error.message);
   }
 }
-
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 
 /**
  * The policies of one LLM backend, in the same units as an MCP backend's: a breaker per endpoint,
@@ -164,20 +153,9 @@ export class LlmPolicy {
 
   /** The least-busy endpoint that is neither open nor cooling down (round-robin among equals). */
   #pick(tried: ReadonlySet<LlmEndpoint>): LlmEndpoint | undefined {
-    let best: LlmEndpoint | undefined;
-    let bestScore = Number.POSITIVE_INFINITY;
-    const n = this.endpoints.length;
     const wall = Date.now();
-    for (let i = 0; i < n; i++) {
-      const e = this.endpoints[(this.#rotation + i) % n]!;
-      if (e.coolingMs(wall) > 0 || this.breakers.get(e)!.rejecting) continue;
-      const score = e.inFlight + (tried.has(e) ? n * 1_000_000 : 0);
-      if (score < bestScore) {
-        best = e;
-        bestScore = score;
-      }
-    }
-    this.#rotation = (this.#rotation + 1) % n;
+    const best = leastBusy(this.endpoints, this.#rotation, (e) => e.coolingMs(wall) === 0 && !this.breakers.get(e)!.rejecting, tried);
+    this.#rotation = (this.#rotation + 1) % this.endpoints.length;
     return best;
   }
 

@@ -1,0 +1,17 @@
+/** A closed loop: `total` calls, `inFlight` at a time, each sent when one before it answered. */
+export async function closedLoop(call: () => Promise<unknown>, total: number, inFlight: number): Promise<{ latencies: number[]; elapsedMs: number }> {
+  const latencies: number[] = [];
+  let issued = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (issued < total) {
+        issued++;
+        const s = performance.now();
+        await call();
+        latencies.push(performance.now() - s);
+      }
+    }),
+  );
+  return { latencies, elapsedMs: performance.now() - t0 };
+}
