@@ -6,6 +6,21 @@ import { createLogger, createMetrics } from "@toolbus/runtime";
 import { freePort, startEverythingHttp, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { startStack, testConfig, waitFor, type Stack } from "../helpers/toolbus.js";
 
+/** Start a server on the first port of `range` from `offset` on that is free (others may be taken by now). */
+async function startInRange(
+  range: [number, number],
+  offset: number,
+  start: (port: number) => Promise<HttpServerProcess>,
+): Promise<{ server: HttpServerProcess; port: number }> {
+  for (let port = range[0] + offset; ; port++) {
+    try {
+      return { server: await start(port), port };
+    } catch (err) {
+      if (port >= range[1] || !/EADDRINUSE/.test(String(err))) throw err;
+    }
+  }
+}
+
 /** A range of 16 ports starting at a free one (others in it may be taken: only the right server is accepted). */
 async function portRange(): Promise<[number, number]> {
   const from = await freePort();
@@ -58,8 +73,10 @@ describe("port rediscovery", () => {
       expect(await echoes(stack)).toBe(true);
       await server.stop();
       // Somewhere else in the range, as a laptop server or a pod without a stable port comes back.
-      const newPort = range[0] + 7;
-      server = await startFaultHttp(newPort);
+      // A port of the range that nothing else took meanwhile (an outgoing connection may hold any).
+      const started = await startInRange(range, 7, (p) => startFaultHttp(p));
+      server = started.server;
+      const newPort = started.port;
       await waitFor("the move to be published", () => moves.length > 0, 15_000);
       expect(moves[0]).toMatchObject({ backend: "web", endpoint: "web#0", oldPort: range[0], newPort, server: "toolbus-fault-server" });
       await waitFor("calls to succeed on the new port", () => echoes(stack), 10_000);
@@ -92,7 +109,7 @@ describe("port rediscovery", () => {
     let other: HttpServerProcess | undefined;
     try {
       await server.stop();
-      other = await startEverythingHttp(range[0] + 3);
+      ({ server: other } = await startInRange(range, 3, (p) => startEverythingHttp(p)));
       // Lost: both scans of the range ran, and passed server-everything by.
       await waitFor("the endpoint to be lost", () => health.some((e) => e.state === "lost"), 10_000);
       expect(moves).toEqual([]);
