@@ -20,7 +20,7 @@ import { runToolbus, tempDir, waitFor, waitForBackends, writeConfig } from "../h
 import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
-import { closedLoop } from "./measure.js";
+import { closedLoop, quantile } from "./measure.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
 import { startupBench, type StartupFigures } from "./startup.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
@@ -67,7 +67,7 @@ interface Stats {
 
 function summarize(latencies: number[], elapsedMs: number): Stats {
   const sorted = [...latencies].sort((a, b) => a - b);
-  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  const at = (q: number): number => quantile(sorted, q);
   const round = (n: number): number => Math.round(n * 1000) / 1000;
   return { calls: sorted.length, callsPerSec: Math.round((sorted.length / elapsedMs) * 1000), p50: round(at(0.5)), p95: round(at(0.95)), p99: round(at(0.99)) };
 }

@@ -9,6 +9,7 @@ import { ToolbusClient } from "@toolbus/client";
 import { chatFileName } from "@toolbus/protocol";
 import { startNats } from "../helpers/nats-server.js";
 import { runToolbus, tempDir, waitFor, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
+import { quantile } from "./measure.js";
 
 export interface ChatFigures {
   events: number;
@@ -138,7 +139,7 @@ export async function chatBench(events: number): Promise<ChatFigures> {
     await waitFor("every steady event written", () => seenAt.size >= total, 30_000);
     clearInterval(poll);
     const latencies = [...sentAt].map(([i, t]) => seenAt.get(i)! - t).sort((a, b) => a - b);
-    const at = (q: number): number => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 10) / 10;
+    const at = (q: number): number => Math.round(quantile(latencies, q) * 10) / 10;
     return {
       events,
       oneWriterEventsPerSec: oneWriter,

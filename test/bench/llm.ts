@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import OpenAI from "openai";
 import { ToolbusClient } from "@toolbus/client";
-import { closedLoop } from "./measure.js";
+import { closedLoop, quantile } from "./measure.js";
 import { LLM_FAULT_SERVER } from "../helpers/paths.js";
 import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
 
@@ -35,10 +35,14 @@ export interface LlmFigures {
 
 type Call = () => Promise<unknown>;
 
-const quantile = (values: number[], q: number): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 1000) / 1000;
-};
+/** The `q` quantile of unsorted `values`, to the µs. */
+const quantileOf = (values: number[], q: number): number =>
+  Math.round(
+    quantile(
+      [...values].sort((a, b) => a - b),
+      q,
+    ) * 1000,
+  ) / 1000;
 
 async function row(name: string, call: Call, sequential: number, concurrent: number, warmup: number): Promise<LlmRow> {
   await closedLoop(call, warmup, 8);
@@ -46,11 +50,11 @@ async function row(name: string, call: Call, sequential: number, concurrent: num
   const conc = await closedLoop(call, concurrent, 64);
   const r = {
     name,
-    seqP50: quantile(seq.latencies, 0.5),
-    seqP99: quantile(seq.latencies, 0.99),
+    seqP50: quantileOf(seq.latencies, 0.5),
+    seqP99: quantileOf(seq.latencies, 0.99),
     callsPerSec: Math.round((conc.latencies.length / conc.elapsedMs) * 1000),
-    p50At64: quantile(conc.latencies, 0.5),
-    p99At64: quantile(conc.latencies, 0.99),
+    p50At64: quantileOf(conc.latencies, 0.5),
+    p99At64: quantileOf(conc.latencies, 0.99),
   };
   process.stderr.write(`  ${name}: p50 ${r.seqP50} ms, ${r.callsPerSec} calls/s at 64 in flight\n`);
   return r;
@@ -69,7 +73,7 @@ async function firstTokens(
     for await (const chunk of await open()) if (first === undefined && hasText(chunk)) first = performance.now() - s;
     times.push(first!);
   }
-  return { p50: quantile(times, 0.5), p99: quantile(times, 0.99) };
+  return { p50: quantileOf(times, 0.5), p99: quantileOf(times, 0.99) };
 }
 
 /** The LLM fault server in a process of its own, so neither side of the comparison shares its CPU with it. */

@@ -15,3 +15,8 @@ export async function closedLoop(call: () => Promise<unknown>, total: number, in
   );
   return { latencies, elapsedMs: performance.now() - t0 };
 }
+
+/** The `q` quantile of ascending `sorted` (the element at ⌊q·n⌋, the last for q = 1); 0 when there is none. */
+export function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+}

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { ServiceBroker } from "moleculer";
 import { ROOT } from "../helpers/paths.js";
+import { quantile } from "./measure.js";
 
 export interface MoleculerPeer {
   /** The service process (for its CPU per call). */
@@ -126,7 +127,7 @@ export async function openLoop(call: () => Promise<unknown>, rate: number, maxIn
   });
   const elapsed = (performance.now() - t0) / 1000;
   const sorted = latencies.sort((a, b) => a - b);
-  const at = (q: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0) * 1000) / 1000;
+  const at = (q: number): number => Math.round(quantile(sorted, q) * 1000) / 1000;
   return {
     targetRate: rate,
     maxInFlight,

@@ -5,3 +5,4 @@ export type { GuardedFetchOptions } from "./http-fetch.js";
 export { httpTarget, portOf, within } from "./target.js";
 export { LeanHttpTransport } from "./lean-transport.js";
 export type { LeanHttpTransportOptions } from "./lean-transport.js";
+export { readPrefix as readBodyPrefix, discard as discardBody } from "./undici-body.js";

@@ -4,6 +4,7 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { createParser } from "eventsource-parser";
 import type { Dispatcher } from "undici";
 import { MAX_BACKEND_TEXT, ResponseTooLargeError } from "./faults.js";
+import { discard, readPrefix } from "./undici-body.js";
 
 export interface LeanHttpTransportOptions {
   /** The endpoint's keep-alive pool (an undici Agent or Pool). */
@@ -334,24 +335,6 @@ function jsonRpcMessages(parsed: unknown): JSONRPCMessage[] {
   return list as JSONRPCMessage[];
 }
 
-/** The first `max` bytes of a body as text; the rest is discarded unread. */
-async function readPrefix(body: Dispatcher.ResponseData["body"], max: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of body) {
-      chunks.push(chunk as Buffer);
-      size += (chunk as Buffer).length;
-      if (size >= max) break;
-    }
-  } catch {
-    // A body cut short: what we have is all there is to say.
-  } finally {
-    discard(body);
-  }
-  return Buffer.concat(chunks).toString("utf8", 0, Math.min(size, max));
-}
-
 /** A whole body as text, failing past `max` bytes (the rest is not read). */
 async function readAll(body: Dispatcher.ResponseData["body"], max: number): Promise<string> {
   const chunks: Buffer[] = [];
@@ -365,13 +348,4 @@ async function readAll(body: Dispatcher.ResponseData["body"], max: number): Prom
     chunks.push(chunk as Buffer);
   }
   return chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8");
-}
-
-/**
- * Stop reading a body and free its connection. undici's body reports being destroyed before its end
- * as an error event ("Request aborted"), which must not surface as an unhandled error.
- */
-function discard(body: Dispatcher.ResponseData["body"]): void {
-  body.on("error", () => undefined);
-  body.destroy();
 }

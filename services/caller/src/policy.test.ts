@@ -4,7 +4,8 @@ import { ErrorCode, type ErrorReply, type ToolCallOkReply, type ToolDescriptor }
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallOptions, Endpoint } from "./endpoint.js";
 import { EndpointDownError, abortReason } from "@toolbus/mcp-http";
-import { CallPolicy, REPLY_MARGIN_MS, isSafeToRepeat } from "./policy.js";
+import { CallPolicy, isSafeToRepeat } from "./policy.js";
+import { REPLY_MARGIN_MS } from "./shared.js";
 
 describe("isSafeToRepeat", () => {
   const tool = (annotations?: Record<string, boolean>) => ({ name: "t", inputSchema: { type: "object" as const }, ...(annotations ? { annotations } : {}) });

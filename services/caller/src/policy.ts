@@ -22,11 +22,9 @@ import {
   type ToolDescriptor,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
-import { leastBusy, sleep } from "./shared.js";
+import { REPLY_MARGIN_MS, leastBusy, sleep } from "./shared.js";
 import { CallAbortedError, classify, faultReply, type AbortKind, type Fault, type TimeoutContext } from "@toolbus/mcp-http";
 
-/** Kept back from the budget so our answer reaches the client before its own timer fires. */
-export const REPLY_MARGIN_MS = 3;
 /**
  * The least time a call must have left after its rate-limit wait: more if the tool's p99 says so, and
  * at least 5% of its budget (a call scheduled to start at the last moment would only time out).

@@ -24,6 +24,8 @@ export interface PresenceOptions {
   status(): CallerStatus;
   /** A client gave up on a call (maybe one of ours). */
   onCancel(request: CancelRequest): void;
+  /** More subjects cancels come on, beside `toolbus.v1.cancel.<backend>` (an LLM caller's `toolbus.v1.llm.cancel`). */
+  moreCancelSubjects?: readonly string[];
   /** The health prober's word on one of this backend's endpoints (a change, or a heartbeat). */
   onHealth(event: HealthEvent): void;
   /** The prober found an endpoint's server on another port. */
@@ -38,7 +40,7 @@ export interface PresenceOptions {
  */
 export class Presence {
   readonly #subscriptions: Subscription[];
-  readonly #cancels: Subscription;
+  readonly #cancels: Subscription[];
   #timer: NodeJS.Timeout | undefined;
   #down = false;
 
@@ -63,12 +65,14 @@ export class Presence {
         },
       }),
     ];
-    this.#cancels = nc.subscribe(subjects.cancelCall(options.backend), {
-      callback: (_err, msg) => {
-        const decoded = decodeRequest(msg.data, CancelRequestSchema, options.maxRequestBytes);
-        if (decoded.ok) options.onCancel(decoded.value);
-      },
-    });
+    this.#cancels = [subjects.cancelCall(options.backend), ...(options.moreCancelSubjects ?? [])].map((subject) =>
+      nc.subscribe(subject, {
+        callback: (_err, msg) => {
+          const decoded = decodeRequest(msg.data, CancelRequestSchema, options.maxRequestBytes);
+          if (decoded.ok) options.onCancel(decoded.value);
+        },
+      }),
+    );
   }
 
   /** Start the heartbeat, once the server has our subscriptions (so a router never forwards into the void). */
@@ -88,7 +92,7 @@ export class Presence {
 
   /** Stop hearing cancels: after the calls still out have been drained (a client may give up on one meanwhile). */
   stopCancels(): void {
-    this.#cancels.unsubscribe();
+    for (const sub of this.#cancels) sub.unsubscribe();
   }
 
   /** Say "down" and go quiet (cancels are still heard until `stopCancels`). */

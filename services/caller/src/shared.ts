@@ -4,6 +4,9 @@ import type { Logger, WorkerDeps } from "@toolbus/runtime";
 
 /** What MCP and LLM callers both use; kept apart from either so neither loads the other's code. */
 
+/** Kept back from the budget so our answer reaches the client before its own timer fires. */
+export const REPLY_MARGIN_MS = 3;
+
 /** Wait `ms`, or less if `signal` aborts (a stop out of grace must not wait for a backoff). */
 export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {

@@ -3,13 +3,11 @@ import type { ChatLogConfig, LlmBackendConfig, ToolbusConfig } from "@toolbus/co
 import type { BreakerState } from "@toolbus/policies";
 import {
   CallerHeartbeatSchema,
-  CancelRequestSchema,
   ChatEventType,
   Headers,
   LlmChatRequestSchema,
   LlmTriedSchema,
   LlmUsageShareSchema,
-  decodeRequest,
   encodeJson,
   monotonicNow,
   parseJsonOrUndefined,
@@ -42,13 +40,11 @@ import {
 import { CallRegistry } from "../cancellation.js";
 import { LaunchedServer } from "../launched.js";
 import { Presence } from "../presence.js";
-import { breakerEvent } from "../shared.js";
+import { REPLY_MARGIN_MS, breakerEvent } from "../shared.js";
 import { LlmEndpoint } from "./endpoint.js";
 import { LlmPolicy, type LlmOutcome } from "./policy.js";
 import { providerOf } from "./providers.js";
 
-/** Kept back from the budget so our answer reaches the client before its own timer fires. */
-const REPLY_MARGIN_MS = 3;
 /** A fallback is worth forwarding to only with at least this much budget left. */
 const MIN_FALLBACK_BUDGET_MS = 20;
 /** How long a reply may wait for its chat event to be stored (then it goes anyway; the event follows). */
@@ -134,20 +130,14 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
       toolsVersion: null,
       endpoints: endpoints.map((e) => ({ id: e.id, live: e.coolingMs() === 0, inFlight: e.inFlight, queued: 0, breaker: policy.breakers.get(e)!.state })),
     }),
-    onCancel: ({ requestId, reason }) => cancel(requestId, reason),
+    onCancel: ({ requestId, reason }) => {
+      if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "chat cancelled by the client");
+    },
+    // Through the router a client does not know which backend serves its chat: every LLM caller hears this.
+    moreCancelSubjects: [subjects.llmCancel()],
     // LLM endpoints are probed by nobody yet; the breaker and the cool-downs are what guard them.
     onHealth: () => undefined,
     onMoved: () => undefined,
-  });
-  function cancel(requestId: string, reason: string | undefined): void {
-    if (calls.cancel(requestId, `cancelled by the client: ${reason ?? "no reason given"}`) > 0) log.info({ requestId }, "chat cancelled by the client");
-  }
-  // Through the router a client does not know which backend serves its chat: every LLM caller hears this.
-  const llmCancels = nc.subscribe(subjects.llmCancel(), {
-    callback: (_err, msg) => {
-      const decoded = decodeRequest(msg.data, CancelRequestSchema, options.limits.maxRequestBytes);
-      if (decoded.ok) cancel(decoded.value.requestId, decoded.value.reason);
-    },
   });
 
   // A model the backend does not list is "other": a client's made-up model names must not grow the metrics.
@@ -325,7 +315,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     // Nothing of a caller that did not start is left behind: no server process, subscription or pool.
     presence.stop();
     presence.stopCancels();
-    if (!nc.isClosed()) for (const sub of [llmCancels, usages]) sub.unsubscribe();
+    if (!nc.isClosed()) usages.unsubscribe();
     live.stop();
     policy.close();
     await Promise.allSettled(endpoints.map((e) => e.close()));
@@ -363,10 +353,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
         await inFlight.idle(1_000);
       }
       presence.stopCancels();
-      if (!nc.isClosed()) {
-        llmCancels.unsubscribe();
-        usages.unsubscribe();
-      }
+      if (!nc.isClosed()) usages.unsubscribe();
       live.stop();
       await chat.close();
       policy.close();
@@ -450,9 +437,13 @@ class LiveCallers {
 function triedOf(msg: Msg): LlmTried[] {
   const raw = msg.headers?.get(Headers.Tried);
   if (!raw) return [];
-  const parsed = LlmTriedSchema.array()
-    .max(64)
-    .safeParse(parseJsonOrUndefined(new TextEncoder().encode(raw)));
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return [];
+  }
+  const parsed = LlmTriedSchema.array().max(64).safeParse(value);
   return parsed.success ? parsed.data : [];
 }
 

@@ -1,6 +1,7 @@
 import { createParser } from "eventsource-parser";
 import { Pool, type Dispatcher } from "undici";
 import type { LlmDelta } from "@toolbus/protocol";
+import { discardBody, readBodyPrefix } from "@toolbus/mcp-http";
 import { ProviderProtocolError, type Completion, type Provider } from "./providers.js";
 
 /** The provider answered an HTTP error: its status, what it said, and how long it asked us to wait. */
@@ -161,7 +162,7 @@ export class LlmEndpoint {
       });
       const type = String(response.headers["content-type"] ?? "");
       if (response.statusCode >= 400) {
-        const text = await readCapped(response.body, MAX_ERROR_BODY);
+        const text = await readBodyPrefix(response.body, MAX_ERROR_BODY);
         // A 429 may wait for the rate-limit reset headers; anything else only for an explicit Retry-After.
         throw new LlmHttpError(
           response.statusCode,
@@ -225,22 +226,13 @@ export class LlmEndpoint {
       options.signal.removeEventListener("abort", onAbort);
       this.#inFlight -= 1;
       // An unread body would hold its connection; after an abort undici has destroyed it already.
-      if (response && !response.body.destroyed) response.body.destroy();
+      if (response && !response.body.destroyed) discardBody(response.body);
     }
   }
 
   async close(): Promise<void> {
     await this.#pool.destroy().catch(() => undefined);
   }
-}
-
-async function readCapped(body: Dispatcher.ResponseData["body"], max: number): Promise<string> {
-  let text = "";
-  for await (const chunk of body) {
-    text += (chunk as Buffer).toString("utf8");
-    if (text.length >= max) break;
-  }
-  return text.slice(0, max);
 }
 
 /** The provider's own words from an error body (OpenAI `error.message`, Anthropic `error.message`), else the text. */

@@ -14,10 +14,8 @@ import { ErrorCode, errorReply, monotonicNow, type ErrorReply, type LlmChatReque
 import { CallAbortedError } from "@toolbus/mcp-http";
 import { isLlmHttpError, isLlmResponseTooLargeError, isLlmTimeoutError, type LlmEndpoint, type LlmTimeoutKind } from "./endpoint.js";
 import { estimateTokens, isProviderProtocolError, promptChars, type Completion, type Provider } from "./providers.js";
-import { leastBusy, sleep } from "../shared.js";
+import { REPLY_MARGIN_MS, leastBusy, sleep } from "../shared.js";
 
-/** Kept back from the budget so our answer reaches the client before its own timer fires. */
-const REPLY_MARGIN_MS = 3;
 /** A 429 without any wait in its headers cools the endpoint down this long. */
 const DEFAULT_COOLDOWN_MS = 1_000;
 /** A rate-limit wait is taken only if at least this much of the budget is left for the call after it. */
