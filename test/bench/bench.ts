@@ -22,7 +22,7 @@ import { chatBench, type ChatFigures } from "./chat.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
 import { closedLoop, quantile } from "./measure.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
-import { startupBench, type StartupFigures } from "./startup.js";
+import { NODE_FLAGS, startupBench, type StartupFigures } from "./startup.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
 
 const quick = process.argv.includes("--quick");
@@ -176,7 +176,11 @@ async function main(): Promise<void> {
       },
     });
     // BENCH_PROFILE=dir writes a CPU profile of the toolbus process there (open it in Chrome DevTools).
-    const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+    // Run as `npm start` runs it (NODE_FLAGS), profiled on request.
+    const nodeArgs = [
+      ...NODE_FLAGS,
+      ...(process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+    ];
     const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
     const client = await ToolbusClient.connect({ servers: nats.url });
     try {
@@ -475,6 +479,7 @@ async function main(): Promise<void> {
         "launch → router started ms": startup.routerReadyMs,
         "launch → first call answered ms": startup.firstCallMs,
         "toolbus up RSS MB": startup.upRssMb,
+        "up RSS MB, plain node": startup.upPlainNodeRssMb,
         ...Object.fromEntries(Object.entries(startup.workerRssMb).map(([k, v]) => [`${k} RSS MB`, v])),
       },
     ]);

@@ -12,6 +12,7 @@ import { directStdio, faultStdio } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
 import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { NODE_FLAGS } from "./startup.js";
 
 const CALLS = Number(process.env.CALLS ?? 20_000);
 const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? 64);
@@ -53,7 +54,7 @@ await using nats = await startNats();
 }
 const config = writeConfig({ admin: { port: -1 }, backends: { stdio: faultStdio(1) } });
 // BENCH_PROFILE=dir writes a CPU profile of the toolbus process there.
-const nodeArgs = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+const nodeArgs = [...NODE_FLAGS, ...(process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [])];
 const up = runToolbus(["--config", config, "--nats", nats.url, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
 const client = await ToolbusClient.connect({ servers: nats.url });
 try {

@@ -11,6 +11,7 @@ import { ToolbusClient } from "@toolbus/client";
 import { closedLoop, quantile } from "./measure.js";
 import { LLM_FAULT_SERVER } from "../helpers/paths.js";
 import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
+import { NODE_FLAGS } from "./startup.js";
 
 const KEY = "sk-bench";
 const MODEL = "bench-model";
@@ -107,7 +108,7 @@ export async function llmBench(natsUrl: string, size: { sequential: number; conc
       // The seed's pool: 10 keep-alive connections.
       backends: { local: { kind: "llm-openai", url: `${server.url}/v1`, apiKey: { env: "BENCH_LLM_KEY" }, models: [MODEL] } },
     });
-    const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn", BENCH_LLM_KEY: KEY } });
+    const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn", BENCH_LLM_KEY: KEY }, nodeArgs: NODE_FLAGS });
     const client = await ToolbusClient.connect({ servers: natsUrl });
     try {
       await waitFor("the LLM caller", async () =>

@@ -8,6 +8,7 @@ import { ToolbusClient, isToolbusError } from "@toolbus/client";
 import { HealthEventSchema, subjects } from "@toolbus/protocol";
 import { freePort, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { NODE_FLAGS } from "./startup.js";
 
 export interface RecoveryFigures {
   /** ms from the kill to the first call refused with CIRCUIT_OPEN (health-driven). */
@@ -63,7 +64,7 @@ export async function recoveryBench(natsUrl: string): Promise<RecoveryFigures> {
       moving: { kind: "mcp-http", url: `http://127.0.0.1:${c}/mcp`, health: { interval: "1s" }, rediscover: { portRange: range } },
     },
   });
-  const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" } });
+  const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs: NODE_FLAGS });
   const client = await ToolbusClient.connect({ servers: natsUrl });
   try {
     await waitForBackends(client, ["healthy", "unprobed", "moving"], 30_000);

@@ -79,6 +79,8 @@ export interface McpStdioBackendConfig extends BackendCommon {
   readonly env: Readonly<Record<string, string>>;
   readonly cwd: string;
   readonly pool: number;
+  /** How tools/call is sent: toolbus's lean path, or the SDK's Client (config `mcp.calls`). */
+  readonly calls: "lean" | "sdk";
 }
 export interface LaunchConfig {
   readonly command: string;
@@ -96,6 +98,8 @@ export interface McpHttpBackendConfig extends BackendCommon {
   readonly connections: number;
   /** The MCP client transport: toolbus's lean one on undici, or the SDK's. */
   readonly transport: "lean" | "sdk";
+  /** How tools/call is sent (`mcp.calls`); always `sdk` on the SDK's transport, which is the whole fallback. */
+  readonly calls: "lean" | "sdk";
   readonly launch: LaunchConfig | undefined;
   /** Port rediscovery by the health prober; undefined: off. */
   readonly rediscover: { readonly portFrom: number; readonly portTo: number; readonly expectServer?: string; readonly maxAttempts: number } | undefined;
@@ -226,6 +230,7 @@ function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefin
   set(section(raw, "admin"), "host", env.TOOLBUS_ADMIN_HOST);
   set(section(raw, "log"), "level", flags.logLevel ?? env.TOOLBUS_LOG_LEVEL);
   set(section(raw, "mcpHttp"), "transport", env.TOOLBUS_MCP_HTTP_TRANSPORT);
+  set(section(raw, "mcp"), "calls", env.TOOLBUS_MCP_CALLS);
   if (env.TOOLBUS_MAX_REQUEST_BYTES !== undefined) set(section(raw, "limits"), "maxRequestBytes", numberOrText(env.TOOLBUS_MAX_REQUEST_BYTES));
 }
 
@@ -386,7 +391,7 @@ export function compileConfig(
     }
     backends[name] =
       b.kind === "mcp-stdio"
-        ? { ...common, kind: b.kind, command: command(b.command), args: b.args, env: b.env, cwd: at(b.cwd), pool: b.pool }
+        ? { ...common, kind: b.kind, command: command(b.command), args: b.args, env: b.env, cwd: at(b.cwd), pool: b.pool, calls: file.mcp.calls }
         : {
             ...common,
             kind: b.kind,
@@ -395,6 +400,7 @@ export function compileConfig(
             headers: b.headers,
             connections: b.connections,
             transport: b.transport ?? file.mcpHttp.transport,
+            calls: (b.transport ?? file.mcpHttp.transport) === "sdk" ? "sdk" : file.mcp.calls,
             rediscover: b.rediscover && {
               portFrom: b.rediscover.portRange[0],
               portTo: b.rediscover.portRange[1],

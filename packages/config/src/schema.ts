@@ -386,6 +386,18 @@ export const ConfigFileSchema = z
         batch: { maxEvents: 1_000, maxWait: 2 },
         lockStale: 5_000,
       }),
+    /** Every MCP backend (stdio and HTTP). */
+    mcp: z
+      .object({
+        /**
+         * `lean`: tools/call goes straight onto the connection (a fraction of the SDK's CPU per call; the
+         * SDK's Client keeps everything else); `sdk`: through the SDK's Client, a fallback for a server the
+         * lean path gets wrong (env TOOLBUS_MCP_CALLS). A backend on `transport: sdk` uses the SDK for calls too.
+         */
+        calls: z.enum(["lean", "sdk"]).default("lean"),
+      })
+      .strict()
+      .default({ calls: "lean" }),
     /** Defaults for every `mcp-http` backend. */
     mcpHttp: z
       .object({

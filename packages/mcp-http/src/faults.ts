@@ -303,3 +303,21 @@ export function tooLargeAnswer(id: string | number, bytes: number, limit: number
     },
   };
 }
+
+/**
+ * A line or event that names one of the client's requests (an id, no method) but is neither a result
+ * nor an error: the backend does not speak JSON-RPC properly. Made into a JSON-RPC error for that id,
+ * so the request ends now with a clear message instead of waiting for its timeout.
+ */
+export function malformedAnswer(value: unknown): JSONRPCMessage | undefined {
+  const m = value as { id?: unknown; method?: unknown } | null;
+  if (m === null || typeof m !== "object" || m.method !== undefined || (typeof m.id !== "number" && typeof m.id !== "string")) return undefined;
+  return {
+    jsonrpc: "2.0",
+    id: m.id,
+    error: {
+      code: McpErrorCode.InternalError,
+      message: `the backend answered with neither a result nor a JSON-RPC error: ${clip(JSON.stringify(value), 200)}`,
+    },
+  };
+}

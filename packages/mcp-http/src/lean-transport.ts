@@ -327,12 +327,21 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
 function jsonRpcMessages(parsed: unknown): JSONRPCMessage[] {
   const list = Array.isArray(parsed) ? parsed : [parsed];
   for (const msg of list) {
-    const m = msg as { jsonrpc?: unknown; method?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
-    const ok =
-      m !== null && typeof m === "object" && m.jsonrpc === "2.0" && (typeof m.method === "string" || (m.id !== undefined && ("result" in m || "error" in m)));
-    if (!ok) throw new StreamableHTTPError(-1, `the server sent something that is not a JSON-RPC message: ${JSON.stringify(msg).slice(0, 200)}`);
+    if (!isJsonRpcMessage(msg))
+      throw new StreamableHTTPError(-1, `the server sent something that is not a JSON-RPC message: ${JSON.stringify(msg).slice(0, 200)}`);
   }
   return list as JSONRPCMessage[];
+}
+
+/**
+ * The shape of a JSON-RPC 2.0 message, checked by hand: the SDK's zod schema for it costs more than
+ * the rest of reading a message, and the SDK's Client checks each message it handles again anyway.
+ */
+export function isJsonRpcMessage(msg: unknown): msg is JSONRPCMessage {
+  const m = msg as { jsonrpc?: unknown; method?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
+  return (
+    m !== null && typeof m === "object" && m.jsonrpc === "2.0" && (typeof m.method === "string" || (m.id !== undefined && ("result" in m || "error" in m)))
+  );
 }
 
 /** A whole body as text, failing past `max` bytes (the rest is not read). */

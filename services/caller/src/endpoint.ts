@@ -9,6 +9,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "@toolbus/runtime";
 import { EndpointDownError } from "@toolbus/mcp-http";
+import { LeanCalls } from "./lean-calls.js";
 
 /** One way to reach a backend: a stdio child process or an HTTP server. */
 export interface Endpoint {
@@ -86,6 +87,10 @@ export class Backoff {
  */
 export abstract class ClientEndpoint implements Endpoint {
   protected client: Client | undefined;
+  /** Each connection's tools/call path that skips the SDK's request machinery (see lean-calls.ts). */
+  readonly #lean = new WeakMap<Client, LeanCalls>();
+  /** Calls go through the lean path; false: through the SDK's Client (config `mcp.calls`). */
+  protected leanCalls = true;
   #live = false;
   #inFlight = 0;
   #closed = false;
@@ -180,6 +185,7 @@ export abstract class ClientEndpoint implements Endpoint {
       return;
     }
     this.afterConnect(transport);
+    if (this.leanCalls) this.#lean.set(client, new LeanCalls(transport));
     this.client = client;
     this.#live = true;
     const server = client.getServerVersion();
@@ -261,15 +267,8 @@ export abstract class ClientEndpoint implements Endpoint {
     if (!client) throw new EndpointDownError(this.id);
     this.#inFlight++;
     try {
-      // The request timeout makes the SDK send notifications/cancelled when it fires.
-      const result = (await client.callTool({ name, arguments: args }, undefined, {
-        timeout: options.timeoutMs,
-        // A backend that reports progress is working, not hung: its idle timer restarts, up to the deadline.
-        onprogress: ignoreProgress,
-        resetTimeoutOnProgress: true,
-        maxTotalTimeout: options.maxTotalMs,
-        signal: options.signal,
-      })) as McpCallToolResult;
+      const lean = this.#lean.get(client);
+      const result = lean && !lean.sdkOnly(name) ? await lean.call(name, args, options) : await this.#sdkCall(client, name, args, options);
       // A connection that answers is healthy: the next outage starts its backoff afresh. (Not on a
       // failure: a child that dies on every call must not be respawned at the fastest pace forever.)
       this.backoff.reset();
@@ -277,6 +276,18 @@ export abstract class ClientEndpoint implements Endpoint {
     } finally {
       this.#inFlight--;
     }
+  }
+
+  async #sdkCall(client: Client, name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {
+    // The request timeout makes the SDK send notifications/cancelled when it fires.
+    return (await client.callTool({ name, arguments: args }, undefined, {
+      timeout: options.timeoutMs,
+      // A backend that reports progress is working, not hung: its idle timer restarts, up to the deadline.
+      onprogress: ignoreProgress,
+      resetTimeoutOnProgress: true,
+      maxTotalTimeout: options.maxTotalMs,
+      signal: options.signal,
+    })) as McpCallToolResult;
   }
 
   async ping(timeoutMs: number): Promise<number> {
@@ -297,6 +308,7 @@ export abstract class ClientEndpoint implements Endpoint {
       tools.push(...page.tools);
       cursor = page.nextCursor;
     } while (cursor);
+    this.#lean.get(client)?.learn(tools);
     return tools;
   }
 

@@ -50,6 +50,7 @@ export class HttpEndpoint extends ClientEndpoint {
     this.retireAfterMs = config.callTimeoutMs;
     this.#agent = new Agent({ connections: config.connections, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
     this.transportKind = config.transport;
+    this.leanCalls = config.calls === "lean";
     ({ url: this.#url, headers: this.#headers } = httpTarget(url, config.headers));
   }
 

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createInterface } from "node:readline";
 import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { deserializeMessage, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
+import { serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { signalGroup, trackChild } from "./children.js";
-import { tooLargeAnswer, within } from "@toolbus/mcp-http";
+import { isJsonRpcMessage, malformedAnswer, tooLargeAnswer, within } from "@toolbus/mcp-http";
 
 export interface ChildTransportOptions {
   command: string;
@@ -69,15 +69,19 @@ export class ChildProcessTransport implements Transport {
             return;
           }
           if (line.text === "") return;
-          let message: JSONRPCMessage;
+          let message: unknown;
           try {
-            message = deserializeMessage(line.text);
+            message = JSON.parse(line.text);
           } catch (err) {
             // A line that is not a JSON-RPC message is reported and skipped; the next may be fine.
             this.onerror?.(err as Error);
             return;
           }
-          this.onmessage?.(message);
+          if (isJsonRpcMessage(message)) return this.onmessage?.(message);
+          // An answer to a request that is neither a result nor an error ends that request now.
+          const answer = malformedAnswer(message);
+          if (answer) this.onmessage?.(answer);
+          else this.onerror?.(new Error(`skipped a line from the server that is not a JSON-RPC message: ${line.text.slice(0, 200)}`));
         });
       });
       createInterface({ input: child.stderr }).on("line", this.options.onStderr);

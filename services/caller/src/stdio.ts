@@ -20,6 +20,7 @@ export class StdioEndpoint extends ClientEndpoint {
     events: EndpointEvents,
   ) {
     super(id, log, config.connectTimeoutMs, events);
+    this.leanCalls = config.calls === "lean";
   }
 
   /** The current child's pid (for tests and logs). */
