@@ -23,6 +23,8 @@ export function testConfig(natsUrl: string, raw: Record<string, unknown>, env: R
       heartbeat: 200,
       cache: { enabled: false },
       chatLog: { enabled: false },
+      // The MCP front door only where a test asks for it (then on a free port: gateway: { port: 0 }).
+      gateway: { enabled: false },
       nats: { servers: [natsUrl] },
       // The test run's HTTP transport (vitest's sdk-http-transport project sets it), as `toolbus` reads it.
       ...(process.env.TOOLBUS_MCP_HTTP_TRANSPORT ? { mcpHttp: { transport: process.env.TOOLBUS_MCP_HTTP_TRANSPORT } } : {}),
@@ -55,7 +57,8 @@ export function tempDir(prefix: string): string {
 export function writeConfig(raw: Record<string, unknown>): string {
   const dir = tempDir("toolbus-test-config-");
   const file = join(dir, "toolbus.json");
-  writeFileSync(file, JSON.stringify(raw, null, 2));
+  // `toolbus up` runs the MCP front door too: on a free port, so processes of one test never clash.
+  writeFileSync(file, JSON.stringify({ gateway: { port: 0 }, ...raw }, null, 2));
   return file;
 }
 

@@ -11,6 +11,7 @@ import {
   HealthEventSchema,
   HealthTableReplySchema,
   Headers,
+  ToolProgressSchema,
   decodeJson,
   encodeJson,
   chatSubject,
@@ -31,6 +32,10 @@ import {
   type ToolsListReply,
   type LlmChatOkReply,
   type LlmChatRequestInput,
+  type ForwardedMcpMethod,
+  type McpForwardReply,
+  type McpForwardRequestInput,
+  type ToolProgress,
 } from "@toolbus/protocol";
 import { toolbusConnectionOptions } from "./connection.js";
 import { ToolbusError } from "./errors.js";
@@ -88,10 +93,15 @@ export interface CallOptions {
    * `cache.vary`). toolbus's own headers (Toolbus-*) cannot be set this way.
    */
   headers?: Record<string, string>;
+  /**
+   * Hear the backend's progress notifications for this call, as they come (the caller relays them
+   * over NATS). Without it no progress is sent to the client.
+   */
+  onProgress?: (progress: ToolProgress) => void;
 }
 
 /** Options of `chat` and `chatStream`. */
-export type ChatOptions = Omit<CallOptions, "cache">;
+export type ChatOptions = Omit<CallOptions, "cache" | "onProgress">;
 
 export interface HealthOptions {
   /** How long to wait for the health prober's answer; default the client's `defaultTimeoutMs`. */
@@ -211,6 +221,35 @@ export class ToolbusClient {
     }
     const noResponders = options.direct ? `no caller serves backend "${body.backend}"` : "no router is running";
     return this.#request(subject, encodeJson(body), options, noResponders, subjects.llmCancel(), sink);
+  }
+
+  /**
+   * An MCP request besides tools (`resources/list`, `resources/read`, `prompts/get`, ...) to one
+   * backend's callers, passed to the backend as it is. Resolves with the MCP result; rejects with a
+   * ToolbusError.
+   */
+  async mcpRequest(
+    backend: string,
+    method: ForwardedMcpMethod,
+    params: Record<string, unknown> = {},
+    options: Omit<CallOptions, "direct" | "conversationId" | "cache" | "onProgress"> = {},
+  ): Promise<Record<string, unknown>> {
+    let subject: string;
+    try {
+      subject = subjects.backendMcp(backend);
+    } catch (err) {
+      throw ToolbusError.of(ErrorCode.BAD_REQUEST, (err as Error).message);
+    }
+    const body: McpForwardRequestInput = { backend, method, params };
+    const reply = (await this.#request(
+      subject,
+      encodeJson(body),
+      options,
+      `no caller serves backend "${backend}"`,
+      subjects.cancelCall(backend),
+    )) as McpForwardReply;
+    if (reply.ok) return reply.result;
+    throw new ToolbusError(reply.error);
   }
 
   /** The tools of every backend the router knows (or of one backend). */
@@ -392,9 +431,13 @@ export class ToolbusClient {
 
     const mux = this.#mux();
     const token = (++this.#sequence).toString(36);
+    // Progress comes to the same inbox under a token of its own, kept until the call settles.
+    const progressToken = options.onProgress ? `${token}-p` : undefined;
+    if (progressToken) h.set(Headers.ProgressTo, `${mux.prefix}${progressToken}`);
     return new Promise((resolve, reject) => {
       const settle = (): void => {
         mux.pending.delete(token);
+        if (progressToken) mux.pending.delete(progressToken);
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
       };
@@ -452,6 +495,23 @@ export class ToolbusClient {
           resolve(body);
         },
       });
+      if (progressToken) {
+        const onProgress = options.onProgress!;
+        mux.pending.set(progressToken, {
+          cancel: () => undefined,
+          fail: () => undefined,
+          answer: (msg) => {
+            let body: unknown;
+            try {
+              body = decodeJson(msg.data);
+            } catch {
+              return;
+            }
+            const parsed = ToolProgressSchema.safeParse(body);
+            if (parsed.success) onProgress(parsed.data);
+          },
+        });
+      }
       sink?.bind((reason) => {
         if (!mux.pending.has(token)) return;
         settle();

@@ -3,7 +3,7 @@ export type { ToolbusClientOptions, CallOptions, ChatOptions, ToolCallOutcome, H
 export { ChatStream } from "./chat-stream.js";
 export type { LlmChatOkReply, LlmChatRequestInput, LlmDelta, LlmMessage, LlmToolCall } from "@toolbus/protocol";
 export { HealthState } from "@toolbus/protocol";
-export type { HealthEvent, CacheStatus, ChatEvent } from "@toolbus/protocol";
+export type { HealthEvent, CacheStatus, ChatEvent, ToolProgress, ForwardedMcpMethod } from "@toolbus/protocol";
 export { ChatEventType, newEventId } from "@toolbus/protocol";
 export { toolbusConnectionOptions, NatsCredsError, isNatsCredsError } from "./connection.js";
 export type { NatsConnectionSettings } from "./connection.js";

@@ -169,7 +169,27 @@ export interface ToolbusConfig {
   readonly chatLog: ChatLogConfig;
   /** LLM routing: per model, the fallback chain that replaces its backend's. */
   readonly llm: { readonly fallbacks: Readonly<Record<string, readonly string[]>> };
+  readonly gateway: GatewayConfig;
   readonly backends: Readonly<Record<string, BackendConfig>>;
+}
+
+/** The MCP front door's settings. */
+export interface GatewayConfig {
+  readonly enabled: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly path: string;
+  /** Empty: no auth (refused at start unless the host is a loopback address). */
+  readonly tokens: readonly { readonly name: string; readonly token: Secret; readonly backends: readonly string[] }[];
+  readonly allowedOrigins: readonly string[];
+  readonly maxRequestBytes: number;
+  readonly sessionTtlMs: number;
+  readonly tools: { readonly prefix: "always" | "on-clash" | "never"; readonly separator: string; readonly aliases: Readonly<Record<string, string>> };
+  readonly budget: {
+    readonly defaultMs: number;
+    readonly maxMs: number;
+    readonly backends: Readonly<Record<string, { readonly defaultMs?: number; readonly maxMs?: number }>>;
+  };
 }
 
 /** Values given on the command line; they win over everything else. */
@@ -425,6 +445,14 @@ export function compileConfig(
   // itself; too small a margin would make a merely busy cache's calls reach the backend twice.
   if (c.handoffTimeout < 2 * c.shared.timeout)
     problems.push(`cache.handoffTimeout: must be at least twice cache.shared.timeout (${formatDuration(2 * c.shared.timeout)})`);
+  const g = file.gateway;
+  if (g.budget.default > g.budget.max) problems.push(`gateway.budget.default: must be at most gateway.budget.max (${formatDuration(g.budget.max)})`);
+  g.tokens.forEach((t, i) =>
+    t.backends.forEach((b, j) => {
+      if (b !== "*" && !backends[b]) problems.push(`gateway.tokens.${i}.backends.${j}: no backend "${b}" is configured`);
+    }),
+  );
+  for (const b of Object.keys(g.budget.backends)) if (!backends[b]) problems.push(`gateway.budget.backends.${b}: no backend "${b}" is configured`);
   if (problems.length > 0) throw new ConfigError(problems, options.source);
   return deepFreeze({
     source: options.source,
@@ -461,6 +489,32 @@ export function compileConfig(
       lockStaleMs: file.chatLog.lockStale,
     },
     llm: { fallbacks: file.llm.fallbacks },
+    gateway: {
+      enabled: file.gateway.enabled,
+      host: file.gateway.host,
+      port: file.gateway.port,
+      path: file.gateway.path,
+      // Read when the gateway starts (only it needs them), like an LLM backend's key.
+      tokens: file.gateway.tokens.map((t, i) => ({
+        name: t.name,
+        token: secretOf(t.token, env, at, `gateway.tokens.${i}.token`, false, problems),
+        backends: t.backends,
+      })),
+      allowedOrigins: file.gateway.allowedOrigins.map((o) => new URL(o).origin),
+      maxRequestBytes: file.gateway.maxRequestBytes,
+      sessionTtlMs: file.gateway.sessionTtl,
+      tools: file.gateway.tools,
+      budget: {
+        defaultMs: file.gateway.budget.default,
+        maxMs: file.gateway.budget.max,
+        backends: Object.fromEntries(
+          Object.entries(file.gateway.budget.backends).map(([b, v]) => [
+            b,
+            { ...(v.default !== undefined ? { defaultMs: v.default } : {}), ...(v.max !== undefined ? { maxMs: v.max } : {}) },
+          ]),
+        ),
+      },
+    },
     backends,
   });
 }

@@ -418,3 +418,40 @@ describe("LLM backends", () => {
     expect(() => (lazy.backends.a as LlmBackendConfig).apiKey!.reveal()).toThrow("backends.a.apiKey: the environment variable NOT_SET_ANYWHERE is not set");
   });
 });
+
+describe("gateway", () => {
+  const backends = { web: { kind: "mcp-http", url: "http://127.0.0.1:1/mcp" } };
+
+  it("has sane defaults: on in `up`, loopback, port 8765, no tokens, names prefixed with __", () => {
+    const g = compile({ backends }).gateway;
+    expect(g).toMatchObject({ enabled: true, host: "127.0.0.1", port: 8765, path: "/mcp", tokens: [], allowedOrigins: [] });
+    expect(g.tools).toEqual({ prefix: "always", separator: "__", aliases: {} });
+    expect(g.budget).toMatchObject({ defaultMs: 60_000, maxMs: 600_000 });
+  });
+
+  const problemsOf = (raw: Record<string, unknown>): readonly string[] => {
+    try {
+      compile(raw);
+    } catch (err) {
+      return (err as ConfigError).problems;
+    }
+    return [];
+  };
+
+  it("names every mistake: a token for a backend nobody configured, a default budget over the maximum, a bad separator", () => {
+    expect(
+      problemsOf({ backends, gateway: { tokens: [{ name: "a", token: { env: "X" }, backends: ["web", "nope"] }], budget: { default: "20m", max: "10m" } } }),
+    ).toEqual(["gateway.budget.default: must be at most gateway.budget.max (10m)", 'gateway.tokens.0.backends.1: no backend "nope" is configured']);
+    expect(problemsOf({ backends, gateway: { tools: { separator: "/" } } })).toEqual([expect.stringMatching(/^gateway\.tools\.separator: /)]);
+  });
+
+  it("a token is read when the gateway starts, never printed", () => {
+    const g = compileConfig(
+      { backends, gateway: { tokens: [{ name: "a", token: { env: "GW" } }] } },
+      { baseDir: "/", source: "(test)", env: { GW: "s3cret" } },
+    ).gateway;
+    expect(g.tokens[0]!.backends).toEqual(["*"]);
+    expect(g.tokens[0]!.token.reveal()).toBe("s3cret");
+    expect(inspect(g)).not.toContain("s3cret");
+  });
+});

@@ -13,6 +13,7 @@ export type {
   LaunchConfig,
   ConfigFlags,
   LoadConfigOptions,
+  GatewayConfig,
 } from "./compile.js";
 export { cacheRule } from "./cache-rule.js";
 export type { CacheRule } from "./cache-rule.js";

@@ -386,6 +386,65 @@ export const ConfigFileSchema = z
         batch: { maxEvents: 1_000, maxWait: 2 },
         lockStale: 5_000,
       }),
+    /** The MCP front door: one MCP server (streamable HTTP; `toolbus gateway --stdio`) serving every backend's tools. */
+    gateway: z
+      .object({
+        /** Part of `toolbus up`. */
+        enabled: z.boolean().default(true),
+        host: z.string().default("127.0.0.1"),
+        /** 0 picks a free port. */
+        port: bounded({ min: 0, max: 65535 }).default(8765),
+        path: z
+          .string()
+          .regex(/^\/[A-Za-z0-9/_.-]*$/, "must be a URL path such as /mcp")
+          .default("/mcp"),
+        /** Bearer tokens, each naming the backends it may reach; none: no auth, allowed only on a loopback host. */
+        tokens: z
+          .array(z.object({ name: z.string().min(1).max(64), token: ApiKeySchema, backends: z.array(z.string()).min(1).default(["*"]) }).strict())
+          .default([]),
+        /** Browser origins allowed to call (CORS, and the DNS-rebinding check): none by default. */
+        allowedOrigins: z.array(z.string().url()).default([]),
+        maxRequestBytes: bounded({ min: 1024, max: 64 * 1024 * 1024, unit: "bytes" }).default(1024 * 1024),
+        /** A session unused for this long is forgotten (by every replica). */
+        sessionTtl: duration({ min: 1000, max: 30 * DAY }).default(HOUR),
+        tools: z
+          .object({
+            /** `always`: every tool is `<backend><separator><tool>`; `on-clash`: only names two backends share; `never`. */
+            prefix: z.enum(["always", "on-clash", "never"]).default("always"),
+            separator: z
+              .string()
+              .regex(/^[A-Za-z0-9_.-]{1,8}$/, "1-8 of A-Z, a-z, 0-9, '_', '.', '-'")
+              .default("__"),
+            /** The prefix to use for a backend instead of its name. */
+            aliases: z.record(z.string(), z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/)).default({}),
+          })
+          .strict()
+          .default({ prefix: "always", separator: "__", aliases: {} }),
+        /** Each call's budget: `default` unless the client asks for one (`_meta` "io.toolbus/timeoutMs"), never past `max`; per backend too. */
+        budget: z
+          .object({
+            default: duration({ min: 1, max: DAY }).default(60 * 1000),
+            max: duration({ min: 1, max: DAY }).default(10 * MINUTE),
+            backends: z
+              .record(z.string(), z.object({ default: duration({ min: 1, max: DAY }).optional(), max: duration({ min: 1, max: DAY }).optional() }).strict())
+              .default({}),
+          })
+          .strict()
+          .default({ default: 60 * 1000, max: 10 * MINUTE, backends: {} }),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        host: "127.0.0.1",
+        port: 8765,
+        path: "/mcp",
+        tokens: [],
+        allowedOrigins: [],
+        maxRequestBytes: 1024 * 1024,
+        sessionTtl: HOUR,
+        tools: { prefix: "always", separator: "__", aliases: {} },
+        budget: { default: 60 * 1000, max: 10 * MINUTE, backends: {} },
+      }),
     /** Every MCP backend (stdio and HTTP). */
     mcp: z
       .object({

@@ -31,5 +31,10 @@ export const Headers = {
   Tried: "Toolbus-Tried",
   /** On an LLM chat a caller forwarded to a fallback: its user_message is in the chat log already. */
   ChatLogged: "Toolbus-Chat-Logged",
+  /**
+   * On a tool call: a subject where the caller publishes the backend's progress notifications
+   * (ToolProgress), as they come. Without it the caller asks for progress only to keep its timer fair.
+   */
+  ProgressTo: "Toolbus-Progress-To",
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];

@@ -131,3 +131,20 @@ export type {
   LlmDelivered,
   LlmUsageShare,
 } from "./llm.js";
+export {
+  ToolProgressSchema,
+  GatewayCancelSchema,
+  FORWARDED_MCP_METHODS,
+  McpForwardRequestSchema,
+  McpForwardOkReplySchema,
+  McpForwardReplySchema,
+} from "./gateway.js";
+export type {
+  ToolProgress,
+  GatewayCancel,
+  ForwardedMcpMethod,
+  McpForwardRequest,
+  McpForwardRequestInput,
+  McpForwardOkReply,
+  McpForwardReply,
+} from "./gateway.js";

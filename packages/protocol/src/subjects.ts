@@ -101,6 +101,13 @@ export const subjects = {
    * the backend's caller charges its own buckets with it, so the limits hold across replicas.
    */
   llmUsage: (backend: string): string => `${SUBJECT_PREFIX}.llm.usage.${backendToken(backend)}`,
+  /**
+   * MCP requests other than tools (resources, prompts) for one backend's callers, passed to the backend
+   * as they are (McpForwardRequest).
+   */
+  backendMcp: (backend: string): string => `${SUBJECT_PREFIX}.backend.${backendToken(backend)}.mcp`,
+  /** An MCP client cancelled a request at some gateway replica: every replica hears it (GatewayCancel), no queue group. */
+  gatewayCancel: (): string => `${SUBJECT_PREFIX}.gateway.cancel`,
   /** Where a cache replica acknowledges, in batches, the calls one router handed it (their tickets). */
   cacheAck: (routerId: string): string => `${SUBJECT_PREFIX}.cache.ack.${workerToken(routerId)}`,
 } as const;
@@ -115,6 +122,8 @@ export const kvBuckets = {
   endpoints: "toolbus_endpoints",
   /** Cached tool results shared by every cache replica, key from cacheKey; the bucket's TTL bounds every entry. */
   cache: "toolbus_cache",
+  /** The MCP front door's sessions, key the session id: any gateway replica accepts a session another issued. */
+  gatewaySessions: "toolbus_gateway_sessions",
 } as const;
 
 /** Queue groups: every replica of a worker joins the same group, so replicas share the load. */

@@ -50,6 +50,12 @@ export interface Metrics {
   readonly genAiOperationDuration: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend" | "error_type">;
   readonly genAiTimeToFirstToken: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend">;
   readonly genAiTimePerOutputToken: Histogram<"gen_ai_provider_name" | "gen_ai_request_model" | "backend">;
+  /** The MCP front door: requests by MCP method and outcome (`ok`, a toolbus code, or an HTTP refusal), their duration, open connections. */
+  readonly gatewayRequests: Counter<"method" | "outcome">;
+  readonly gatewayDuration: Histogram<"method" | "outcome">;
+  readonly gatewayConnections: Gauge<"kind">;
+  /** Backends left out of the gateway's tool list because they are down (fail-open: the rest is served). */
+  readonly gatewayBackendsLeftOut: Gauge;
 }
 
 export function createMetrics(): Metrics {
@@ -104,6 +110,30 @@ export function createMetrics(): Metrics {
     cacheEvictions: new Counter({ name: "toolbus_cache_evictions_total", help: "L1 entries dropped to make room", registers: [registry] }),
     cacheBytes: new Gauge({ name: "toolbus_cache_bytes", help: "Bytes held by the L1 tier", registers: [registry] }),
     cacheEntries: new Gauge({ name: "toolbus_cache_entries", help: "Entries held by the L1 tier", registers: [registry] }),
+    gatewayRequests: new Counter({
+      name: "toolbus_gateway_requests_total",
+      help: "MCP requests to the front door by method and outcome",
+      labelNames: ["method", "outcome"],
+      registers: [registry],
+    }),
+    gatewayDuration: new Histogram({
+      name: "toolbus_gateway_request_duration_seconds",
+      help: "MCP requests to the front door, from receipt to answer",
+      labelNames: ["method", "outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120],
+      registers: [registry],
+    }),
+    gatewayConnections: new Gauge({
+      name: "toolbus_gateway_connections",
+      help: "Open HTTP connections and event streams of the front door",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
+    gatewayBackendsLeftOut: new Gauge({
+      name: "toolbus_gateway_backends_left_out",
+      help: "Backends left out of the front door's tool list because they are down",
+      registers: [registry],
+    }),
     singleFlightJoins: new Counter({
       name: "toolbus_single_flight_joins_total",
       help: "Calls that shared an identical call already in flight",

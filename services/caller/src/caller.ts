@@ -6,6 +6,7 @@ import {
   ChatEventType,
   ErrorCode,
   Headers,
+  McpForwardRequestSchema,
   ToolCallRequestSchema,
   decodeToolsListRequest,
   encodeJson,
@@ -18,6 +19,7 @@ import {
   type ErrorReply,
   type ToolCallOkReply,
   type ToolDescriptor,
+  type ToolProgress,
   type ToolsListOkReply,
 } from "@toolbus/protocol";
 import {
@@ -41,7 +43,8 @@ import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy } from "./policy.js";
 import { Presence } from "./presence.js";
-import { REPLY_MARGIN_MS, breakerEvent } from "./shared.js";
+import { REPLY_MARGIN_MS, breakerEvent, leastBusy } from "./shared.js";
+import { classify, faultReply } from "@toolbus/mcp-http";
 import { SingleFlight, type CallReply } from "./single-flight.js";
 import { StdioEndpoint } from "./stdio.js";
 import { ToolList } from "./tool-list.js";
@@ -199,7 +202,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     const controller = calls.start(admitted.requestId, admitted.deadline - monotonicNow() - REPLY_MARGIN_MS);
     try {
       const descriptor = index?.get(request.tool);
-      const call = (): Promise<CallReply> => policy.execute(request, admitted.deadline, descriptor, controller.signal);
+      const call = (): Promise<CallReply> => policy.execute(request, admitted.deadline, descriptor, controller.signal, progressRelay(msg));
       const rule = cacheSettings && request.cache !== "bypass" ? cacheRule(cacheSettings, backend, request.tool, descriptor) : undefined;
       const key = rule && cacheKeyFor(request, rule, msg.headers);
       let reply: CallReply;
@@ -231,6 +234,42 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       nc.publish(subjects.cacheSet(), `${JSON.stringify(head)}\n${result}`);
     } catch (err) {
       log.debug({ err: (err as Error).message }, "could not offer a result to the cache");
+    }
+  }
+
+  /** The backend's progress, published where the call asked for it (header Toolbus-Progress-To), if it did. */
+  function progressRelay(msg: Msg): ((progress: ToolProgress) => void) | undefined {
+    const to = msg.headers?.get(Headers.ProgressTo);
+    if (!to) return undefined;
+    return (progress) => {
+      try {
+        nc.publish(to, encodeJson(progress));
+      } catch (err) {
+        log.debug({ err: (err as Error).message }, "could not relay progress");
+      }
+    };
+  }
+
+  let rotation = 0;
+  /** An MCP request besides tools (resources, prompts), passed to a live endpoint as it is. */
+  async function handleMcp(msg: Msg): Promise<void> {
+    const admitted = admitRequest(msg, McpForwardRequestSchema, options.limits, monotonicNow());
+    if (!admitted.ok) return void respondJson(msg, admitted.reply, maxPayload());
+    const { method, params } = admitted.body;
+    if (admitted.body.backend !== backend.name) {
+      return void respondJson(msg, errorReply(ErrorCode.BAD_REQUEST, `this subject serves backend "${backend.name}"`), maxPayload());
+    }
+    const endpoint = leastBusy(endpoints, rotation++, (e) => e.live && !policy.breakers.get(e)!.rejecting, undefined);
+    if (!endpoint) return void respondJson(msg, errorReply(ErrorCode.BACKEND_UNAVAILABLE, `no live endpoint of backend "${backend.name}"`), maxPayload());
+    const left = admitted.deadline - monotonicNow() - REPLY_MARGIN_MS;
+    const controller = calls.start(admitted.requestId, left);
+    try {
+      const result = await endpoint.request(method, params, Math.max(1, Math.floor(left)), controller.signal);
+      respondJson(msg, { ok: true, result }, maxPayload());
+    } catch (err) {
+      respondJson(msg, faultReply(classify(controller.signal.aborted ? controller.signal.reason : err, { sessionSent: false }), endpoint.id), maxPayload());
+    } finally {
+      calls.end(controller);
     }
   }
 
@@ -276,6 +315,11 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     metadata: { backend: backend.name },
   });
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
+  service.addEndpoint("mcp", {
+    subject: subjects.backendMcp(backend.name),
+    queue,
+    handler: (_err, msg) => inFlight.track(handleMcp(msg).catch((err: unknown) => failed(msg, err))),
+  });
   await presence.start();
   health.startReports();
   log.info({ endpoints: endpoints.length, subject: subjects.backendCall(backend.name) }, "caller started");

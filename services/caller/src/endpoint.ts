@@ -1,15 +1,21 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import {
+  GetPromptResultSchema,
+  ListPromptsResultSchema,
+  ListResourcesResultSchema,
+  ListResourceTemplatesResultSchema,
+  ReadResourceResultSchema,
   ResourceListChangedNotificationSchema,
   ResourceUpdatedNotificationSchema,
   ToolListChangedNotificationSchema,
   type CallToolResult as McpCallToolResult,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
+import type { ForwardedMcpMethod, ToolProgress } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
 import { EndpointDownError } from "@toolbus/mcp-http";
-import { LeanCalls } from "./lean-calls.js";
+import { LeanCalls, progressOf } from "./lean-calls.js";
 
 /** One way to reach a backend: a stdio child process or an HTTP server. */
 export interface Endpoint {
@@ -27,6 +33,8 @@ export interface Endpoint {
   wake(): void;
   callTool(name: string, args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult>;
   listTools(timeoutMs: number): Promise<Tool[]>;
+  /** An MCP request besides tools (resources, prompts), passed on as it is; resolves with its result. */
+  request(method: ForwardedMcpMethod, params: Record<string, unknown>, timeoutMs: number, signal: AbortSignal): Promise<Record<string, unknown>>;
   /** An MCP ping; resolves with its round trip in ms (a stdio child's health, which only its caller can probe). */
   ping(timeoutMs: number): Promise<number>;
   close(): Promise<void>;
@@ -45,6 +53,8 @@ export interface CallOptions {
    * cancel, or when a stop runs out of grace. The SDK then tells the backend (notifications/cancelled).
    */
   signal: AbortSignal;
+  /** The backend's progress notifications, for a client that asked to hear them. */
+  onProgress?: (progress: ToolProgress) => void;
 }
 
 export interface EndpointEvents {
@@ -58,6 +68,15 @@ export interface EndpointEvents {
 
 /** Asking for progress (a progress token) is what lets the SDK restart the timer on each notification. */
 const ignoreProgress = (): void => undefined;
+
+/** The result schema of each MCP request a caller passes on. */
+const RESULT_SCHEMAS = {
+  "resources/list": ListResourcesResultSchema,
+  "resources/templates/list": ListResourceTemplatesResultSchema,
+  "resources/read": ReadResourceResultSchema,
+  "prompts/list": ListPromptsResultSchema,
+  "prompts/get": GetPromptResultSchema,
+} as const;
 
 /** Backoff between reconnects: 100 ms doubling to 10 s, reset once a connection has stayed up. */
 export class Backoff {
@@ -283,7 +302,7 @@ export abstract class ClientEndpoint implements Endpoint {
     return (await client.callTool({ name, arguments: args }, undefined, {
       timeout: options.timeoutMs,
       // A backend that reports progress is working, not hung: its idle timer restarts, up to the deadline.
-      onprogress: ignoreProgress,
+      onprogress: options.onProgress ? (p) => options.onProgress!(progressOf(p)) : ignoreProgress,
       resetTimeoutOnProgress: true,
       maxTotalTimeout: options.maxTotalMs,
       signal: options.signal,
@@ -310,6 +329,18 @@ export abstract class ClientEndpoint implements Endpoint {
     } while (cursor);
     this.#lean.get(client)?.learn(tools);
     return tools;
+  }
+
+  async request(method: ForwardedMcpMethod, params: Record<string, unknown>, timeoutMs: number, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const client = this.client;
+    if (!client) throw new EndpointDownError(this.id);
+    this.#inFlight++;
+    try {
+      // The SDK checks the result against the method's schema, and sends notifications/cancelled on a timeout or an abort.
+      return await client.request({ method, params }, RESULT_SCHEMAS[method], { timeout: timeoutMs, signal });
+    } finally {
+      this.#inFlight--;
+    }
   }
 
   /** Called as a close begins, while the connection is still up (HTTP ends its session politely). */

@@ -3,6 +3,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontex
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode as McpErrorCode, McpError, type CallToolResult as McpCallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { McpHttpBackendConfig } from "@toolbus/config";
+import type { ForwardedMcpMethod } from "@toolbus/protocol";
 import type { Logger } from "@toolbus/runtime";
 import { Agent } from "undici";
 import { ClientEndpoint, type CallOptions, type EndpointEvents } from "./endpoint.js";
@@ -126,6 +127,10 @@ export class HttpEndpoint extends ClientEndpoint {
 
   override listTools(timeoutMs: number): Promise<Tool[]> {
     return this.#withSession(timeoutMs, undefined, (left) => super.listTools(left));
+  }
+
+  override request(method: ForwardedMcpMethod, params: Record<string, unknown>, timeoutMs: number, signal: AbortSignal): Promise<Record<string, unknown>> {
+    return this.#withSession(timeoutMs, signal, (left) => super.request(method, params, left, signal));
   }
 
   /**

@@ -7,12 +7,24 @@ import {
   type JSONRPCMessage,
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
+import type { ToolProgress } from "@toolbus/protocol";
 
 /** What a tools/call needs: the timer (restarted by progress, never past `maxTotalMs`) and the call's signal. */
 export interface LeanCallOptions {
   timeoutMs: number;
   maxTotalMs: number;
   signal: AbortSignal;
+  /** Each progress notification (progress, total, message), for a client that asked for them. */
+  onProgress?: (progress: ToolProgress) => void;
+}
+
+/** The relayable part of a progress notification's params (the token is the client's own). */
+export function progressOf(p: { progress?: unknown; total?: unknown; message?: unknown }): ToolProgress {
+  return {
+    progress: typeof p.progress === "number" ? p.progress : 0,
+    ...(typeof p.total === "number" ? { total: p.total } : {}),
+    ...(typeof p.message === "string" ? { message: p.message } : {}),
+  };
 }
 
 interface Pending {
@@ -129,14 +141,20 @@ export class LeanCalls {
 
   /** A message for one of our requests: handled here (true), else it is the SDK's. */
   #take(message: JSONRPCMessage): boolean {
-    const m = message as { id?: unknown; method?: unknown; params?: { progressToken?: unknown }; result?: unknown; error?: unknown };
+    const m = message as {
+      id?: unknown;
+      method?: unknown;
+      params?: { progressToken?: unknown; progress?: unknown; total?: unknown; message?: unknown };
+      result?: unknown;
+      error?: unknown;
+    };
     if (m.method === undefined) {
       if (typeof m.id !== "number" || !this.#pending.has(m.id)) return false;
       this.#answer(m.id, m);
       return true;
     }
     if (m.method === "notifications/progress" && typeof m.params?.progressToken === "number" && this.#pending.has(m.params.progressToken)) {
-      this.#progress(m.params.progressToken);
+      this.#progress(m.params.progressToken, m.params);
       return true;
     }
     return false;
@@ -162,9 +180,9 @@ export class LeanCalls {
   }
 
   /** A working backend is not hung: restart its timer, but never past the request's total. */
-  #progress(id: number): void {
+  #progress(id: number, params: { progress?: unknown; total?: unknown; message?: unknown }): void {
     const pending = this.#pending.get(id)!;
-    const { timeoutMs, maxTotalMs } = pending.options;
+    const { timeoutMs, maxTotalMs, onProgress } = pending.options;
     const elapsed = Date.now() - pending.started;
     if (elapsed >= maxTotalMs) {
       this.#cancel(id, new McpError(McpErrorCode.RequestTimeout, "Maximum total timeout exceeded", { maxTotalTimeout: maxTotalMs, totalElapsed: elapsed }));
@@ -176,6 +194,7 @@ export class LeanCalls {
       clearTimeout(pending.timer);
       pending.timer = setTimeout(() => this.#timedOut(id), maxTotalMs - elapsed);
     }
+    if (onProgress) onProgress(progressOf(params));
   }
 
   #closeAll(): void {

@@ -87,6 +87,9 @@ class FakeEndpoint implements Endpoint {
   async listTools(): Promise<Tool[]> {
     return [];
   }
+  async request(): Promise<Record<string, unknown>> {
+    return {};
+  }
   async close(): Promise<void> {}
 
   callTool(name: string, _args: Record<string, unknown>, options: CallOptions): Promise<McpCallToolResult> {

@@ -20,6 +20,7 @@ import {
   type ToolCallOkReply,
   type ToolCallRequest,
   type ToolDescriptor,
+  type ToolProgress,
 } from "@toolbus/protocol";
 import type { Endpoint } from "./endpoint.js";
 import { REPLY_MARGIN_MS, leastBusy, sleep } from "./shared.js";
@@ -139,8 +140,14 @@ export class CallPolicy {
   }
 
   /** Run one call under every policy. Resolves with the reply to send (never rejects). */
-  async execute(request: ToolCallRequest, deadline: number, tool: ToolDescriptor | undefined, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
-    if (!this.backend.policy.enabled) return this.#bare(request, deadline, signal);
+  async execute(
+    request: ToolCallRequest,
+    deadline: number,
+    tool: ToolDescriptor | undefined,
+    signal: AbortSignal,
+    onProgress?: (progress: ToolProgress) => void,
+  ): Promise<ToolCallOkReply | ErrorReply> {
+    if (!this.backend.policy.enabled) return this.#bare(request, deadline, signal, onProgress);
     const now = this.#now;
     const started = now();
     const retry = this.backend.policy.retry;
@@ -207,7 +214,12 @@ export class CallPolicy {
         const p99 = this.#latency.p99(key);
         const result = await this.breakers.get(endpoint)!.run(async () => {
           try {
-            return await endpoint.callTool(request.tool, request.arguments, { timeoutMs: timeout.timeoutMs, maxTotalMs: Math.floor(remaining), signal });
+            return await endpoint.callTool(request.tool, request.arguments, {
+              timeoutMs: timeout.timeoutMs,
+              maxTotalMs: Math.floor(remaining),
+              signal,
+              onProgress,
+            });
           } catch (err) {
             const fault = classify(err, { sessionSent: false, timeout });
             const timedOut = fault.code === ErrorCode.DEADLINE_EXCEEDED;
@@ -261,14 +273,19 @@ export class CallPolicy {
   }
 
   /** With policies off (config `policies: false`): one attempt, the budget as the only timeout. */
-  async #bare(request: ToolCallRequest, deadline: number, signal: AbortSignal): Promise<ToolCallOkReply | ErrorReply> {
+  async #bare(
+    request: ToolCallRequest,
+    deadline: number,
+    signal: AbortSignal,
+    onProgress?: (progress: ToolProgress) => void,
+  ): Promise<ToolCallOkReply | ErrorReply> {
     const started = this.#now();
     const endpoint = this.#pick(undefined);
     if (!endpoint) return this.#noEndpoint();
     const left = Math.floor(Math.min(deadline - started - REPLY_MARGIN_MS, this.backend.callTimeoutMs));
     if (left <= 0) return errorReply(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the backend was called");
     try {
-      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: left, maxTotalMs: left, signal });
+      const result = await endpoint.callTool(request.tool, request.arguments, { timeoutMs: left, maxTotalMs: left, signal, onProgress });
       return this.#ok(result, endpoint, 1, started);
     } catch (err) {
       return faultReply(classify(err, { sessionSent: false, timeout: { timeoutMs: left, limitedBy: "budget" } }), endpoint.id);

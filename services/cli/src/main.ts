@@ -13,7 +13,7 @@ import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
 import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
-import { WORKER_NAMES, allWorkers, worker as startWorker, type WorkerName } from "./workers.js";
+import { WORKER_NAMES, allWorkers, gatewayStdio, worker as startWorker, type WorkerName } from "./workers.js";
 
 interface GlobalOptions {
   config?: string;
@@ -165,6 +165,37 @@ program
     }
     const log = logger(cfg, `toolbus-${name}`);
     await serve(`toolbus-${name}`, cfg, log, async (deps) => [await startWorker(name as WorkerName, deps, cfg, opts.backend)]);
+  });
+
+program
+  .command("gateway")
+  .description("the MCP front door: every backend's tools as one MCP server (streamable HTTP, or --stdio for a desktop client)")
+  .option("--stdio", "serve MCP on stdin/stdout (logs go to stderr; no admin port unless --admin-port)")
+  .action(async (opts: { stdio?: boolean }) => {
+    let cfg = config();
+    if (!opts.stdio) {
+      const log = logger(cfg, "toolbus-gateway");
+      return serve("toolbus-gateway", cfg, log, async (deps) => [await startWorker("gateway", deps, cfg)]);
+    }
+    // A desktop client starts this as a command, perhaps beside a running `toolbus up`: no admin port
+    // to clash with unless asked for, and stdout is the protocol's alone.
+    if (globals().adminPort === undefined) cfg = { ...cfg, admin: { ...cfg.admin, port: -1 } };
+    const log = createLogger({ level: cfg.log.level, name: "toolbus-gateway", destination: process.stderr });
+    let worker: Awaited<ReturnType<typeof gatewayStdio>> | undefined;
+    const proc = await runWorkers({
+      name: "toolbus-gateway",
+      config: cfg,
+      logger: log,
+      start: async (deps) => [(worker = await gatewayStdio(deps, cfg))],
+    }).catch((err: unknown) => {
+      process.stderr.write(`toolbus: the gateway could not start: ${(err as Error).message}\n`);
+      process.exit(isNatsCredsError(err) ? ExitCode.USAGE : ExitCode.NO_NATS);
+    });
+    exitOnSignals(proc, log);
+    // The client closed stdin: the session is over.
+    await worker!.stopped;
+    await proc.stop();
+    process.exit(ExitCode.OK);
   });
 
 async function withClient<T>(cfg: ToolbusConfig, fn: (client: ToolbusClient) => Promise<T>): Promise<T> {

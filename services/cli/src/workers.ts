@@ -4,7 +4,7 @@ import { newWorkerId, type Worker, type WorkerDeps } from "@toolbus/runtime";
 // Each worker's package is loaded when that worker starts, not when the command does: a router pod
 // never loads the MCP SDK or undici, and `toolbus up` has its router serving while the rest loads.
 
-export const WORKER_NAMES = ["router", "caller", "cache", "health-prober", "chat-log-writer"] as const;
+export const WORKER_NAMES = ["router", "caller", "cache", "health-prober", "chat-log-writer", "gateway"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 /** Start a router. */
@@ -60,12 +60,25 @@ export async function chatLogWriter(deps: Omit<WorkerDeps, "workerId">, config: 
   return startChatLogWriter({ ...deps, workerId: newWorkerId("chat-log-writer") }, { chatLog: config.chatLog });
 }
 
+/** Start the MCP front door over streamable HTTP. */
+export async function gateway(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { startGateway } = await import("@toolbus/gateway");
+  return startGateway({ ...deps, workerId: newWorkerId("gateway") }, { config: config.gateway });
+}
+
+/** The MCP front door over this process's stdin and stdout (`toolbus gateway --stdio`). */
+export async function gatewayStdio(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
+  const { runStdioGateway } = await import("@toolbus/gateway");
+  return runStdioGateway({ ...deps, workerId: newWorkerId("gateway") }, { config: config.gateway });
+}
+
 /** Start the worker `name` (`toolbus worker <name>`). */
 export async function worker(name: WorkerName, deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig, backend?: string): Promise<Worker> {
   if (name === "router") return router(deps, config);
   if (name === "health-prober") return healthProber(deps, config);
   if (name === "cache") return cache(deps, config);
   if (name === "chat-log-writer") return chatLogWriter(deps, config);
+  if (name === "gateway") return gateway(deps, config);
   return caller(deps, config, backend!);
 }
 
@@ -83,6 +96,9 @@ export async function allWorkers(deps: Omit<WorkerDeps, "workerId">, config: Too
     // Last: on stop it goes after the callers, so their breakers hear its events to the end.
     workers.push(await healthProber(deps, config));
     if (config.chatLog.enabled) workers.push(await chatLogWriter(deps, config));
+    // Started last (it serves what the others provide), stopped first (no new MCP requests while the
+    // calls it has running finish through the router and callers).
+    if (config.gateway.enabled) workers.unshift(await gateway(deps, config));
   } catch (err) {
     // One failed to start: stop the ones that did, so no child process or subscription is left behind.
     await Promise.allSettled(workers.map((w) => w.stop(0)));

@@ -1,0 +1,90 @@
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { ToolbusClient } from "@toolbus/client";
+import type { GatewayConfig } from "@toolbus/config";
+import { stopOnce, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { Catalog } from "./catalog.js";
+import { HttpFrontDoor } from "./http.js";
+import { GatewayCore, listChanged } from "./mcp-server.js";
+import { SessionStore } from "./sessions.js";
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+}
+
+export interface GatewayWorker extends Worker {
+  /** The port the front door listens on (the configured one, or the free one picked for port 0). */
+  readonly port: number;
+  readonly url: string;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+/**
+ * The MCP front door over streamable HTTP (`toolbus worker gateway`, part of `toolbus up`): an MCP
+ * server whose every request flows over the bus with a deadline, so any replica serves any request.
+ */
+export async function startGateway(deps: WorkerDeps, options: GatewayOptions): Promise<GatewayWorker> {
+  const { config } = options;
+  const log = deps.logger.child({ worker: "gateway", workerId: deps.workerId });
+  if (config.tokens.length === 0 && !LOOPBACK.test(config.host)) {
+    throw new Error(`gateway.host is ${config.host}, not a loopback address: set gateway.tokens so that not everyone who can reach it can call every tool`);
+  }
+  const client = new ToolbusClient(deps.nc);
+  const catalog = new Catalog(client, deps.nc, log, deps.metrics, config.tools);
+  const core = new GatewayCore(catalog, client, deps.nc, config, log, deps.metrics);
+  const sessions = new SessionStore(deps.nc, log, config.sessionTtlMs);
+  await sessions.start();
+  core.start();
+  await catalog.start();
+  const front = new HttpFrontDoor(config, core, sessions, log, deps.metrics);
+  const port = await front.listen();
+  const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}${config.path}`;
+  log.info({ url, auth: config.tokens.length > 0 ? config.tokens.map((t) => t.name) : "none (loopback only)" }, "gateway started");
+  return {
+    name: "gateway",
+    port,
+    url,
+    notReady: () => [],
+    ...stopOnce(async (graceMs = 10_000) => {
+      const until = Date.now() + graceMs;
+      while (core.running > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      if (core.running > 0) core.abortAll("the gateway stopped before the call ended (grace period over)");
+      await front.close();
+      await core.stop();
+      await catalog.stop();
+      await client.close();
+    }),
+  };
+}
+
+/**
+ * The front door over this process's stdin and stdout (`toolbus gateway --stdio`), for a desktop client
+ * that starts its MCP servers as commands. Logs must go to stderr: stdout carries the protocol.
+ */
+export async function runStdioGateway(deps: WorkerDeps, options: GatewayOptions): Promise<Worker> {
+  const log = deps.logger.child({ worker: "gateway-stdio", workerId: deps.workerId });
+  const client = new ToolbusClient(deps.nc);
+  const catalog = new Catalog(client, deps.nc, log, deps.metrics, options.config.tools);
+  const core = new GatewayCore(catalog, client, deps.nc, options.config, log, deps.metrics);
+  core.start();
+  await catalog.start();
+  const server = core.createServer({ session: `stdio-${deps.workerId}`, allowed: () => true });
+  catalog.onChange((change) => void listChanged(server, change).catch(() => undefined));
+  const transport = new StdioServerTransport();
+  const worker = {
+    name: "gateway-stdio",
+    notReady: () => [],
+    ...stopOnce(async () => {
+      core.abortAll("the gateway stopped");
+      await server.close().catch(() => undefined);
+      await core.stop();
+      await catalog.stop();
+      await client.close();
+    }),
+  };
+  // The client closing stdin ends the session, and the process with it.
+  server.onclose = () => void worker.stop();
+  await server.connect(transport);
+  log.info({}, "gateway serving MCP on stdio");
+  return worker;
+}
