@@ -7,7 +7,8 @@
  * and calls/s; ratios against the direct SDK over the same transport. Writes JSON under bench-results/.
  * BENCH_PROFILE=<dir> writes a CPU profile of the toolbus process; --only <text> picks toolbus rows
  * (`--only recovery`: the recovery figures alone, see recovery.ts; `--only "router → cache"`: the cache rows;
- * `--only chat`: the chat-log writer's figures, see chat.ts; `--only llm`: the LLM figures, see llm.ts).
+ * `--only chat`: the chat-log writer's figures, see chat.ts; `--only llm`: the LLM figures, see llm.ts;
+ * `--only gateway`: the MCP front door beside mcp-proxy and supergateway, see gateway.ts).
  * Rows other than the cache's bypass the cache, so they measure the path to the backend.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -19,6 +20,7 @@ import { FAULT_SERVER, ROOT } from "../helpers/paths.js";
 import { runToolbus, tempDir, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
 import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
+import { gatewayBench, type GatewayRow } from "./gateway.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
 import { closedLoop, quantile } from "./measure.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
@@ -514,6 +516,27 @@ async function main(): Promise<void> {
       },
     ]);
   }
+  let gateway: GatewayRow[] | undefined;
+  if (only === "" || only === "gateway") {
+    gateway = await gatewayBench(nats.url, { sequential: SEQUENTIAL, concurrent: CONCURRENT_TOTAL, warmup: WARMUP });
+    const direct = gateway[0]!;
+    const peers = gateway.filter((r) => r.name.startsWith("mcp-proxy") || r.name.startsWith("supergateway"));
+    const fastestPeer = Math.max(...peers.map((r) => r.callsPerSec));
+    console.log("\nMCP front door: an MCP client (the SDK's, streamable HTTP) calling server-everything's echo through each, one run:");
+    console.table(
+      gateway.map((r) => ({
+        path: r.name,
+        "seq p50 ms": r.seqP50,
+        "seq p99 ms": r.seqP99,
+        "64× calls/s": r.callsPerSec,
+        "64× p50 ms": r.p50At64,
+        "64× p99 ms": r.p99At64,
+        "calls/s ÷ direct": Math.round((r.callsPerSec / direct.callsPerSec) * 100) / 100,
+        "calls/s ÷ faster peer": Math.round((r.callsPerSec / fastestPeer) * 100) / 100,
+        "CPU µs/call (middle process)": r.cpuMicrosPerCall ?? "–",
+      })),
+    );
+  }
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileSync(
@@ -540,6 +563,7 @@ async function main(): Promise<void> {
         recovery,
         llm,
         startup,
+        gateway,
         openLoop: openLoopRows,
       },
       null,

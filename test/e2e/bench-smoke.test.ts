@@ -27,6 +27,7 @@ describe("npm run bench", () => {
       zipf: { calls: number; hitRatio: number; backendCalls: number; backendCallsSaved: number };
       openLoop: Array<{ path: string; targetRate: number; ok: number; errors: Record<string, number> }>;
       llm: { rows: Array<{ name: string; callsPerSec: number }>; reuse: { requests: number; connections: number } };
+      gateway: Array<{ name: string; callsPerSec: number }>;
     };
     expect(report.rows.map((r) => r.name)).toEqual([
       "direct SDK, stdio",
@@ -62,5 +63,13 @@ describe("npm run bench", () => {
     // The LLM rows: the official client and toolbus against the same server, and toolbus reused its connections.
     expect(report.llm.rows.map((r) => r.name)).toEqual(["direct openai client", "toolbus router → openai-compatible"]);
     expect(report.llm.reuse.connections).toBeLessThan(report.llm.reuse.requests / 2);
+    // The MCP front door beside its peers, each in front of the same stdio server.
+    expect(report.gateway.map((r) => r.name)).toEqual([
+      "direct SDK → server-everything HTTP",
+      "toolbus gateway → stdio",
+      "mcp-proxy → stdio",
+      "supergateway (stateful) → stdio",
+    ]);
+    for (const r of report.gateway) expect(r.callsPerSec).toBeGreaterThan(0);
   });
 });

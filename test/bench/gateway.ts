@@ -1,0 +1,186 @@
+/**
+ * The MCP front door's figures for `npm run bench` (`--only gateway`): an MCP client (the SDK's, over
+ * streamable HTTP, on toolbus's lean client transport) calling server-everything's `echo` through toolbus's gateway, through mcp-proxy and
+ * through supergateway (stateful) in front of the same stdio server, and straight to server-everything's
+ * own streamable-HTTP server, in one run: sequential p50 and p99, calls/s at 64 in flight, and the CPU
+ * per call of the process in the middle (toolbus: the whole `toolbus up`, gateway, router and caller).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { Agent } from "undici";
+import { LeanHttpTransport } from "@toolbus/mcp-http";
+import { freePort, startEverythingHttp } from "../helpers/mcp.js";
+import { EVERYTHING_SERVER } from "../helpers/paths.js";
+import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
+import { closedLoop, quantile } from "./measure.js";
+import { NODE_FLAGS } from "./startup.js";
+
+export interface GatewayRow {
+  name: string;
+  seqP50: number;
+  seqP99: number;
+  callsPerSec: number;
+  p50At64: number;
+  p99At64: number;
+  /** CPU µs per call of the process between client and server (undefined for the direct row). */
+  cpuMicrosPerCall: number | undefined;
+}
+
+const require = createRequire(import.meta.url);
+const MCP_PROXY = require.resolve("mcp-proxy/dist/bin/mcp-proxy.mjs");
+const SUPERGATEWAY = require.resolve("supergateway/dist/index.js");
+
+/** user + system CPU of a process, in µs (from /proc; clock ticks of 10 ms). */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+/**
+ * The bench's MCP client: the SDK's Client on toolbus's lean streamable-HTTP transport. With the SDK's
+ * own transport the client spends about a millisecond of CPU per call and caps every row near the same
+ * figure, hiding the differences between what is measured.
+ */
+async function leanClient(url: string): Promise<Client & AsyncDisposable> {
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  const client = new Client({ name: "bench", version: "0" }, { capabilities: {} });
+  const transport: LeanHttpTransport = new LeanHttpTransport(new URL(url), {
+    dispatcher: agent,
+    headers: {},
+    maxResponseBytes: 16 * 1024 * 1024,
+    onTooLarge: () => undefined,
+  });
+  await client.connect(transport);
+  return Object.assign(client, {
+    [Symbol.asyncDispose]: async () => {
+      await client.close();
+      await agent.close();
+    },
+  });
+}
+
+async function measure(name: string, url: string, tool: string, pid: number | undefined, sizes: GatewaySizes): Promise<GatewayRow> {
+  await using client = await leanClient(url);
+  const call = () => client.callTool({ name: tool, arguments: { message: "bench" } });
+  await closedLoop(call, sizes.warmup, 8);
+  const seq = (await closedLoop(call, sizes.sequential, 1)).latencies.sort((a, b) => a - b);
+  const before = pid === undefined ? 0 : cpuMicros(pid);
+  const conc = await closedLoop(call, sizes.concurrent, 64);
+  const cpuMicrosPerCall = pid === undefined ? undefined : Math.round((cpuMicros(pid) - before) / sizes.concurrent);
+  const sorted = conc.latencies.sort((a, b) => a - b);
+  const row = {
+    name,
+    seqP50: round(quantile(seq, 0.5)),
+    seqP99: round(quantile(seq, 0.99)),
+    callsPerSec: Math.round(sizes.concurrent / (conc.elapsedMs / 1000)),
+    p50At64: round(quantile(sorted, 0.5)),
+    p99At64: round(quantile(sorted, 0.99)),
+    cpuMicrosPerCall,
+  };
+  process.stderr.write(`  ${name}: p50 ${row.seqP50} ms, ${row.callsPerSec} calls/s at 64 in flight\n`);
+  return row;
+}
+
+/** A peer proxy in its own process, on a free port, until it prints that it listens. */
+async function startPeer(args: string[], ready: RegExp): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
+  // Its own process group: a stop takes the stdio server it spawned down with it.
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let out = "";
+  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (out += c.toString()));
+  await waitFor(`${args[0]} to listen`, () => ready.test(out), 20_000).catch((err: Error) => {
+    process.kill(-child.pid!, "SIGKILL");
+    throw new Error(`${err.message}\n${out.slice(-2000)}`);
+  });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return {
+    child,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, "SIGKILL");
+      await exited;
+    },
+  };
+}
+
+export interface GatewaySizes {
+  sequential: number;
+  concurrent: number;
+  warmup: number;
+}
+
+export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promise<GatewayRow[]> {
+  const rows: GatewayRow[] = [];
+  {
+    await using direct = await startEverythingHttp();
+    rows.push(await measure("direct SDK → server-everything HTTP", direct.url, "echo", undefined, sizes));
+  }
+  const port = await freePort();
+  const config = writeConfig({
+    nats: { servers: [natsUrl] },
+    admin: { port: -1 },
+    cache: { enabled: false },
+    chatLog: { enabled: false },
+    gateway: { port },
+    backends: { everything: { kind: "mcp-stdio", command: process.execPath, args: [EVERYTHING_SERVER, "stdio"] } },
+  });
+  const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], {
+    env: { TOOLBUS_LOG_LEVEL: "warn" },
+    nodeArgs: [...NODE_FLAGS, ...(process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [])],
+  });
+  try {
+    const url = `http://127.0.0.1:${port}/mcp`;
+    await waitFor(
+      "the gateway to list everything__echo",
+      async () => {
+        await using c = await leanClient(url);
+        return (await c.listTools()).tools.some((t) => t.name === "everything__echo");
+      },
+      30_000,
+    );
+    rows.push(await measure("toolbus gateway → stdio", url, "everything__echo", up.child.pid, sizes));
+  } finally {
+    up.kill("SIGTERM");
+    await up.exited;
+  }
+  {
+    const p = await freePort();
+    const peer = await startPeer(
+      [MCP_PROXY, "--host", "127.0.0.1", "--port", String(p), "--server", "stream", "--", process.execPath, EVERYTHING_SERVER, "stdio"],
+      /starting server on port|listening/i,
+    );
+    try {
+      rows.push(await measure("mcp-proxy → stdio", `http://127.0.0.1:${p}/mcp`, "echo", peer.child.pid, sizes));
+    } finally {
+      await peer.stop();
+    }
+  }
+  {
+    const p = await freePort();
+    const peer = await startPeer(
+      [
+        SUPERGATEWAY,
+        "--stdio",
+        `${process.execPath} ${EVERYTHING_SERVER} stdio`,
+        "--outputTransport",
+        "streamableHttp",
+        "--stateful",
+        "--port",
+        String(p),
+        "--logLevel",
+        "info",
+      ],
+      /listening|StreamableHttp endpoint|port/i,
+    );
+    try {
+      rows.push(await measure("supergateway (stateful) → stdio", `http://127.0.0.1:${p}/mcp`, "echo", peer.child.pid, sizes));
+    } finally {
+      await peer.stop();
+    }
+  }
+  return rows;
+}
