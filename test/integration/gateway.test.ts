@@ -184,6 +184,29 @@ describe("the MCP front door", () => {
     await waitFor("web's calls to succeed", async () => /back/.test(textOf(await c.callTool({ name: "web__echo", arguments: { message: "back" } }))), 15_000);
   });
 
+  it("a session ended by DELETE at one replica is unknown at both (404)", async () => {
+    const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+    const init = await fetch(gateway.url, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "x", version: "0" } },
+      }),
+    });
+    const session = init.headers.get("mcp-session-id")!;
+    await init.text();
+    const list = (url: string) =>
+      fetch(url, { method: "POST", headers: { ...headers, "mcp-session-id": session }, body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }) });
+    // Known at the other replica too, then ended at the first.
+    expect((await list(second.url)).status).toBe(200);
+    expect((await fetch(gateway.url, { method: "DELETE", headers: { "mcp-session-id": session } })).status).toBe(200);
+    expect((await list(gateway.url)).status).toBe(404);
+    await waitFor("the other replica to forget it", async () => (await list(second.url)).status === 404, 5_000);
+  });
+
   it("will not listen beyond loopback without tokens", async () => {
     const config = testConfig(stack.nats.url, { gateway: { enabled: true, port: 0, host: "0.0.0.0" } });
     await expect(

@@ -167,8 +167,17 @@ export class HttpFrontDoor {
     for (const { server, transport } of this.#open.values()) if (transport.streaming) void listChanged(server, change).catch(() => undefined);
   }
 
+  /** Close the servers of sessions unused for a whole TTL (the store forgets them first). */
   #forgetIdle(): void {
     this.sessions.sweep();
+    for (const id of [...this.#open.keys()]) if (!this.sessions.holds(id)) this.#forget(id);
+  }
+
+  #forget(id: string): void {
+    const open = this.#open.get(id);
+    if (!open) return;
+    this.#open.delete(id);
+    void open.server.close().catch(() => undefined);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -227,7 +236,8 @@ export class HttpFrontDoor {
     // Another token's session is as unknown as a forgotten one.
     if (!record || record.token !== access.name) {
       this.#refuse(res, 404, -32001, "Session not found");
-      this.#open.delete(id);
+      // Ended at another replica (or expired): this one lets go of it too.
+      if (!record) this.#forget(id);
       return undefined;
     }
     return this.#open.get(id) ?? this.#openSession(id, access, req);
@@ -296,9 +306,8 @@ export class HttpFrontDoor {
     if (!open) return;
     const id = req.headers["mcp-session-id"] as string;
     await this.sessions.delete(id);
-    this.#open.delete(id);
-    await open.server.close().catch(() => undefined);
     res.writeHead(200).end();
+    this.#forget(id);
   }
 
   #refuse(res: ServerResponse, status: number, code: number, message: string): void {

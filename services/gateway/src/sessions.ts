@@ -20,7 +20,7 @@ interface Held {
 }
 
 /** A local copy is checked against the shared one at most this often (a DELETE may have gone to another replica). */
-const RECHECK_MS = 10_000;
+const RECHECK_MS = 2_000;
 
 /**
  * MCP sessions, shared by every gateway replica through a JetStream KV bucket (entries expire after
@@ -85,6 +85,11 @@ export class SessionStore {
   async delete(id: string): Promise<void> {
     this.#local.delete(id);
     await this.#kv?.delete(id).catch(() => undefined);
+  }
+
+  /** This replica has the session in memory (it was used here within the TTL). */
+  holds(id: string): boolean {
+    return this.#local.has(id);
   }
 
   /** Forget local copies not used for a whole TTL (the bucket forgets them itself). */
