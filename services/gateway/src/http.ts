@@ -34,7 +34,15 @@ class SessionTransport implements Transport {
   #stream: ServerResponse | undefined;
   #keepalive: NodeJS.Timeout | undefined;
 
-  constructor(readonly sessionId: string) {}
+  constructor(
+    readonly sessionId: string,
+    /** tools/call, answered apart from the SDK's Server (GatewayCore.answerToolCall). */
+    private readonly toolCall?: (
+      message: JSONRPCMessage & { id: string | number },
+      notify: (n: JSONRPCMessage) => Promise<void>,
+      traceparent: string | undefined,
+    ) => Promise<JSONRPCMessage>,
+  ) {}
 
   async start(): Promise<void> {}
 
@@ -48,6 +56,12 @@ class SessionTransport implements Transport {
     res.once("close", () => {
       if (this.#exchanges.get(message.id)?.res === res) this.#exchanges.delete(message.id);
     });
+    if (this.toolCall && (message as { method?: string }).method === "tools/call") {
+      const id = message.id;
+      const traceparent = typeof headers.traceparent === "string" ? headers.traceparent : undefined;
+      void this.toolCall(message, (n) => this.send(n, { relatedRequestId: id }), traceparent).then((answer) => this.send(answer));
+      return;
+    }
     this.onmessage?.(message, { requestInfo: { headers } });
   }
 
@@ -244,9 +258,13 @@ export class HttpFrontDoor {
   }
 
   async #openSession(id: string, access: Access, req: IncomingMessage): Promise<{ server: Server; transport: SessionTransport }> {
-    const transport = new SessionTransport(id);
     const traceparent = req.headers.traceparent;
-    const server = this.core.createServer({ session: id, allowed: access.allowed, ...(typeof traceparent === "string" ? { traceparent } : {}) });
+    const caller = { session: id, allowed: access.allowed, ...(typeof traceparent === "string" ? { traceparent } : {}) };
+    // Each call carries its own request's trace context into the bus.
+    const transport = new SessionTransport(id, (message, notify, tp) =>
+      this.core.answerToolCall(tp ? { ...caller, traceparent: tp } : caller, message, notify),
+    );
+    const server = this.core.createServer(caller);
     await server.connect(transport);
     const open = { server, transport };
     this.#open.set(id, open);
