@@ -207,6 +207,16 @@ describe("the MCP front door", () => {
     await waitFor("the other replica to forget it", async () => (await list(second.url)).status === 404, 5_000);
   });
 
+  it("a port in use is named, with what to do about it", async () => {
+    const config = testConfig(stack.nats.url, { gateway: { enabled: true, port: gateway.port } });
+    await expect(
+      startGateway(
+        { nc: stack.client.nc, logger: createLogger({ level: "silent" }), metrics: createMetrics(), workerId: "gateway-clash" },
+        { config: config.gateway },
+      ),
+    ).rejects.toThrow(/port is in use \(set gateway.port, or gateway.enabled: false\)/);
+  });
+
   it("will not listen beyond loopback without tokens", async () => {
     const config = testConfig(stack.nats.url, { gateway: { enabled: true, port: 0, host: "0.0.0.0" } });
     await expect(
@@ -275,6 +285,16 @@ describe("the MCP front door with bearer tokens", () => {
   it("no token and a wrong token are refused with 401", async () => {
     await expect(mcpClient([url])).rejects.toMatchObject({ code: 401, message: expect.stringMatching(/bearer token is required/) });
     await expect(mcpClient([url], { authorization: "Bearer wrong-token" })).rejects.toMatchObject({ code: 401 });
+  });
+
+  it("a token that cannot be read stops the start, naming its variable", async () => {
+    const config = testConfig(stack.nats.url, { gateway: { enabled: true, port: 0, tokens: [{ name: "x", token: { env: "GW_TOKEN_UNSET" } }] } });
+    await expect(
+      startGateway(
+        { nc: stack.client.nc, logger: createLogger({ level: "silent" }), metrics: createMetrics(), workerId: "gateway-token" },
+        { config: config.gateway },
+      ),
+    ).rejects.toThrow(/GW_TOKEN_UNSET is not set/);
   });
 
   it("a token reaches only its backends: the others are neither listed nor callable", async () => {

@@ -36,8 +36,18 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
   await sessions.start();
   core.start();
   await catalog.start();
-  const front = new HttpFrontDoor(config, core, sessions, log, deps.metrics);
-  const port = await front.listen();
+  let front: HttpFrontDoor;
+  let port: number;
+  try {
+    // A token that cannot be read (its variable unset, its file missing) stops the start here.
+    front = new HttpFrontDoor(config, core, sessions, log, deps.metrics);
+    port = await front.listen();
+  } catch (err) {
+    // Leave nothing behind: no subscription, no timer.
+    await core.stop();
+    await catalog.stop();
+    throw err;
+  }
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}${config.path}`;
   log.info({ url, auth: config.tokens.length > 0 ? config.tokens.map((t) => t.name) : "none (loopback only)" }, "gateway started");
   return {

@@ -159,7 +159,15 @@ export class HttpFrontDoor {
 
   async listen(): Promise<number> {
     await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
+      this.#server.once("error", (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === "EADDRINUSE"
+            ? new Error(
+                `the gateway cannot listen on ${this.config.host}:${this.config.port}: the port is in use (set gateway.port, or gateway.enabled: false)`,
+              )
+            : err,
+        ),
+      );
       this.#server.listen(this.config.port, this.config.host, () => resolve());
     });
     this.#sweep = setInterval(() => this.#forgetIdle(), 60_000);
@@ -195,8 +203,11 @@ export class HttpFrontDoor {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://gateway");
-    if (url.pathname !== this.config.path) return this.#refuse(res, 404, -32600, `not found: the MCP endpoint is ${this.config.path}`);
+    const target = req.url ?? "/";
+    const query = target.indexOf("?");
+    if ((query === -1 ? target : target.slice(0, query)) !== this.config.path) {
+      return this.#refuse(res, 404, -32600, `not found: the MCP endpoint is ${this.config.path}`);
+    }
     // DNS rebinding: a browser page may only reach us from an origin the config allows.
     const origin = req.headers.origin;
     if (origin !== undefined && !this.config.allowedOrigins.includes(origin)) return this.#refuse(res, 403, -32600, `origin ${origin} is not allowed`);
