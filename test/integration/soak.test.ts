@@ -89,5 +89,7 @@ describe("a long stream of calls", () => {
     }
     expect(grown, `heap grew ${(grown / 1024).toFixed(0)} KiB over 45,000 calls`).toBeLessThan(2 * 1024 * 1024);
     expect(last, `first ${Math.round(first)}/s, last ${Math.round(last)}/s`).toBeGreaterThan(first / 3);
-  });
+    // 50,000 calls through the SDK's transport (the sdk-http-transport project) take 45-60 s on 2 busy
+    // cores: the time is the work's, not what the test is about.
+  }, 180_000);
 });
