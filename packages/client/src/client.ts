@@ -14,6 +14,7 @@ import {
   ToolProgressSchema,
   decodeJson,
   encodeJson,
+  parseJsonOrUndefined,
   chatSubject,
   isBackendName,
   newEventId,
@@ -501,13 +502,7 @@ export class ToolbusClient {
           cancel: () => undefined,
           fail: () => undefined,
           answer: (msg) => {
-            let body: unknown;
-            try {
-              body = decodeJson(msg.data);
-            } catch {
-              return;
-            }
-            const parsed = ToolProgressSchema.safeParse(body);
+            const parsed = ToolProgressSchema.safeParse(parseJsonOrUndefined(msg.data));
             if (parsed.success) onProgress(parsed.data);
           },
         });

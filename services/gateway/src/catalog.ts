@@ -7,6 +7,7 @@ import {
   ToolsListOkReplySchema,
   decodeJson,
   encodeJson,
+  parseJsonOrUndefined,
   subjects,
   type CallerHeartbeat,
   type ForwardedMcpMethod,
@@ -85,7 +86,7 @@ export class Catalog {
     const changed = this.nc.subscribe(subjects.backendChangedAll(), {
       callback: (err, msg) => {
         if (err) return;
-        const event = BackendChangedSchema.safeParse(safeJson(msg.data));
+        const event = BackendChangedSchema.safeParse(parseJsonOrUndefined(msg.data));
         if (!event.success || event.data.what === "tools") return;
         this.#extras.delete(event.data.backend);
         this.#schedule();
@@ -121,10 +122,7 @@ export class Catalog {
 
   /** The union's tools a client may see (`allowed` says which backends its token reaches). */
   tools(allowed: (backend: string) => boolean): Tool[] {
-    const out: Tool[] = [];
-    for (const named of this.#union.values())
-      if (allowed(named.backend)) out.push(named.name === named.original ? named.item : { ...named.item, name: named.name });
-    return out;
+    return visible(this.#union, allowed);
   }
 
   /** Where a tool of the union lives. */
@@ -134,10 +132,7 @@ export class Catalog {
   }
 
   prompts(allowed: (backend: string) => boolean): Prompt[] {
-    const out: Prompt[] = [];
-    for (const named of this.#prompts.values())
-      if (allowed(named.backend)) out.push(named.name === named.original ? named.item : { ...named.item, name: named.name });
-    return out;
+    return visible(this.#prompts, allowed);
   }
 
   resolvePrompt(name: string): { backend: string; prompt: string } | undefined {
@@ -312,10 +307,9 @@ export function templatePattern(template: string): RegExp {
   return new RegExp(`^${pattern}$`);
 }
 
-function safeJson(data: Uint8Array): unknown {
-  try {
-    return decodeJson(data);
-  } catch {
-    return undefined;
-  }
+/** The items of a union that `allowed` backends offer, each under its name in the union. */
+function visible<T extends { name: string }>(union: ReadonlyMap<string, Named<T>>, allowed: (backend: string) => boolean): T[] {
+  const out: T[] = [];
+  for (const named of union.values()) if (allowed(named.backend)) out.push(named.name === named.original ? named.item : { ...named.item, name: named.name });
+  return out;
 }

@@ -1,7 +1,7 @@
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { ToolbusClient } from "@toolbus/client";
 import type { GatewayConfig } from "@toolbus/config";
-import { stopOnce, type Worker, type WorkerDeps } from "@toolbus/runtime";
+import { stopOnce, type Logger, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { Catalog } from "./catalog.js";
 import { HttpFrontDoor } from "./http.js";
 import { GatewayCore, listChanged } from "./mcp-server.js";
@@ -19,6 +19,24 @@ export interface GatewayWorker extends Worker {
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
+/** What both front doors run on: the bus client, the catalog and the core, started; `stop` undoes it. */
+async function startCore(deps: WorkerDeps, config: GatewayConfig, log: Logger): Promise<{ catalog: Catalog; core: GatewayCore; stop(): Promise<void> }> {
+  const client = new ToolbusClient(deps.nc);
+  const catalog = new Catalog(client, deps.nc, log, deps.metrics, config.tools);
+  const core = new GatewayCore(catalog, client, deps.nc, config, log, deps.metrics);
+  core.start();
+  await catalog.start();
+  return {
+    catalog,
+    core,
+    stop: async () => {
+      await core.stop();
+      await catalog.stop();
+      await client.close();
+    },
+  };
+}
+
 /**
  * The MCP front door over streamable HTTP (`toolbus worker gateway`, part of `toolbus up`): an MCP
  * server whose every request flows over the bus with a deadline, so any replica serves any request.
@@ -29,13 +47,9 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
   if (config.tokens.length === 0 && !LOOPBACK.test(config.host)) {
     throw new Error(`gateway.host is ${config.host}, not a loopback address: set gateway.tokens so that not everyone who can reach it can call every tool`);
   }
-  const client = new ToolbusClient(deps.nc);
-  const catalog = new Catalog(client, deps.nc, log, deps.metrics, config.tools);
-  const core = new GatewayCore(catalog, client, deps.nc, config, log, deps.metrics);
   const sessions = new SessionStore(deps.nc, log, config.sessionTtlMs);
   await sessions.start();
-  core.start();
-  await catalog.start();
+  const { core, stop } = await startCore(deps, config, log);
   let front: HttpFrontDoor;
   let port: number;
   try {
@@ -44,8 +58,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
     port = await front.listen();
   } catch (err) {
     // Leave nothing behind: no subscription, no timer.
-    await core.stop();
-    await catalog.stop();
+    await stop();
     throw err;
   }
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}${config.path}`;
@@ -60,9 +73,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
       while (core.running > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       if (core.running > 0) core.abortAll("the gateway stopped before the call ended (grace period over)");
       await front.close();
-      await core.stop();
-      await catalog.stop();
-      await client.close();
+      await stop();
     }),
   };
 }
@@ -73,11 +84,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
  */
 export async function runStdioGateway(deps: WorkerDeps, options: GatewayOptions): Promise<Worker> {
   const log = deps.logger.child({ worker: "gateway-stdio", workerId: deps.workerId });
-  const client = new ToolbusClient(deps.nc);
-  const catalog = new Catalog(client, deps.nc, log, deps.metrics, options.config.tools);
-  const core = new GatewayCore(catalog, client, deps.nc, options.config, log, deps.metrics);
-  core.start();
-  await catalog.start();
+  const { catalog, core, stop } = await startCore(deps, options.config, log);
   const server = core.createServer({ session: `stdio-${deps.workerId}`, allowed: () => true });
   catalog.onChange((change) => void listChanged(server, change).catch(() => undefined));
   const transport = new StdioServerTransport();
@@ -87,9 +94,7 @@ export async function runStdioGateway(deps: WorkerDeps, options: GatewayOptions)
     ...stopOnce(async () => {
       core.abortAll("the gateway stopped");
       await server.close().catch(() => undefined);
-      await core.stop();
-      await catalog.stop();
-      await client.close();
+      await stop();
     }),
   };
   // The client closing stdin ends the session, and the process with it.

@@ -21,8 +21,8 @@ import { randomUUID } from "node:crypto";
 import {
   ErrorCode,
   GatewayCancelSchema,
-  decodeJson,
   encodeJson,
+  parseJsonOrUndefined,
   subjects,
   type CancelRequest,
   type ForwardedMcpMethod,
@@ -69,7 +69,7 @@ export class GatewayCore {
     const sub = this.nc.subscribe(subjects.gatewayCancel(), {
       callback: (err, msg) => {
         if (err) return;
-        const parsed = GatewayCancelSchema.safeParse(safeJson(msg.data));
+        const parsed = GatewayCancelSchema.safeParse(parseJsonOrUndefined(msg.data));
         if (!parsed.success) return;
         const running = this.#running.get(key(parsed.data.session, parsed.data.requestId));
         if (!running) return;
@@ -336,11 +336,3 @@ interface Running {
 }
 
 const key = (session: string, requestId: string | number): string => `${session}\u0000${typeof requestId}:${requestId}`;
-
-function safeJson(data: Uint8Array): unknown {
-  try {
-    return decodeJson(data);
-  } catch {
-    return undefined;
-  }
-}
