@@ -11,7 +11,7 @@
  * `--only gateway`: the MCP front door beside mcp-proxy and supergateway, see gateway.ts).
  * Rows other than the cache's bypass the cache, so they measure the path to the backend.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
 import { directHttp, directStdio, faultStdio, freePort, httpBackend, startFaultHttp } from "../helpers/mcp.js";
@@ -22,7 +22,7 @@ import { zipfBench, type ZipfFigures } from "./cache.js";
 import { chatBench, type ChatFigures } from "./chat.js";
 import { gatewayBench, type GatewayRow } from "./gateway.js";
 import { llmBench, type LlmFigures, type LlmRow } from "./llm.js";
-import { closedLoop, quantile } from "./measure.js";
+import { closedLoop, cpuMicros, quantile } from "./measure.js";
 import { openLoop, startMoleculerPeer, type OpenLoopFigures } from "./peers.js";
 import { NODE_FLAGS, startupBench, type StartupFigures } from "./startup.js";
 import { recoveryBench, type RecoveryFigures } from "./recovery.js";
@@ -108,13 +108,6 @@ interface Row {
   concurrent: Stats;
   /** CPU of the toolbus process per call at 64 in flight, µs. */
   cpuMicrosPerCall?: number;
-}
-
-/** user + system CPU of a process so far, in µs (Linux /proc). */
-function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 /** Measure a row; with `pid`, also that process's CPU per call at 64 in flight (steadier than calls/s on a shared machine). */

@@ -12,18 +12,12 @@ import { directStdio, faultStdio } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
 import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { cpuMicros } from "./measure.js";
 import { NODE_FLAGS } from "./startup.js";
 
 const CALLS = Number(process.env.CALLS ?? 20_000);
 const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? 64);
 const args = { message: "bench" };
-
-/** user + system CPU of a process, in µs. */
-function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000; // clock ticks of 10 ms
-}
 
 const commandOf = (pid: number): string => readFileSync(`/proc/${pid}/cmdline`, "utf8");
 

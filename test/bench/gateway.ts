@@ -7,39 +7,20 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { Agent } from "undici";
 import { LeanHttpTransport } from "@toolbus/mcp-http";
 import { freePort, startEverythingHttp } from "../helpers/mcp.js";
 import { EVERYTHING_SERVER } from "../helpers/paths.js";
 import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
-import { closedLoop, quantile } from "./measure.js";
+import { latencyRow, type LatencyRow } from "./measure.js";
 import { NODE_FLAGS } from "./startup.js";
 
-export interface GatewayRow {
-  name: string;
-  seqP50: number;
-  seqP99: number;
-  callsPerSec: number;
-  p50At64: number;
-  p99At64: number;
-  /** CPU µs per call of the process between client and server (undefined for the direct row). */
-  cpuMicrosPerCall: number | undefined;
-}
+export type GatewayRow = LatencyRow;
 
 const require = createRequire(import.meta.url);
 const MCP_PROXY = require.resolve("mcp-proxy/dist/bin/mcp-proxy.mjs");
 const SUPERGATEWAY = require.resolve("supergateway/dist/index.js");
-
-/** user + system CPU of a process, in µs (from /proc; clock ticks of 10 ms). */
-function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
-const round = (ms: number): number => Math.round(ms * 1000) / 1000;
 
 /**
  * The bench's MCP client: the SDK's Client on toolbus's lean streamable-HTTP transport. With the SDK's
@@ -66,24 +47,8 @@ async function leanClient(url: string): Promise<Client & AsyncDisposable> {
 
 async function measure(name: string, url: string, tool: string, pid: number | undefined, sizes: GatewaySizes): Promise<GatewayRow> {
   await using client = await leanClient(url);
-  const call = () => client.callTool({ name: tool, arguments: { message: "bench" } });
-  await closedLoop(call, sizes.warmup, 8);
-  const seq = (await closedLoop(call, sizes.sequential, 1)).latencies.sort((a, b) => a - b);
-  const before = pid === undefined ? 0 : cpuMicros(pid);
-  const conc = await closedLoop(call, sizes.concurrent, 64);
-  const cpuMicrosPerCall = pid === undefined ? undefined : Math.round((cpuMicros(pid) - before) / sizes.concurrent);
-  const sorted = conc.latencies.sort((a, b) => a - b);
-  const row = {
-    name,
-    seqP50: round(quantile(seq, 0.5)),
-    seqP99: round(quantile(seq, 0.99)),
-    callsPerSec: Math.round(sizes.concurrent / (conc.elapsedMs / 1000)),
-    p50At64: round(quantile(sorted, 0.5)),
-    p99At64: round(quantile(sorted, 0.99)),
-    cpuMicrosPerCall,
-  };
-  process.stderr.write(`  ${name}: p50 ${row.seqP50} ms, ${row.callsPerSec} calls/s at 64 in flight\n`);
-  return row;
+  // Awaited here: the client is disposed when this function returns.
+  return await latencyRow(name, () => client.callTool({ name: tool, arguments: { message: "bench" } }), sizes, pid);
 }
 
 /** A peer proxy in its own process, on a free port, until it prints that it listens. */

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import OpenAI from "openai";
 import { ToolbusClient } from "@toolbus/client";
-import { closedLoop, quantile } from "./measure.js";
+import { latencyRow, quantileOf, type LatencyRow } from "./measure.js";
 import { LLM_FAULT_SERVER } from "../helpers/paths.js";
 import { runToolbus, waitFor, writeConfig } from "../helpers/toolbus.js";
 import { NODE_FLAGS } from "./startup.js";
@@ -17,14 +17,7 @@ const KEY = "sk-bench";
 const MODEL = "bench-model";
 const PROMPT = [{ role: "user" as const, content: "Say hello" }];
 
-export interface LlmRow {
-  name: string;
-  seqP50: number;
-  seqP99: number;
-  callsPerSec: number;
-  p50At64: number;
-  p99At64: number;
-}
+export type LlmRow = LatencyRow;
 
 export interface LlmFigures {
   rows: LlmRow[];
@@ -32,33 +25,6 @@ export interface LlmFigures {
   ttft: { direct: { p50: number; p99: number }; toolbus: { p50: number; p99: number } };
   /** Requests toolbus sent the server, connections the server accepted meanwhile, and 1 − connections ÷ requests. */
   reuse: { requests: number; connections: number; ratio: number };
-}
-
-type Call = () => Promise<unknown>;
-
-/** The `q` quantile of unsorted `values`, to the µs. */
-const quantileOf = (values: number[], q: number): number =>
-  Math.round(
-    quantile(
-      [...values].sort((a, b) => a - b),
-      q,
-    ) * 1000,
-  ) / 1000;
-
-async function row(name: string, call: Call, sequential: number, concurrent: number, warmup: number): Promise<LlmRow> {
-  await closedLoop(call, warmup, 8);
-  const seq = await closedLoop(call, sequential, 1);
-  const conc = await closedLoop(call, concurrent, 64);
-  const r = {
-    name,
-    seqP50: quantileOf(seq.latencies, 0.5),
-    seqP99: quantileOf(seq.latencies, 0.99),
-    callsPerSec: Math.round((conc.latencies.length / conc.elapsedMs) * 1000),
-    p50At64: quantileOf(conc.latencies, 0.5),
-    p99At64: quantileOf(conc.latencies, 0.99),
-  };
-  process.stderr.write(`  ${name}: p50 ${r.seqP50} ms, ${r.callsPerSec} calls/s at 64 in flight\n`);
-  return r;
 }
 
 /** Time to the first chunk with text, over `n` sequential streams. */
@@ -98,7 +64,7 @@ export async function llmBench(natsUrl: string, size: { sequential: number; conc
   try {
     const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, maxRetries: 0 });
     const direct = (): Promise<unknown> => openai.chat.completions.create({ model: MODEL, messages: PROMPT });
-    rows.push(await row("direct openai client", direct, size.sequential, size.concurrent, size.warmup));
+    rows.push(await latencyRow("direct openai client", direct, size));
 
     const config = writeConfig({
       admin: { port: -1 },
@@ -116,7 +82,7 @@ export async function llmBench(natsUrl: string, size: { sequential: number; conc
       );
       const through = (): Promise<unknown> => client.chat({ model: MODEL, messages: PROMPT }, { timeoutMs: 30_000 });
       const before = await server.stats();
-      rows.push(await row("toolbus router → openai-compatible", through, size.sequential, size.concurrent, size.warmup));
+      rows.push(await latencyRow("toolbus router → openai-compatible", through, size));
       const after = await server.stats();
       const requests = after.requests - before.requests;
       const connections = after.connections - before.connections;

@@ -30,6 +30,17 @@ async function faultStats(client: Client, tool = "fault__stats"): Promise<{ canc
   return (await client.callTool({ name: tool, arguments: {} })).structuredContent as { cancelled: number; received: number };
 }
 
+/** Start a call that hangs, cancel it from the client, and see the fault server record the cancellation. */
+async function cancelReachesBackend(c: Client): Promise<void> {
+  const before = (await faultStats(c)).cancelled;
+  const controller = new AbortController();
+  const call = c.callTool({ name: "fault__hang", arguments: {} }, undefined, { signal: controller.signal, timeout: 10_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  controller.abort("changed my mind");
+  await expect(call).rejects.toThrow();
+  await waitFor("the backend to record the cancellation", async () => (await faultStats(c)).cancelled === before + 1, 5_000);
+}
+
 describe("the MCP front door", () => {
   let stack: Stack;
   let http: HttpServerProcess;
@@ -139,13 +150,7 @@ describe("the MCP front door", () => {
 
   it("a client's cancel reaches the backend that runs the call", async () => {
     await using c = await mcpClient([gateway.url]);
-    const before = (await faultStats(c)).cancelled;
-    const controller = new AbortController();
-    const call = c.callTool({ name: "fault__hang", arguments: {} }, undefined, { signal: controller.signal, timeout: 10_000 });
-    await new Promise((r) => setTimeout(r, 300));
-    controller.abort("changed my mind");
-    await expect(call).rejects.toThrow();
-    await waitFor("the backend to record the cancellation", async () => (await faultStats(c)).cancelled === before + 1, 5_000);
+    await cancelReachesBackend(c);
   });
 
   it("two replicas, each request to the other: list, calls, progress and cancel all work", async () => {
@@ -157,14 +162,8 @@ describe("the MCP front door", () => {
       onprogress: (p) => seen.push(p.progress),
     });
     expect(seen).toEqual([1, 2, 3]);
-    const before = (await faultStats(c)).cancelled;
-    const controller = new AbortController();
-    // The call goes to one replica and its cancel (a POST of its own) to the other.
-    const call = c.callTool({ name: "fault__hang", arguments: {} }, undefined, { signal: controller.signal, timeout: 10_000 });
-    await new Promise((r) => setTimeout(r, 300));
-    controller.abort("changed my mind");
-    await expect(call).rejects.toThrow();
-    await waitFor("the backend to record the cancellation", async () => (await faultStats(c)).cancelled === before + 1, 5_000);
+    // With two replicas, the call goes to one and its cancel (a POST of its own) to the other.
+    await cancelReachesBackend(c);
   });
 
   it("a backend that dies leaves the list with list_changed while the others keep working; back, its tools return", async () => {
