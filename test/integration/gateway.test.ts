@@ -5,7 +5,7 @@ import { CallToolResultSchema, McpError, ToolListChangedNotificationSchema, type
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type GatewayWorker } from "@toolbus/gateway";
 import { createLogger, createMetrics } from "@toolbus/runtime";
-import { everythingStdio, faultStdio, httpBackend, startFaultHttp, type HttpServerProcess } from "../helpers/mcp.js";
+import { everythingStdio, faultStdio, httpBackend, startEverythingHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { TOOLBUS_BIN } from "../helpers/paths.js";
 import { startStack, testConfig, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
@@ -48,7 +48,8 @@ describe("the MCP front door", () => {
   let second: GatewayWorker;
 
   beforeAll(async () => {
-    http = await startFaultHttp();
+    // The HTTP backend that dies and comes back is the reference server, not ours.
+    http = await startEverythingHttp();
     stack = await startStack({
       gateway: { enabled: true, port: 0 },
       backends: { everything: everythingStdio(), fault: faultStdio(), web: httpBackend(http.url) },
@@ -177,7 +178,7 @@ describe("the MCP front door", () => {
     await waitFor("web's tools to leave the list", async () => changes > 0 && !(await c.listTools()).tools.some((t) => t.name.startsWith("web__")), 15_000);
     expect(textOf(await c.callTool({ name: "everything__echo", arguments: { message: "still" } }))).toBe("Echo: still");
     const seen = changes;
-    http = await startFaultHttp(port);
+    http = await startEverythingHttp(port);
     await waitFor("web's tools to return", async () => changes > seen && (await c.listTools()).tools.some((t) => t.name === "web__echo"), 20_000);
     // Its breaker may still be open a moment (it lets a probe through when its time is up).
     await waitFor("web's calls to succeed", async () => /back/.test(textOf(await c.callTool({ name: "web__echo", arguments: { message: "back" } }))), 15_000);
