@@ -41,6 +41,7 @@ import {
 import { toolbusConnectionOptions } from "./connection.js";
 import { ToolbusError } from "./errors.js";
 import { ChatStream, finalReply, isStreamChunk, type StreamSink } from "./chat-stream.js";
+import { LocalMsg, type LocalRoutes } from "./local.js";
 
 interface Pending {
   answer(msg: Msg): void;
@@ -134,13 +135,19 @@ export class ToolbusClient {
   readonly nc: NatsConnection;
   readonly #ownsConnection: boolean;
   readonly #defaultTimeoutMs: number;
+  readonly #local: LocalRoutes | undefined;
   #replies: Mux | undefined;
   #sequence = 0;
   /** Subscriptions of running `watchHealth`s, ended by `close()` too. */
   readonly #watches = new Set<Subscription>();
 
-  constructor(nc: NatsConnection, options: { defaultTimeoutMs?: number; ownsConnection?: boolean } = {}) {
+  /**
+   * `local`: the workers of this process (`toolbus up`); a request to a subject one of them serves goes
+   * to it in-process, not through the NATS server (see LocalRoutes).
+   */
+  constructor(nc: NatsConnection, options: { defaultTimeoutMs?: number; ownsConnection?: boolean; local?: LocalRoutes } = {}) {
     this.nc = nc;
+    this.#local = options.local;
     this.#ownsConnection = options.ownsConnection ?? false;
     this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
   }
@@ -513,8 +520,19 @@ export class ToolbusClient {
         cancel(reason);
         reject(ToolbusError.of(ErrorCode.CANCELLED, reason));
       });
+      // In-process only when nothing else comes back over the bus: progress and stream chunks travel
+      // through the server and must not be overtaken by an answer that does not.
+      const local = progressToken === undefined && sink === undefined ? this.#local?.handlerOf(subject) : undefined;
       try {
-        this.nc.publish(subject, data, { reply: `${mux.prefix}${token}`, headers: h });
+        if (local) {
+          const msg = new LocalMsg(subject, data, h, `${mux.prefix}${token}`, (answer, headers) =>
+            mux.pending.get(token)?.answer({ data: answer, headers } as Msg),
+          );
+          // Delivered as a message would be: later, not inside this call's stack.
+          queueMicrotask(() => local(msg));
+        } else {
+          this.nc.publish(subject, data, { reply: `${mux.prefix}${token}`, headers: h });
+        }
       } catch (err) {
         settle();
         reject(ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `NATS publish failed: ${(err as Error).message}`, { cause: err }));

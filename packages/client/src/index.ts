@@ -1,6 +1,8 @@
 export { ToolbusClient } from "./client.js";
 export type { ToolbusClientOptions, CallOptions, ChatOptions, ToolCallOutcome, HealthOptions, HealthWatch } from "./client.js";
 export { ChatStream } from "./chat-stream.js";
+export { LocalRoutes, LocalMsg } from "./local.js";
+export type { LocalHandler } from "./local.js";
 export type { LlmChatOkReply, LlmChatRequestInput, LlmDelta, LlmMessage, LlmToolCall } from "@toolbus/protocol";
 export { HealthState } from "@toolbus/protocol";
 export type { HealthEvent, CacheStatus, ChatEvent, ToolProgress, ForwardedMcpMethod } from "@toolbus/protocol";

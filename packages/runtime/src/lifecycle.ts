@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "nats";
+import { LocalRoutes } from "@toolbus/client";
 import type { ToolbusConfig } from "@toolbus/config";
 import { startAdminServer, type AdminServer } from "./admin.js";
 import type { Logger } from "./logger.js";
@@ -13,6 +14,8 @@ export interface WorkerDeps {
   readonly metrics: Metrics;
   /** Unique per worker instance; shows in logs, heartbeats and `$SRV.INFO`. */
   readonly workerId: string;
+  /** The subjects served by this process's workers, for requests that need not leave it (see LocalRoutes). */
+  readonly local?: LocalRoutes;
 }
 
 /** A running worker. `stop()` drains its subscriptions, waits for in-flight work (bounded), then closes what it owns. */
@@ -104,7 +107,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<RunningPro
   let workers: Worker[] = [];
   let admin: AdminServer | undefined;
   try {
-    workers = await options.start({ nc, logger, metrics });
+    workers = await options.start({ nc, logger, metrics, local: new LocalRoutes() });
     if (config.admin.port >= 0) {
       admin = await startAdminServer({
         port: config.admin.port,

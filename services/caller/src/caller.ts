@@ -308,12 +308,15 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     metadata: { backend: backend.name, kind: backend.kind },
   });
   const queue = queueGroups.caller(backend.name);
+  const serveCall = (msg: Msg): void => inFlight.track(handleCall(msg).catch((err: unknown) => failed(msg, err)));
   service.addEndpoint("call", {
     subject: subjects.backendCall(backend.name),
     queue,
-    handler: (_err, msg) => inFlight.track(handleCall(msg).catch((err: unknown) => failed(msg, err))),
+    handler: (_err, msg) => serveCall(msg),
     metadata: { backend: backend.name },
   });
+  // Calls from a front door in this process come straight here (LocalRoutes), counted in flight the same.
+  const withdrawLocal = deps.local?.serve(subjects.backendCall(backend.name), serveCall);
   service.addEndpoint("tools", { subject: subjects.backendTools(backend.name), queue, handler: (_err, msg) => handleTools(msg) });
   service.addEndpoint("mcp", {
     subject: subjects.backendMcp(backend.name),
@@ -334,6 +337,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     ...stopOnce(async (graceMs = 10_000) => {
       health.stop();
       presence.stop();
+      withdrawLocal?.();
       // Drain: messages already delivered to us are still handled; no new ones arrive.
       await service.stop();
       if (!(await inFlight.idle(graceMs))) {

@@ -1,6 +1,7 @@
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { ToolbusClient } from "@toolbus/client";
-import type { GatewayConfig } from "@toolbus/config";
+import { cacheRule, type BackendConfig, type CacheConfig, type GatewayConfig } from "@toolbus/config";
+import type { ToolDescriptor } from "@toolbus/protocol";
 import { stopOnce, type Logger, type Worker, type WorkerDeps } from "@toolbus/runtime";
 import { Catalog } from "./catalog.js";
 import { HttpFrontDoor } from "./http.js";
@@ -9,6 +10,12 @@ import { SessionStore } from "./sessions.js";
 
 export interface GatewayOptions {
   config: GatewayConfig;
+  /**
+   * What is cacheable (as the router is told): a cacheable call goes through the router, which hands it
+   * to the cache. Without it no call is cacheable, and with `route: auto` every call goes straight to
+   * the backend's callers.
+   */
+  caching?: { settings: CacheConfig; backends: Readonly<Record<string, BackendConfig>> };
 }
 
 export interface GatewayWorker extends Worker {
@@ -17,13 +24,33 @@ export interface GatewayWorker extends Worker {
   readonly url: string;
 }
 
+/**
+ * Whether a tools/call goes through the router. The router adds nothing to a call it would only pass
+ * on to the backend's callers (they check the tool and its arguments again, and answer the client
+ * directly), so with `route: auto` only a call the router would hand to the cache goes through it: the
+ * architecture's one-hop path for clients that name a backend. Measured here, one hop fewer is about
+ * 1.25x the calls/s and 0.17 ms less at p50 through the front door.
+ */
+function viaRouter(options: GatewayOptions): (backend: string, tool: string, descriptor: ToolDescriptor | undefined) => boolean {
+  if (options.config.route === "router") return () => true;
+  const caching = options.caching;
+  if (!caching?.settings.enabled) return () => false;
+  return (backend, tool, descriptor) => {
+    const configured = caching.backends[backend];
+    // A backend known only from its callers' heartbeats has no cache settings: the router never caches it.
+    return configured !== undefined && cacheRule(caching.settings, configured, tool, descriptor) !== undefined;
+  };
+}
+
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 /** What both front doors run on: the bus client, the catalog and the core, started; `stop` undoes it. */
-async function startCore(deps: WorkerDeps, config: GatewayConfig, log: Logger): Promise<{ catalog: Catalog; core: GatewayCore; stop(): Promise<void> }> {
-  const client = new ToolbusClient(deps.nc);
+async function startCore(deps: WorkerDeps, options: GatewayOptions, log: Logger): Promise<{ catalog: Catalog; core: GatewayCore; stop(): Promise<void> }> {
+  const { config } = options;
+  // A call to a caller in this process (`toolbus up`) stays in it: no trip through the NATS server.
+  const client = new ToolbusClient(deps.nc, { local: deps.local });
   const catalog = new Catalog(client, deps.nc, log, deps.metrics, config.tools);
-  const core = new GatewayCore(catalog, client, deps.nc, config, log, deps.metrics);
+  const core = new GatewayCore(catalog, client, deps.nc, config, log, deps.metrics, viaRouter(options));
   core.start();
   await catalog.start();
   return {
@@ -49,7 +76,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
   }
   const sessions = new SessionStore(deps.nc, log, config.sessionTtlMs);
   await sessions.start();
-  const { core, stop } = await startCore(deps, config, log);
+  const { core, stop } = await startCore(deps, options, log);
   let front: HttpFrontDoor;
   let port: number;
   try {
@@ -84,7 +111,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
  */
 export async function runStdioGateway(deps: WorkerDeps, options: GatewayOptions): Promise<Worker> {
   const log = deps.logger.child({ worker: "gateway-stdio", workerId: deps.workerId });
-  const { catalog, core, stop } = await startCore(deps, options.config, log);
+  const { catalog, core, stop } = await startCore(deps, options, log);
   const server = core.createServer({ session: `stdio-${deps.workerId}`, allowed: () => true });
   catalog.onChange((change) => void listChanged(server, change).catch(() => undefined));
   const transport = new StdioServerTransport();
