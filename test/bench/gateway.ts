@@ -3,7 +3,9 @@
  * streamable HTTP, on toolbus's lean client transport) calling server-everything's `echo` through toolbus's gateway, through mcp-proxy and
  * through supergateway (stateful) in front of the same stdio server, and straight to server-everything's
  * own streamable-HTTP server, in one run: sequential p50 and p99, calls/s at 64 in flight, and the CPU
- * per call of the process in the middle (toolbus: the whole `toolbus up`, gateway, router and caller).
+ * per call of the processes in the middle (toolbus: `toolbus up`, plus the gateway's own process where
+ * it runs apart). toolbus is measured three ways: all in one process, and the gateway in its own
+ * process going to the caller over NATS, straight or through the router.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
@@ -45,10 +47,10 @@ async function leanClient(url: string): Promise<Client & AsyncDisposable> {
   });
 }
 
-async function measure(name: string, url: string, tool: string, pid: number | undefined, sizes: GatewaySizes): Promise<GatewayRow> {
+async function measure(name: string, url: string, tool: string, pids: readonly number[], sizes: GatewaySizes): Promise<GatewayRow> {
   await using client = await leanClient(url);
   // Awaited here: the client is disposed when this function returns.
-  return await latencyRow(name, () => client.callTool({ name: tool, arguments: { message: "bench" } }), sizes, pid);
+  return await latencyRow(name, () => client.callTool({ name: tool, arguments: { message: "bench" } }), sizes, pids);
 }
 
 /** A peer proxy in its own process, on a free port, until it prints that it listens. */
@@ -78,25 +80,32 @@ export interface GatewaySizes {
   warmup: number;
 }
 
-export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promise<GatewayRow[]> {
-  const rows: GatewayRow[] = [];
-  {
-    await using direct = await startEverythingHttp();
-    rows.push(await measure("direct SDK → server-everything HTTP", direct.url, "echo", undefined, sizes));
-  }
+/** How toolbus is laid out for a row: the gateway's `route`, and whether the gateway runs in its own process. */
+interface Layout {
+  route: "auto" | "router";
+  /** The gateway as its own process (`toolbus gateway`), as in a deployment; else inside `toolbus up`. */
+  separate: boolean;
+}
+
+/** toolbus in front of server-everything over stdio, laid out as `layout` says, measured. */
+async function measureToolbus(natsUrl: string, name: string, layout: Layout, sizes: GatewaySizes): Promise<GatewayRow> {
   const port = await freePort();
   const config = writeConfig({
     nats: { servers: [natsUrl] },
     admin: { port: -1 },
     cache: { enabled: false },
     chatLog: { enabled: false },
-    gateway: { port },
+    gateway: { port, route: layout.route, enabled: !layout.separate },
     backends: { everything: { kind: "mcp-stdio", command: process.execPath, args: [EVERYTHING_SERVER, "stdio"] } },
   });
-  const up = runToolbus(["--config", config, "--nats", natsUrl, "up"], {
-    env: { TOOLBUS_LOG_LEVEL: "warn" },
-    nodeArgs: [...NODE_FLAGS, ...(process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [])],
-  });
+  const nodeArgs = [
+    ...NODE_FLAGS,
+    ...(process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-interval=100", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+  ];
+  const run = (args: string[]): ReturnType<typeof runToolbus> =>
+    runToolbus(["--config", config, "--nats", natsUrl, ...args], { env: { TOOLBUS_LOG_LEVEL: "warn" }, nodeArgs });
+  const processes = [run(["up"])];
+  if (layout.separate) processes.push(run(["gateway"]));
   try {
     const url = `http://127.0.0.1:${port}/mcp`;
     await waitFor(
@@ -107,11 +116,30 @@ export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promis
       },
       30_000,
     );
-    rows.push(await measure("toolbus gateway → stdio", url, "everything__echo", up.child.pid, sizes));
+    return await measure(
+      name,
+      url,
+      "everything__echo",
+      processes.map((p) => p.child.pid!),
+      sizes,
+    );
   } finally {
-    up.kill("SIGTERM");
-    await up.exited;
+    for (const p of processes) p.kill("SIGTERM");
+    await Promise.all(processes.map((p) => p.exited));
   }
+}
+
+export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promise<GatewayRow[]> {
+  const rows: GatewayRow[] = [];
+  {
+    await using direct = await startEverythingHttp();
+    rows.push(await measure("direct SDK → server-everything HTTP", direct.url, "echo", [], sizes));
+  }
+  // `toolbus up`: the gateway hands a call to the caller in its own process. Then the gateway in a process
+  // of its own, as deployed: one trip over NATS to the caller, or two through the router (`route: router`).
+  rows.push(await measureToolbus(natsUrl, "toolbus up: gateway → stdio", { route: "auto", separate: false }, sizes));
+  rows.push(await measureToolbus(natsUrl, "toolbus gateway ⇄ NATS ⇄ caller → stdio", { route: "auto", separate: true }, sizes));
+  rows.push(await measureToolbus(natsUrl, "toolbus gateway ⇄ NATS ⇄ router ⇄ caller → stdio", { route: "router", separate: true }, sizes));
   {
     const p = await freePort();
     const peer = await startPeer(
@@ -119,7 +147,7 @@ export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promis
       /starting server on port|listening/i,
     );
     try {
-      rows.push(await measure("mcp-proxy → stdio", `http://127.0.0.1:${p}/mcp`, "echo", peer.child.pid, sizes));
+      rows.push(await measure("mcp-proxy → stdio", `http://127.0.0.1:${p}/mcp`, "echo", [peer.child.pid!], sizes));
     } finally {
       await peer.stop();
     }
@@ -142,7 +170,7 @@ export async function gatewayBench(natsUrl: string, sizes: GatewaySizes): Promis
       /listening|StreamableHttp endpoint|port/i,
     );
     try {
-      rows.push(await measure("supergateway (stateful) → stdio", `http://127.0.0.1:${p}/mcp`, "echo", peer.child.pid, sizes));
+      rows.push(await measure("supergateway (stateful) → stdio", `http://127.0.0.1:${p}/mcp`, "echo", [peer.child.pid!], sizes));
     } finally {
       await peer.stop();
     }

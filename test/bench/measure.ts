@@ -38,7 +38,7 @@ export interface LatencyRow {
   callsPerSec: number;
   p50At64: number;
   p99At64: number;
-  /** With a pid: that process's CPU µs per call at 64 in flight. */
+  /** With pids: those processes' CPU µs per call at 64 in flight, together. */
   cpuMicrosPerCall?: number;
 }
 
@@ -53,17 +53,18 @@ export const quantileOf = (values: number[], q: number): number =>
 
 /**
  * Warm up (8 in flight), then `sequential` calls one at a time and `concurrent` at 64 in flight; with
- * `pid`, also that process's CPU per call during the 64-in-flight part.
+ * `pids`, also those processes' CPU per call (summed) during the 64-in-flight part.
  */
 export async function latencyRow(
   name: string,
   call: () => Promise<unknown>,
   sizes: { sequential: number; concurrent: number; warmup: number },
-  pid?: number,
+  pids: readonly number[] = [],
 ): Promise<LatencyRow> {
+  const cpu = (): number => pids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
   await closedLoop(call, sizes.warmup, 8);
   const seq = await closedLoop(call, sizes.sequential, 1);
-  const before = pid === undefined ? 0 : cpuMicros(pid);
+  const before = cpu();
   const conc = await closedLoop(call, sizes.concurrent, 64);
   const row: LatencyRow = {
     name,
@@ -72,7 +73,7 @@ export async function latencyRow(
     callsPerSec: Math.round((conc.latencies.length / conc.elapsedMs) * 1000),
     p50At64: quantileOf(conc.latencies, 0.5),
     p99At64: quantileOf(conc.latencies, 0.99),
-    ...(pid === undefined ? {} : { cpuMicrosPerCall: Math.round((cpuMicros(pid) - before) / sizes.concurrent) }),
+    ...(pids.length === 0 ? {} : { cpuMicrosPerCall: Math.round((cpu() - before) / sizes.concurrent) }),
   };
   process.stderr.write(`  ${name}: p50 ${row.seqP50} ms, ${row.callsPerSec} calls/s at 64 in flight\n`);
   return row;

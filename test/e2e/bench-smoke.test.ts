@@ -66,7 +66,9 @@ describe("npm run bench", () => {
     // The MCP front door beside its peers, each in front of the same stdio server.
     expect(report.gateway.map((r) => r.name)).toEqual([
       "direct SDK → server-everything HTTP",
-      "toolbus gateway → stdio",
+      "toolbus up: gateway → stdio",
+      "toolbus gateway ⇄ NATS ⇄ caller → stdio",
+      "toolbus gateway ⇄ NATS ⇄ router ⇄ caller → stdio",
       "mcp-proxy → stdio",
       "supergateway (stateful) → stdio",
     ]);

@@ -4,7 +4,9 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { CallToolResultSchema, McpError, ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type GatewayWorker } from "@toolbus/gateway";
+import { subjects } from "@toolbus/protocol";
 import { createLogger, createMetrics } from "@toolbus/runtime";
+import { RequestStrategy, type NatsConnection } from "nats";
 import { everythingStdio, faultStdio, httpBackend, startEverythingHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { TOOLBUS_BIN } from "../helpers/paths.js";
 import { startStack, testConfig, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
@@ -22,6 +24,15 @@ async function mcpClient(urls: string[], headers: Record<string, string> = {}): 
   const client = new Client({ name: "gateway-test", version: "0" }, { capabilities: {} });
   await client.connect(new StreamableHTTPClientTransport(new URL(urls[0]!), { fetch: alternate, requestInit: { headers } }));
   return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
+}
+
+/** How many requests the `service` workers on the bus took on `subject` over NATS ($SRV.STATS). */
+async function servedOverNats(nc: NatsConnection, service: string, subject: string): Promise<number> {
+  let n = 0;
+  for await (const s of await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: 300 }).stats(service)) {
+    for (const e of s.endpoints ?? []) if (e.subject === subject) n += e.num_requests;
+  }
+  return n;
 }
 
 const textOf = (r: unknown): string => ((r as CallToolResult).content[0] as { text: string }).text;
@@ -165,6 +176,50 @@ describe("the MCP front door", () => {
     expect(seen).toEqual([1, 2, 3]);
     // With two replicas, the call goes to one and its cancel (a POST of its own) to the other.
     await cancelReachesBackend(c);
+  });
+
+  it("a call goes the shortest way: in-process within toolbus up, straight to the caller over NATS from elsewhere, through the router when asked or cacheable", async () => {
+    const replica = async (raw: Record<string, unknown>, id: string): Promise<GatewayWorker> => {
+      const config = testConfig(stack.nats.url, { ...raw, gateway: { enabled: true, port: 0, ...(raw.gateway as object) }, backends: { fault: faultStdio() } });
+      const g = await startGateway(
+        { nc: stack.client.nc, logger: createLogger({ level: "silent" }), metrics: createMetrics(), workerId: id },
+        { config: config.gateway, caching: { settings: config.cache, backends: config.backends } },
+      );
+      await waitFor(`${id} to list fault's tools`, async () => {
+        await using c = await mcpClient([g.url]);
+        return (await c.listTools()).tools.some((t) => t.name === "fault__stats");
+      });
+      return g;
+    };
+    const ARGS: Record<string, Record<string, unknown>> = { fault__echo: { message: "x" }, fault__stats: {}, fault__flaky: { id: "route", failures: 0 } };
+    const viaRouter = await replica({ gateway: { route: "router" } }, "gateway-via-router");
+    const caching = await replica({ cache: { enabled: true } }, "gateway-caching");
+    try {
+      const nc = stack.client.nc;
+      const counts = async () => ({
+        router: await servedOverNats(nc, "toolbus-router", subjects.toolCall()),
+        caller: await servedOverNats(nc, "toolbus-caller", subjects.backendCall("fault")),
+      });
+      const hops = async (url: string, tool: string) => {
+        await using c = await mcpClient([url]);
+        const before = await counts();
+        expect((await c.callTool({ name: tool, arguments: ARGS[tool] })).isError).toBeFalsy();
+        const after = await counts();
+        return { router: after.router - before.router, caller: after.caller - before.caller };
+      };
+      // toolbus up's own gateway hands the call to the caller beside it: neither takes it over NATS.
+      expect(await hops(gateway.url, "fault__echo")).toEqual({ router: 0, caller: 0 });
+      // A replica elsewhere sends it straight to the caller (the router would only pass it on).
+      expect(await hops(second.url, "fault__echo")).toEqual({ router: 0, caller: 1 });
+      // route: router, every call through the router.
+      expect(await hops(viaRouter.url, "fault__echo")).toEqual({ router: 1, caller: 1 });
+      // With caching on, a read-only tool's call goes to the router (which hands it to the cache); the rest straight.
+      expect(await hops(caching.url, "fault__stats")).toEqual({ router: 1, caller: 1 });
+      expect(await hops(caching.url, "fault__flaky")).toEqual({ router: 0, caller: 1 });
+    } finally {
+      await viaRouter.stop();
+      await caching.stop();
+    }
   });
 
   it("a backend that dies leaves the list with list_changed while the others keep working; back, its tools return", async () => {

@@ -184,6 +184,8 @@ export interface GatewayConfig {
   readonly allowedOrigins: readonly string[];
   readonly maxRequestBytes: number;
   readonly sessionTtlMs: number;
+  /** `auto`: a call that is not cacheable goes straight to the backend's callers; `router`: every call through the router. */
+  readonly route: "auto" | "router";
   readonly tools: { readonly prefix: "always" | "on-clash" | "never"; readonly separator: string; readonly aliases: Readonly<Record<string, string>> };
   readonly budget: {
     readonly defaultMs: number;
@@ -503,6 +505,7 @@ export function compileConfig(
       allowedOrigins: file.gateway.allowedOrigins.map((o) => new URL(o).origin),
       maxRequestBytes: file.gateway.maxRequestBytes,
       sessionTtlMs: file.gateway.sessionTtl,
+      route: file.gateway.route,
       tools: file.gateway.tools,
       budget: {
         defaultMs: file.gateway.budget.default,

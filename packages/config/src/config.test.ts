@@ -424,7 +424,7 @@ describe("gateway", () => {
 
   it("has sane defaults: on in `up`, loopback, port 8765, no tokens, names prefixed with __", () => {
     const g = compile({ backends }).gateway;
-    expect(g).toMatchObject({ enabled: true, host: "127.0.0.1", port: 8765, path: "/mcp", tokens: [], allowedOrigins: [] });
+    expect(g).toMatchObject({ enabled: true, host: "127.0.0.1", port: 8765, path: "/mcp", tokens: [], allowedOrigins: [], route: "auto" });
     expect(g.tools).toEqual({ prefix: "always", separator: "__", aliases: {} });
     expect(g.budget).toMatchObject({ defaultMs: 60_000, maxMs: 600_000 });
   });
@@ -443,6 +443,7 @@ describe("gateway", () => {
       problemsOf({ backends, gateway: { tokens: [{ name: "a", token: { env: "X" }, backends: ["web", "nope"] }], budget: { default: "20m", max: "10m" } } }),
     ).toEqual(["gateway.budget.default: must be at most gateway.budget.max (10m)", 'gateway.tokens.0.backends.1: no backend "nope" is configured']);
     expect(problemsOf({ backends, gateway: { tools: { separator: "/" } } })).toEqual([expect.stringMatching(/^gateway\.tools\.separator: /)]);
+    expect(problemsOf({ backends, gateway: { route: "sideways" } })).toEqual([expect.stringMatching(/^gateway\.route: .*"auto".*"router"/)]);
   });
 
   it("a token is read when the gateway starts, never printed", () => {

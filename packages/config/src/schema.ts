@@ -405,6 +405,12 @@ export const ConfigFileSchema = z
         /** Browser origins allowed to call (CORS, and the DNS-rebinding check): none by default. */
         allowedOrigins: z.array(z.string().url()).default([]),
         maxRequestBytes: bounded({ min: 1024, max: 64 * 1024 * 1024, unit: "bytes" }).default(1024 * 1024),
+        /**
+         * How a tools/call travels. `auto`: a call the router would only pass on (not cacheable) goes
+         * straight to the backend's callers, one hop fewer; a cacheable one goes through the router to the
+         * cache. `router`: every call through the router.
+         */
+        route: z.enum(["auto", "router"]).default("auto"),
         /** A session unused for this long is forgotten (by every replica). */
         sessionTtl: duration({ min: 1000, max: 30 * DAY }).default(HOUR),
         tools: z
@@ -441,6 +447,7 @@ export const ConfigFileSchema = z
         tokens: [],
         allowedOrigins: [],
         maxRequestBytes: 1024 * 1024,
+        route: "auto",
         sessionTtl: HOUR,
         tools: { prefix: "always", separator: "__", aliases: {} },
         budget: { default: 60 * 1000, max: 10 * MINUTE, backends: {} },

@@ -63,13 +63,19 @@ export async function chatLogWriter(deps: Omit<WorkerDeps, "workerId">, config: 
 /** Start the MCP front door over streamable HTTP. */
 export async function gateway(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
   const { startGateway } = await import("@toolbus/gateway");
-  return startGateway({ ...deps, workerId: newWorkerId("gateway") }, { config: config.gateway });
+  return startGateway(
+    { ...deps, workerId: newWorkerId("gateway") },
+    { config: config.gateway, caching: { settings: config.cache, backends: config.backends } },
+  );
 }
 
 /** The MCP front door over this process's stdin and stdout (`toolbus gateway --stdio`). */
 export async function gatewayStdio(deps: Omit<WorkerDeps, "workerId">, config: ToolbusConfig): Promise<Worker> {
   const { runStdioGateway } = await import("@toolbus/gateway");
-  return runStdioGateway({ ...deps, workerId: newWorkerId("gateway") }, { config: config.gateway });
+  return runStdioGateway(
+    { ...deps, workerId: newWorkerId("gateway") },
+    { config: config.gateway, caching: { settings: config.cache, backends: config.backends } },
+  );
 }
 
 /** Start the worker `name` (`toolbus worker <name>`). */

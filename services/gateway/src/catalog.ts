@@ -126,9 +126,9 @@ export class Catalog {
   }
 
   /** Where a tool of the union lives. */
-  resolve(name: string): { backend: string; tool: string } | undefined {
+  resolve(name: string): { backend: string; tool: string; descriptor: Tool } | undefined {
     const named = this.#union.get(name);
-    return named && { backend: named.backend, tool: named.original };
+    return named && { backend: named.backend, tool: named.original, descriptor: named.item };
   }
 
   prompts(allowed: (backend: string) => boolean): Prompt[] {

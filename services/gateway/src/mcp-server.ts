@@ -27,6 +27,7 @@ import {
   type CancelRequest,
   type ForwardedMcpMethod,
   type GatewayCancel,
+  type ToolDescriptor,
 } from "@toolbus/protocol";
 import { TOOLBUS_VERSION, type Logger, type Metrics } from "@toolbus/runtime";
 import type { Catalog, CatalogChange } from "./catalog.js";
@@ -63,6 +64,8 @@ export class GatewayCore {
     private readonly config: GatewayConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** Whether a call goes through the router (else straight to the backend's callers). */
+    private readonly viaRouter: (backend: string, tool: string, descriptor: ToolDescriptor | undefined) => boolean = () => true,
   ) {}
 
   start(): void {
@@ -279,6 +282,7 @@ export class GatewayCore {
       const { result } = await this.client.callTool(target.backend, target.tool, params.arguments ?? {}, {
         timeoutMs: this.budgetFor(target.backend, params._meta?.[TIMEOUT_META]),
         requestId: running.requestId,
+        direct: !this.viaRouter(target.backend, target.tool, target.descriptor as ToolDescriptor),
         ...(caller.traceparent ? { traceparent: caller.traceparent } : {}),
         ...(progressToken !== undefined
           ? {
