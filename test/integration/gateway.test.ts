@@ -364,15 +364,18 @@ describe("the MCP front door with bearer tokens", () => {
 
 describe("toolbus gateway --stdio", () => {
   let stack: Stack;
+  let http: HttpServerProcess;
 
   beforeAll(async () => {
-    stack = await startStack({ backends: { everything: everythingStdio(), fault: faultStdio() } });
+    http = await startEverythingHttp();
+    stack = await startStack({ backends: { everything: everythingStdio(), fault: faultStdio(), web: httpBackend(http.url) } });
   });
   afterAll(async () => {
     await stack?.[Symbol.asyncDispose]();
+    await http?.stop();
   });
 
-  it("serves the union to an MCP client that starts it as a command (as Claude Desktop does)", async () => {
+  it("serves the union to an MCP client that starts it as a command (as Claude Desktop does): calls, errors, progress, cancel, list_changed", async () => {
     const config = writeConfig({ nats: { servers: [stack.nats.url] }, log: { level: "warn" } });
     const client = new Client({ name: "desktop", version: "0" }, { capabilities: {} });
     await client.connect(
@@ -381,7 +384,7 @@ describe("toolbus gateway --stdio", () => {
     try {
       await waitFor("both backends' tools", async () => {
         const names = (await client.listTools()).tools.map((t) => t.name);
-        return names.includes("everything__echo") && names.includes("fault__echo");
+        return ["everything__echo", "fault__echo", "web__echo"].every((n) => names.includes(n));
       });
       expect(textOf(await client.callTool({ name: "everything__echo", arguments: { message: "desk" } }))).toBe("Echo: desk");
       const seen: number[] = [];
@@ -393,6 +396,30 @@ describe("toolbus gateway --stdio", () => {
       // the same straight from server-everything, most of the time). The ones before it all arrive.
       expect(seen.slice(0, 2)).toEqual([1, 2]);
       expect(seen.length).toBeLessThanOrEqual(3);
+
+      // The same errors as over HTTP: an unknown tool is -32602, invalid arguments and a tool's own error are results.
+      expect(textOf(await client.callTool({ name: "fault__echo", arguments: { message: "desk" } }))).toMatch(/desk/);
+      expect(((await client.callTool({ name: "fault__nope", arguments: {} }).catch((e: unknown) => e)) as McpError).code).toBe(-32602);
+      const invalid = (await client.callTool({ name: "everything__echo", arguments: { message: 42 } })) as CallToolResult;
+      expect(invalid.isError).toBe(true);
+      expect(textOf(invalid)).toMatch(/message/);
+      expect(await client.callTool({ name: "fault__fail", arguments: { reason: "asked" } })).toMatchObject({ isError: true, content: [{ text: "asked" }] });
+      await cancelReachesBackend(client);
+
+      // A backend that dies leaves the list, with list_changed on stdin's other direction; back, it returns.
+      let changes = 0;
+      client.setNotificationHandler(ToolListChangedNotificationSchema, async () => void changes++);
+      const port = http.port;
+      await http.stop();
+      await waitFor(
+        "web's tools to leave the list",
+        async () => changes > 0 && !(await client.listTools()).tools.some((t) => t.name.startsWith("web__")),
+        15_000,
+      );
+      expect(textOf(await client.callTool({ name: "everything__echo", arguments: { message: "still" } }))).toBe("Echo: still");
+      const seenChanges = changes;
+      http = await startEverythingHttp(port);
+      await waitFor("web's tools to return", async () => changes > seenChanges && (await client.listTools()).tools.some((t) => t.name === "web__echo"), 20_000);
     } finally {
       await client.close();
     }
