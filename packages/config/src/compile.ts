@@ -159,6 +159,8 @@ export interface ToolbusConfig {
     readonly pass?: string;
     readonly token?: string;
     readonly credsFile?: string;
+    /** Replicas of the streams and KV buckets toolbus creates. */
+    readonly replicas: number;
   };
   readonly limits: { readonly maxRequestBytes: number; readonly maxBudgetMs: number; readonly defaultBudgetMs: number };
   readonly admin: { readonly port: number; readonly host: string };
@@ -246,6 +248,7 @@ function applyOverrides(raw: Json, env: Readonly<Record<string, string | undefin
   set(section(raw, "nats"), "pass", env.TOOLBUS_NATS_PASS);
   set(section(raw, "nats"), "token", env.TOOLBUS_NATS_TOKEN);
   set(section(raw, "nats"), "credsFile", flags.natsCreds ?? env.TOOLBUS_NATS_CREDS);
+  if (env.TOOLBUS_NATS_REPLICAS !== undefined) set(section(raw, "nats"), "replicas", numberOrText(env.TOOLBUS_NATS_REPLICAS));
   set(raw, "profile", flags.profile ?? env.TOOLBUS_PROFILE);
   const adminPort = flags.adminPort ?? (env.TOOLBUS_ADMIN_PORT !== undefined ? numberOrText(env.TOOLBUS_ADMIN_PORT) : undefined);
   set(section(raw, "admin"), "port", adminPort);

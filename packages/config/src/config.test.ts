@@ -64,6 +64,10 @@ backends:
     expect(fromEnv.profile).toBe("hybrid");
     expect(fromEnv.admin.port).toBe(2);
     expect(fromEnv.nats.token).toBe("s3cret");
+    // Streams and buckets keep one replica unless the cluster has more nodes (TOOLBUS_NATS_REPLICAS, as the prod overlay sets).
+    expect(fromEnv.nats.replicas).toBe(1);
+    expect(loadConfig({ file: path, env: { TOOLBUS_NATS_REPLICAS: "3" } }).nats.replicas).toBe(3);
+    expect(() => loadConfig({ file: path, env: { TOOLBUS_NATS_REPLICAS: "7" } })).toThrow(/nats\.replicas/);
     const fromFlags = loadConfig({ file: path, env, flags: { natsUrl: "nats://flag:4222", profile: "local", adminPort: 3 } });
     expect(fromFlags.nats.servers).toEqual(["nats://flag:4222"]);
     expect(fromFlags.profile).toBe("local");

@@ -282,9 +282,11 @@ export const ConfigFileSchema = z
         pass: z.string().optional(),
         token: z.string().optional(),
         credsFile: z.string().optional(),
+        /** Replicas of every stream and KV bucket toolbus creates: 3 on a three-node JetStream cluster (set when they are created). */
+        replicas: bounded({ min: 1, max: 5 }).default(1),
       })
       .strict()
-      .default({ servers: ["nats://127.0.0.1:4222"] }),
+      .default({ servers: ["nats://127.0.0.1:4222"], replicas: 1 }),
     limits: z
       .object({
         maxRequestBytes: bounded({ min: 1024, max: 64 * 1024 * 1024, unit: "bytes" }).default(512 * 1024),

@@ -13,7 +13,7 @@ const DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024;
  * TOOLBUS_CHAT_DEAD (events no writer can write). Whichever
  * worker needs them calls this at start: the writer, and callers that log calls.
  */
-export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConfig, log: Logger): Promise<JetStreamManager> {
+export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConfig, log: Logger, replicas = 1): Promise<JetStreamManager> {
   const jsm = await nc.jetstreamManager();
   const chat: Partial<StreamConfig> = {
     name: CHAT_STREAM,
@@ -24,6 +24,7 @@ export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConf
     duplicate_window: nanos(chatLog.stream.duplicateWindowMs),
     discard: DiscardPolicy.Old,
     max_msg_size: -1,
+    num_replicas: replicas,
   };
   const dead: Partial<StreamConfig> = {
     name: CHAT_DEAD_LETTER_STREAM,
@@ -32,6 +33,7 @@ export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConf
     max_age: nanos(chatLog.stream.maxAgeMs),
     max_bytes: DEAD_LETTER_MAX_BYTES,
     discard: DiscardPolicy.Old,
+    num_replicas: replicas,
   };
   for (const config of [chat, dead]) {
     try {
@@ -40,6 +42,8 @@ export async function ensureChatStreams(nc: NatsConnection, chatLog: ChatLogConf
       if (
         c.max_age !== config.max_age ||
         c.max_bytes !== config.max_bytes ||
+        // NATS 2.10 scales a stream's replicas in place (one node to three, after a cluster grows).
+        c.num_replicas !== config.num_replicas ||
         (config.duplicate_window !== undefined && c.duplicate_window !== config.duplicate_window)
       ) {
         await jsm.streams.update(config.name!, { ...c, ...config } as StreamConfig);

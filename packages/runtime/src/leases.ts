@@ -45,13 +45,15 @@ export class Leases {
      * writer, which two replicas must never share a piece of) keeps trying to open it and owns nothing meanwhile.
      */
     private readonly withoutBucketOwnAll = true,
+    /** Replicas of the bucket, when this creates it. */
+    private readonly replicas = 1,
   ) {}
 
   /** Open the bucket and take what is free; then keep renewing and taking over. */
   async start(): Promise<void> {
     for (let wait = 500; ; wait = Math.min(10_000, wait * 2)) {
       try {
-        this.#kv = await this.nc.jetstream().views.kv(this.bucket, { history: 1, ttl: LEASE_MS });
+        this.#kv = await this.nc.jetstream().views.kv(this.bucket, { history: 1, ttl: LEASE_MS, replicas: this.replicas });
         break;
       } catch (err) {
         if (this.withoutBucketOwnAll) {

@@ -16,6 +16,8 @@ export interface WorkerDeps {
   readonly workerId: string;
   /** The subjects served by this process's workers, for requests that need not leave it (see LocalRoutes). */
   readonly local?: LocalRoutes;
+  /** Replicas of the streams and KV buckets a worker creates (`nats.replicas`): 3 on a three-node cluster. */
+  readonly streamReplicas?: number;
 }
 
 /** A running worker. `stop()` drains its subscriptions, waits for in-flight work (bounded), then closes what it owns. */
@@ -107,7 +109,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<RunningPro
   let workers: Worker[] = [];
   let admin: AdminServer | undefined;
   try {
-    workers = await options.start({ nc, logger, metrics, local: new LocalRoutes() });
+    workers = await options.start({ nc, logger, metrics, local: new LocalRoutes(), streamReplicas: config.nats.replicas });
     if (config.admin.port >= 0) {
       admin = await startAdminServer({
         port: config.admin.port,

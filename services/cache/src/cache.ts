@@ -86,7 +86,7 @@ export async function startCache(deps: WorkerDeps, options: CacheOptions): Promi
   const settings = config.cache;
   const log = deps.logger.child({ worker: "cache", workerId: deps.workerId });
   const memory = new MemoryTier(settings);
-  const shared = settings.shared.enabled ? await SharedTier.open(nc, settings.shared, log) : undefined;
+  const shared = settings.shared.enabled ? await SharedTier.open(nc, { ...settings.shared, replicas: deps.streamReplicas ?? 1 }, log) : undefined;
   const acks = new Acks(nc);
   const chat = new ChatEmitter(nc, log, metrics, { worker: "cache", workerId: deps.workerId });
   const inFlight = new InFlight();

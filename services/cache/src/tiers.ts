@@ -102,12 +102,16 @@ export class SharedTier {
   ) {}
 
   /** Open (or create) the bucket; undefined when JetStream is not available. */
-  static async open(nc: NatsConnection, options: { ttlMs: number; maxBytes: number; timeoutMs: number }, log: Logger): Promise<SharedTier | undefined> {
+  static async open(
+    nc: NatsConnection,
+    options: { ttlMs: number; maxBytes: number; timeoutMs: number; replicas?: number },
+    log: Logger,
+  ): Promise<SharedTier | undefined> {
     try {
       const jsm = await nc.jetstreamManager({ timeout: Math.max(1_000, options.timeoutMs) });
       const kv = await nc
         .jetstream({ timeout: Math.max(1_000, options.timeoutMs) })
-        .views.kv(kvBuckets.cache, { history: 1, ttl: options.ttlMs, maxBucketSize: options.maxBytes });
+        .views.kv(kvBuckets.cache, { history: 1, ttl: options.ttlMs, maxBucketSize: options.maxBytes, replicas: options.replicas ?? 1 });
       const status = await kv.status();
       if (status.ttl !== options.ttlMs) {
         // Created earlier with another TTL: keep it (replicas must agree), and say which one applies.

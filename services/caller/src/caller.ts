@@ -294,7 +294,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   // Before the endpoints connect: one that moved is reached where it is now, not where the config says.
   await health.fromKv();
   if (options.chatLog)
-    await ensureChatStreams(nc, options.chatLog, log).catch((err: unknown) =>
+    await ensureChatStreams(nc, options.chatLog, log, deps.streamReplicas ?? 1).catch((err: unknown) =>
       log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); calls that name a conversation are not logged"),
     );
   launched?.start();

@@ -29,10 +29,10 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   const { nc, metrics } = deps;
   const settings = options.chatLog;
   const log = deps.logger.child({ worker: "chat-log-writer", workerId: deps.workerId });
-  const jsm = await ensureChatStreams(nc, settings, log);
+  const jsm = await ensureChatStreams(nc, settings, log, deps.streamReplicas ?? 1);
   const streamCreated = (await jsm.streams.info(CHAT_STREAM)).created;
   const js = nc.jetstream();
-  const floors = await js.views.kv(CHAT_FLOORS_BUCKET, { history: 1 }).catch((err: unknown) => {
+  const floors = await js.views.kv(CHAT_FLOORS_BUCKET, { history: 1, replicas: deps.streamReplicas ?? 1 }).catch((err: unknown) => {
     log.warn(
       { err: (err as Error).message },
       `no KV bucket ${CHAT_FLOORS_BUCKET}; a writer killed while taking a partition over may make the next one read it again from the start`,
@@ -117,7 +117,7 @@ export async function startChatLogWriter(deps: WorkerDeps, options: ChatLogWrite
   }
   const notStarted = new Map<number, string>();
   const names = Array.from({ length: CHAT_PARTITIONS }, (_, p) => partitionKey(p));
-  const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true, false);
+  const leases = new Leases(nc, CHAT_LEASES_BUCKET, names, deps.workerId, log, onLease, "partition", true, false, deps.streamReplicas ?? 1);
   // In the background: a replica waits a lease round for its peers before taking its share, and the
   // process's other workers need not wait for that.
   const leasesStarted = leases.start().catch((err: unknown) => log.error({ err: (err as Error).message }, "could not take chat partitions"));

@@ -74,7 +74,7 @@ export async function startGateway(deps: WorkerDeps, options: GatewayOptions): P
   if (config.tokens.length === 0 && !LOOPBACK.test(config.host)) {
     throw new Error(`gateway.host is ${config.host}, not a loopback address: set gateway.tokens so that not everyone who can reach it can call every tool`);
   }
-  const sessions = new SessionStore(deps.nc, log, config.sessionTtlMs);
+  const sessions = new SessionStore(deps.nc, log, config.sessionTtlMs, deps.streamReplicas ?? 1);
   await sessions.start();
   const { core, stop } = await startCore(deps, options, log);
   let front: HttpFrontDoor;

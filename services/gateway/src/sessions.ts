@@ -35,11 +35,13 @@ export class SessionStore {
     private readonly nc: NatsConnection,
     private readonly log: Logger,
     private readonly ttlMs: number,
+    /** Replicas of the bucket, when this creates it. */
+    private readonly replicas = 1,
   ) {}
 
   async start(): Promise<void> {
     try {
-      this.#kv = await this.nc.jetstream().views.kv(kvBuckets.gatewaySessions, { ttl: this.ttlMs, history: 1 });
+      this.#kv = await this.nc.jetstream().views.kv(kvBuckets.gatewaySessions, { ttl: this.ttlMs, history: 1, replicas: this.replicas });
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, "no JetStream: MCP sessions are kept by this gateway replica alone (others will not know them)");
     }

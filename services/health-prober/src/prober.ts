@@ -78,7 +78,7 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
   const byName = new Map(options.backends.map((b) => [b.name, b]));
   const endpointsKv = await nc
     .jetstream()
-    .views.kv(kvBuckets.endpoints, { history: 1 })
+    .views.kv(kvBuckets.endpoints, { history: 1, replicas: deps.streamReplicas ?? 1 })
     .catch(() => undefined);
   // Endpoints that moved before this prober started (or took the backend over) are probed where they are.
   for (const t of targets) {
@@ -88,13 +88,13 @@ export async function startHealthProber(deps: WorkerDeps, options: HealthProberO
     const moved = entry && entry.length > 0 ? EndpointMovedSchema.safeParse(entry.json()) : undefined;
     if (moved?.success && moved.data.newPort >= range.portFrom && moved.data.newPort <= range.portTo) await t.probe.moveTo(moved.data.newPort);
   }
-  const leases = new Leases(nc, kvBuckets.healthLeases, [...byName.keys()], deps.workerId, log);
+  const leases = new Leases(nc, kvBuckets.healthLeases, [...byName.keys()], deps.workerId, log, undefined, "backend", false, true, deps.streamReplicas ?? 1);
   await leases.start();
 
   // The latest state per endpoint, for whoever subscribes late. Without JetStream the events still flow.
   const kv = await nc
     .jetstream()
-    .views.kv(kvBuckets.health, { history: 1 })
+    .views.kv(kvBuckets.health, { history: 1, replicas: deps.streamReplicas ?? 1 })
     .catch((err: unknown) => {
       log.warn({ err: (err as Error).message }, `no KV bucket ${kvBuckets.health} (is JetStream enabled?); publishing events only`);
       return undefined;

@@ -298,7 +298,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
   }
 
   if (options.chatLog)
-    await ensureChatStreams(nc, options.chatLog, log).catch((err: unknown) =>
+    await ensureChatStreams(nc, options.chatLog, log, deps.streamReplicas ?? 1).catch((err: unknown) =>
       log.debug({ err: (err as Error).message }, "no chat stream (is JetStream enabled?); chats that name a conversation are not logged"),
     );
   launched?.start();
