@@ -3,7 +3,7 @@
  * `status`, `health`).
  * This is the only place that reads process.env and process.argv.
  */
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ErrorCode, HealthState, ToolbusClient, isNatsCredsError, isToolbusError, type CacheStatus, type HealthEvent } from "@toolbus/client";
@@ -11,6 +11,7 @@ import { LLM_DEFAULTS, isConfigError, isLlmBackend, loadConfig, parseDuration, t
 import { CHAT_STREAM, CONVERSATION_ID_PATTERN, chatFileName, chatSubject, conversationOfFile } from "@toolbus/protocol";
 import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
+import { manifestOf, renderBase } from "./deploy.js";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
 import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
 import { WORKER_NAMES, allWorkers, gatewayStdio, worker as startWorker, type WorkerName } from "./workers.js";
@@ -881,6 +882,46 @@ Exit codes: 0 every endpoint is healthy or degraded, 4 one is not or no health p
       else process.stdout.write(`${healthTable(byEndpoint(endpoints), { now: Date.now(), width: tableWidth(), colour }).join("\n")}\n`);
       process.exitCode = endpoints.every((e) => isServing(e.state)) ? ExitCode.OK : ExitCode.FAILED;
     });
+  });
+
+const deploy = program.command("deploy").description("Kubernetes manifests for the workers of a config");
+deploy
+  .command("render")
+  .description("render the kustomize base (a Deployment per worker, a caller per backend, probes, budgets, policies) from --config")
+  .option("-o, --out <dir>", "write kustomization.yaml, toolbus.yaml and workers.yaml into <dir> (default: print one manifest to stdout)")
+  .option("--image <image>", "the toolbus container image", `toolbus:${TOOLBUS_VERSION}`)
+  .option("--nats-url <url>", "NATS as the pods reach it", "nats://nats:4222")
+  .addHelpText(
+    "after",
+    `
+The output is a kustomize base; deploy/k8s/overlays/{dev,prod} add the NATS cluster and size it:
+  toolbus deploy render --config toolbus.yaml --out deploy/k8s/base
+  kubectl apply -k deploy/k8s/overlays/prod
+Without --out, one manifest (the config as a ConfigMap, then every object) for kubectl apply -f -.`,
+  )
+  .action((opts: { out?: string; image: string; natsUrl: string }) => {
+    const file = globals().config ?? process.env.TOOLBUS_CONFIG ?? (existsSync("toolbus.yaml") ? "toolbus.yaml" : "");
+    if (!file) program.error("deploy render needs a config: --config <file>", { exitCode: ExitCode.USAGE });
+    let base;
+    try {
+      // The config is checked as toolbus would load it before anything is rendered from it.
+      loadConfig({ file, env: {}, checkSecrets: false });
+      base = renderBase(file, { image: opts.image, natsUrl: opts.natsUrl });
+    } catch (err) {
+      process.stderr.write(`toolbus: ${isConfigError(err) ? err.message : `cannot render ${file}: ${(err as Error).message}`}\n`);
+      process.exit(ExitCode.USAGE);
+    }
+    if (!opts.out) {
+      process.stdout.write(manifestOf(base));
+      return;
+    }
+    mkdirSync(opts.out, { recursive: true });
+    for (const [name, text] of Object.entries(base)) writeFileSync(join(opts.out, name), text);
+    process.stdout.write(
+      `wrote ${Object.keys(base)
+        .map((n) => join(opts.out!, n))
+        .join(", ")}\n`,
+    );
   });
 
 await program.parseAsync(process.argv);
