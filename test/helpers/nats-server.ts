@@ -85,3 +85,86 @@ export async function startNats(options: StartNatsOptions = {}): Promise<TestNat
     },
   };
 }
+
+/** Three (or `size`) nats-servers clustered on loopback with JetStream, each with its own store. */
+export interface TestNatsCluster {
+  /** Every node's client URL, comma-separated (what toolbus's `nats.servers` or `--nats` takes). */
+  readonly urls: string;
+  readonly nodes: readonly TestNats[];
+  /** The node whose client port is `port`. */
+  nodeOn(port: number): TestNats;
+  /** kill -9 node `i`: no lame duck, no goodbye. */
+  kill(i: number): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export async function startNatsCluster(size = 3): Promise<TestNatsCluster> {
+  const { freePort } = await import("./mcp.js");
+  const clientPorts: number[] = [];
+  const routePorts: number[] = [];
+  for (let i = 0; i < size; i++) {
+    clientPorts.push(await freePort());
+    routePorts.push(await freePort());
+  }
+  const nodes: Array<TestNats & { child(): ChildProcess }> = [];
+  try {
+    await Promise.all(
+      clientPorts.map(async (port, i) => {
+        const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
+        const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`);
+        const args = [
+          "--server_name",
+          `n${i}`,
+          "--cluster_name",
+          "toolbus-test",
+          "--cluster",
+          `nats://127.0.0.1:${routePorts[i]}`,
+          "--routes",
+          routes.join(","),
+        ];
+        let child = (await launch(port, storeDir, args)).child;
+        running.add(child);
+        const stop = async (signal: NodeJS.Signals = "SIGTERM"): Promise<void> => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const exited = new Promise((r) => child.once("exit", r));
+          child.kill(signal);
+          await exited;
+        };
+        nodes[i] = {
+          url: `nats://127.0.0.1:${port}`,
+          port,
+          child: () => child,
+          stop: () => stop(),
+          start: async () => {
+            running.delete(child);
+            ({ child } = await launch(port, storeDir, args));
+            running.add(child);
+          },
+          [Symbol.asyncDispose]: async () => {
+            await stop();
+            running.delete(child);
+            rmSync(storeDir, { recursive: true, force: true });
+          },
+        };
+      }),
+    );
+  } catch (err) {
+    await Promise.all(nodes.filter(Boolean).map((n) => n[Symbol.asyncDispose]()));
+    throw err;
+  }
+  return {
+    urls: nodes.map((n) => n.url).join(","),
+    nodes,
+    nodeOn: (port) => nodes.find((n) => n.port === port)!,
+    kill: async (i) => {
+      const child = nodes[i]!.child();
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    },
+    [Symbol.asyncDispose]: async () => {
+      await Promise.all(nodes.map((n) => n[Symbol.asyncDispose]()));
+    },
+  };
+}

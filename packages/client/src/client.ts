@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { z } from "zod";
 import { RequestStrategy, connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "nats";
 import {
+  CHAT_STREAM,
   CacheInvalidateReplySchema,
   ChatEventSchema,
   CacheStatusSchema,
@@ -309,21 +310,45 @@ export class ToolbusClient {
       const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(event)"}: ${i.message}`).join("; ");
       throw ToolbusError.of(ErrorCode.BAD_REQUEST, `not a valid chat event: ${issues}`);
     }
+    const timeoutMs = options.timeoutMs ?? this.#defaultTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    const data = encodeJson(event);
+    // Sent again with the same id until stored or out of time: the stream keeps it once (its duplicate
+    // window). A stream whose leader was on a lost NATS node answers nobody until it has elected another.
+    for (let wait = 50; ; wait = Math.min(1_000, wait * 2)) {
+      try {
+        const ack = await this.nc.jetstream().publish(chatSubject(event.conversationId), data, {
+          msgID: event.id,
+          timeout: Math.max(1, Math.min(timeoutMs, deadline - performance.now())),
+        });
+        return { id: event.id, sequence: ack.seq, duplicate: ack.duplicate };
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        const transient = code === "503" || code === "TIMEOUT";
+        if (transient && code === "503" && (await this.#chatStreamMissing())) {
+          throw ToolbusError.of(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            "no chat stream (TOOLBUS_CHAT): start a chat-log writer (toolbus up, or toolbus worker chat-log-writer) once to create it",
+            { cause: err },
+          );
+        }
+        if (!transient || performance.now() + wait >= deadline) {
+          throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `the chat event was not stored within ${timeoutMs} ms: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  /** Whether the chat stream does not exist (as opposed to having no leader for a moment). */
+  async #chatStreamMissing(): Promise<boolean> {
     try {
-      const ack = await this.nc.jetstream().publish(chatSubject(event.conversationId), encodeJson(event), {
-        msgID: event.id,
-        timeout: options.timeoutMs ?? this.#defaultTimeoutMs,
-      });
-      return { id: event.id, sequence: ack.seq, duplicate: ack.duplicate };
+      await (await this.nc.jetstreamManager({ timeout: 1_000 })).streams.info(CHAT_STREAM);
+      return false;
     } catch (err) {
-      const noStream = (err as { code?: string }).code === "503";
-      throw ToolbusError.of(
-        ErrorCode.BACKEND_UNAVAILABLE,
-        noStream
-          ? "no chat stream (TOOLBUS_CHAT): start a chat-log writer (toolbus up, or toolbus worker chat-log-writer) once to create it"
-          : `the chat event was not stored: ${(err as Error).message}`,
-        { cause: err },
-      );
+      return /stream not found/i.test((err as Error).message) || (err as { code?: string }).code === "404";
     }
   }
 
