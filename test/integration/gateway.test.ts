@@ -9,7 +9,7 @@ import { createLogger, createMetrics } from "@toolbus/runtime";
 import { RequestStrategy, type NatsConnection } from "nats";
 import { everythingStdio, faultStdio, httpBackend, startEverythingHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { TOOLBUS_BIN } from "../helpers/paths.js";
-import { startStack, testConfig, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
+import { removeTempDirs, startStack, testConfig, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
 /** An MCP client (the SDK's) of the front door at `url`, or alternating between several replicas, request by request. */
 async function mcpClient(urls: string[], headers: Record<string, string> = {}): Promise<Client & AsyncDisposable> {
@@ -373,6 +373,8 @@ describe("toolbus gateway --stdio", () => {
   afterAll(async () => {
     await stack?.[Symbol.asyncDispose]();
     await http?.stop();
+    // The config written for the stdio gateway (vitest ends its workers without exit handlers).
+    removeTempDirs();
   });
 
   it("serves the union to an MCP client that starts it as a command (as Claude Desktop does): calls, errors, progress, cancel, list_changed", async () => {
