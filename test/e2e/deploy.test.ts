@@ -57,7 +57,7 @@ describe("toolbus deploy render and the kustomize overlays", () => {
     const r = await toolbusCommand(["--config", EXAMPLE, "deploy", "render", "--out", out]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    for (const file of ["kustomization.yaml", "toolbus.yaml", "workers.yaml"]) {
+    for (const file of ["kustomization.yaml", "toolbus.yaml", "workers.yaml", "nats-auth.conf"]) {
       expect(readFileSync(join(out, file), "utf8").replaceAll(out, ""), file).toBe(readFileSync(join(BASE, file), "utf8"));
     }
   });
@@ -116,6 +116,16 @@ describe("toolbus deploy render and the kustomize overlays", () => {
     // A caller runs `worker caller --backend <b>`; one with two stdio children asks for more memory than a router.
     const everything = named(objects, "Deployment", "toolbus-caller-everything");
     expect(everything.spec.template.spec.containers[0].args).toEqual(["worker", "caller", "--backend", "everything"]);
+    // Each worker is its own NATS user (nats-auth.conf gives it its subjects), its password from a Secret.
+    expect(everything.spec.template.spec.containers[0].env).toEqual(
+      expect.arrayContaining([
+        { name: "TOOLBUS_NATS_USER", value: "caller-everything" },
+        {
+          name: "TOOLBUS_NATS_PASS",
+          valueFrom: { secretKeyRef: { name: "toolbus-nats-users", key: "TOOLBUS_NATS_PASS_CALLER_EVERYTHING", optional: true } },
+        },
+      ]),
+    );
     const mib = (d: K8s) => Number(d.spec.template.spec.containers[0].resources.requests.memory.slice(0, -2));
     expect(mib(everything)).toBeGreaterThan(mib(named(objects, "Deployment", "toolbus-router")));
     const scaled = objects.filter((o) => o.kind === "HorizontalPodAutoscaler").map((o) => o.metadata.name);

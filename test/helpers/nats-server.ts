@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { endWithUs } from "@toolbus/cli";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -15,14 +15,19 @@ export interface TestNats {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-function launch(port: number, storeDir: string, args: readonly string[]): Promise<{ child: ChildProcess; port: number }> {
-  // -p -1 lets the server pick a free port; it says which on stderr.
-  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+function launch(port: number, storeDir: string, args: readonly string[], logFile?: string): Promise<{ child: ChildProcess; port: number }> {
+  // -p -1 lets the server pick a free port; it says which on stderr (or in its log file).
+  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...args, ...(logFile ? ["-l", logFile] : [])], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   // Vitest ends a worker whose test timed out without exit handlers: the server must not outlive it.
   endWithUs(child, storeDir);
   return new Promise((resolve, reject) => {
     let output = "";
-    const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${output}`)), 10_000);
+    const timer = setTimeout(() => {
+      clearInterval(poll);
+      reject(new Error(`nats-server did not start: ${output}`));
+    }, 10_000);
     child.once("error", (err) => {
       clearTimeout(timer);
       reject(new Error(`cannot run nats-server (is it installed?): ${err.message}`));
@@ -31,17 +36,29 @@ function launch(port: number, storeDir: string, args: readonly string[]): Promis
       clearTimeout(timer);
       reject(new Error(`nats-server exited with ${code}: ${output}`));
     });
+    const listening = (): boolean => {
+      const match = /Listening for client connections on [^\s]+:(\d+)/.exec(output);
+      if (!match) return false;
+      clearTimeout(timer);
+      clearInterval(poll);
+      child.removeAllListeners("exit");
+      child.stderr!.removeAllListeners("data");
+      child.stderr!.resume();
+      resolve({ child, port: Number(match[1]) });
+      return true;
+    };
     child.stderr!.on("data", (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /Listening for client connections on [^\s]+:(\d+)/.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        child.removeAllListeners("exit");
-        child.stderr!.removeAllListeners("data");
-        child.stderr!.resume();
-        resolve({ child, port: Number(match[1]) });
-      }
+      listening();
     });
+    // With a log file the server writes there instead.
+    const poll = setInterval(() => {
+      if (logFile && existsSync(logFile)) {
+        output = readFileSync(logFile, "utf8");
+        listening();
+      }
+    }, 50);
+    child.once("exit", () => clearInterval(poll));
   });
 }
 
@@ -54,12 +71,14 @@ process.once("exit", () => {
 export interface StartNatsOptions {
   /** More nats-server arguments, e.g. `["-c", configFile]` for a server with authorization. */
   args?: readonly string[];
+  /** Where the server logs (`-l`), for a test that reads what it refused. */
+  logFile?: string;
 }
 
 export async function startNats(options: StartNatsOptions = {}): Promise<TestNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
   const args = options.args ?? [];
-  const first = await launch(-1, storeDir, args);
+  const first = await launch(-1, storeDir, args, options.logFile);
   const port = first.port;
   let child = first.child;
   running.add(child);
@@ -75,7 +94,7 @@ export async function startNats(options: StartNatsOptions = {}): Promise<TestNat
     stop,
     start: async () => {
       running.delete(child);
-      ({ child } = await launch(port, storeDir, args));
+      ({ child } = await launch(port, storeDir, args, options.logFile));
       running.add(child);
     },
     [Symbol.asyncDispose]: async () => {

@@ -148,3 +148,5 @@ export type {
   McpForwardOkReply,
   McpForwardReply,
 } from "./gateway.js";
+export { natsPermissions, natsUserOf } from "./permissions.js";
+export type { NatsPermissions, NatsRole } from "./permissions.js";

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { relative } from "node:path";
 import { isMap, parseDocument, stringify } from "yaml";
 import { compileConfig, isLlmBackend, type BackendConfig, type Secret, type ToolbusConfig } from "@toolbus/config";
+import { natsPermissions, natsUserOf, type NatsRole } from "@toolbus/protocol";
 import { TOOLBUS_VERSION } from "@toolbus/runtime";
 
 /**
@@ -38,7 +39,7 @@ export interface RenderOptions {
 }
 
 /** The files of the kustomize base, by name. */
-export type RenderedBase = Record<"kustomization.yaml" | "toolbus.yaml" | "workers.yaml", string>;
+export type RenderedBase = Record<"kustomization.yaml" | "toolbus.yaml" | "workers.yaml" | "nats-auth.conf", string>;
 
 type K8sObject = Record<string, unknown> & { kind: string; metadata: { name: string; labels?: Record<string, string> } };
 
@@ -70,24 +71,65 @@ export function renderBase(file: string, options: RenderOptions = {}): RenderedB
     apiVersion: "kustomize.config.k8s.io/v1beta1",
     kind: "Kustomization",
     resources: ["workers.yaml"],
-    configMapGenerator: [{ name: "toolbus-config", files: ["toolbus.yaml"] }],
+    configMapGenerator: [
+      { name: "toolbus-config", files: ["toolbus.yaml"] },
+      // Included by the NATS server's config (deploy/k8s/nats): a user per worker, with its subjects.
+      { name: "toolbus-nats-auth", files: ["nats-auth.conf"] },
+    ],
   };
   return {
     "kustomization.yaml": `${HEADER(file)}${stringify(kustomization)}`,
     "toolbus.yaml": clusterText,
     "workers.yaml": HEADER(file) + objects.map((o) => stringify(o, { lineWidth: 0 })).join("---\n"),
+    "nats-auth.conf": HEADER(file) + natsAuthConfig(rolesOf(config)),
   };
 }
 
-/** The base as one manifest for `kubectl apply -f -`: the config as a ConfigMap, then every object. */
+/** Every NATS user the workers of `config` connect as, and a client user for applications. */
+export function rolesOf(config: ToolbusConfig): NatsRole[] {
+  const roles: NatsRole[] = [{ kind: "router" }, { kind: "health-prober" }, { kind: "client" }];
+  if (config.cache.enabled) roles.push({ kind: "cache" });
+  if (config.chatLog.enabled) roles.push({ kind: "chat-log-writer" });
+  if (config.gateway.enabled) roles.push({ kind: "gateway" });
+  for (const b of Object.values(config.backends)) roles.push({ kind: "caller", backend: b.name, fallbacks: isLlmBackend(b) ? b.fallbacks : [] });
+  return roles;
+}
+
+/** The environment variable (in Secret toolbus-nats-users) holding a NATS user's password. */
+export const natsPasswordEnv = (user: string): string => `TOOLBUS_NATS_PASS_${user.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`;
+
+/**
+ * nats-server `authorization` users, one per role, each with the subjects it may publish and subscribe
+ * to. Passwords are the server's environment variables ($TOOLBUS_NATS_PASS_<USER>), never in the file.
+ */
+export function natsAuthConfig(roles: readonly NatsRole[]): string {
+  const list = (subjects: readonly string[]): string => `[${subjects.map((s) => JSON.stringify(s)).join(", ")}]`;
+  const users = roles.map((role) => {
+    const user = natsUserOf(role);
+    const p = natsPermissions(role);
+    return `    {\n      user: ${JSON.stringify(user)}\n      password: $${natsPasswordEnv(user)}\n      permissions: {\n        publish: { allow: ${list(p.publish)} }\n        subscribe: { allow: ${list(p.subscribe)} }\n      }\n    }`;
+  });
+  const create = roles.map((r) => `--from-literal=${natsPasswordEnv(natsUserOf(r))}=p$(openssl rand -hex 24)`).join(" \\\n#     ");
+  return `# Passwords: Secret toolbus-nats-users, in the NATS pods' environment and each worker's. Each must start
+# with a letter (nats-server parses a variable's value: "7e3..." would not be a string). Create it once:
+#   kubectl -n toolbus create secret generic toolbus-nats-users \\
+#     ${create}
+authorization {
+  users: [
+${users.join("\n")}
+  ]
+}
+`;
+}
+
+/** The base as one manifest for `kubectl apply -f -`: the config and the NATS users as ConfigMaps, then every object. */
 export function manifestOf(base: RenderedBase): string {
-  const configMap = {
-    apiVersion: "v1",
-    kind: "ConfigMap",
-    metadata: { name: "toolbus-config", labels: labelsOf(undefined, undefined) },
-    data: { "toolbus.yaml": base["toolbus.yaml"] },
-  };
-  return `${stringify(configMap, { lineWidth: 0 })}---\n${base["workers.yaml"]}`;
+  const configMap = (name: string, file: "toolbus.yaml" | "nats-auth.conf"): string =>
+    stringify(
+      { apiVersion: "v1", kind: "ConfigMap", metadata: { name, labels: labelsOf(undefined, undefined) }, data: { [file]: base[file] } },
+      { lineWidth: 0 },
+    );
+  return `${configMap("toolbus-config", "toolbus.yaml")}---\n${configMap("toolbus-nats-auth", "nats-auth.conf")}---\n${base["workers.yaml"]}`;
 }
 
 const HEADER = (file: string): string =>
@@ -121,6 +163,12 @@ function renderObjects(config: ToolbusConfig, o: Required<RenderOptions>): K8sOb
 
   const deployment = (w: WorkerSpec): K8sObject[] => {
     const labels = labelsOf(w.component, w.backend);
+    // Its own NATS user, whose subjects nats-auth.conf lists; the Secret is optional (a NATS without authorization ignores it).
+    const user = w.backend ? `caller-${w.backend}` : w.component;
+    const natsUser = [
+      { name: "TOOLBUS_NATS_USER", value: user },
+      { name: "TOOLBUS_NATS_PASS", valueFrom: { secretKeyRef: { name: "toolbus-nats-users", key: natsPasswordEnv(user), optional: true } } },
+    ];
     const memory = `${w.memoryMiB}Mi`;
     const objects: K8sObject[] = [
       {
@@ -143,7 +191,7 @@ function renderObjects(config: ToolbusConfig, o: Required<RenderOptions>): K8sOb
                   name: "toolbus",
                   image: o.image,
                   args: w.args,
-                  env: env(w.env),
+                  env: env([...natsUser, ...(w.env ?? [])]),
                   ports: [{ name: "admin", containerPort: adminPort }, ...(w.ports ?? [])],
                   startupProbe: { httpGet: { path: "/healthz", port: "admin" }, periodSeconds: 2, failureThreshold: 30 },
                   livenessProbe: { httpGet: { path: "/healthz", port: "admin" }, periodSeconds: 10, failureThreshold: 3 },

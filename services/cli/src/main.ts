@@ -888,7 +888,7 @@ const deploy = program.command("deploy").description("Kubernetes manifests for t
 deploy
   .command("render")
   .description("render the kustomize base (a Deployment per worker, a caller per backend, probes, budgets, policies) from --config")
-  .option("-o, --out <dir>", "write kustomization.yaml, toolbus.yaml and workers.yaml into <dir> (default: print one manifest to stdout)")
+  .option("-o, --out <dir>", "write kustomization.yaml, toolbus.yaml, workers.yaml and nats-auth.conf into <dir> (default: print one manifest)")
   .option("--image <image>", "the toolbus container image", `toolbus:${TOOLBUS_VERSION}`)
   .option("--nats-url <url>", "NATS as the pods reach it", "nats://nats:4222")
   .addHelpText(
@@ -897,7 +897,9 @@ deploy
 The output is a kustomize base; deploy/k8s/overlays/{dev,prod} add the NATS cluster and size it:
   toolbus deploy render --config toolbus.yaml --out deploy/k8s/base
   kubectl apply -k deploy/k8s/overlays/prod
-Without --out, one manifest (the config as a ConfigMap, then every object) for kubectl apply -f -.`,
+Without --out, one manifest (the config and the NATS users as ConfigMaps, then every object) for
+kubectl apply -f -. nats-auth.conf holds a NATS user per worker with its subjects; its header has the
+command that creates their passwords (Secret toolbus-nats-users).`,
   )
   .action((opts: { out?: string; image: string; natsUrl: string }) => {
     const file = globals().config ?? process.env.TOOLBUS_CONFIG ?? (existsSync("toolbus.yaml") ? "toolbus.yaml" : "");
