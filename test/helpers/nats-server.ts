@@ -78,7 +78,11 @@ export interface StartNatsOptions {
 export async function startNats(options: StartNatsOptions = {}): Promise<TestNats> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
   const args = options.args ?? [];
-  const first = await launch(-1, storeDir, args, options.logFile);
+  const first = await launch(-1, storeDir, args, options.logFile).catch((err: unknown) => {
+    // A server that would not start leaves no store behind.
+    rmSync(storeDir, { recursive: true, force: true });
+    throw err;
+  });
   const port = first.port;
   let child = first.child;
   running.add(child);
