@@ -2,7 +2,7 @@ export { createLogger, REDACT_PATHS } from "./logger.js";
 export type { Logger, LoggerOptions } from "./logger.js";
 export { connectNats, natsConnectionOptions } from "./nats.js";
 export type { NatsOptions } from "./nats.js";
-export { createMetrics } from "./metrics.js";
+export { BREAKER_STATE_VALUE, createMetrics } from "./metrics.js";
 export type { Metrics } from "./metrics.js";
 export { startAdminServer } from "./admin.js";
 export type { AdminServer, AdminServerOptions } from "./admin.js";

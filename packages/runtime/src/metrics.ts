@@ -56,7 +56,14 @@ export interface Metrics {
   readonly gatewayConnections: Gauge<"kind">;
   /** Backends left out of the gateway's tool list because they are down (fail-open: the rest is served). */
   readonly gatewayBackendsLeftOut: Gauge;
+  /** Each endpoint's circuit breaker, as its caller holds it: 0 closed, 1 half-open, 2 open. */
+  readonly breakerState: Gauge<"backend" | "endpoint">;
+  /** A caller's time from receipt to reply, per tool (a tool the backend does not list counts as `other`). */
+  readonly toolDuration: Histogram<"backend" | "tool">;
 }
+
+/** The value of `toolbus_breaker_state` for each breaker state. */
+export const BREAKER_STATE_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
@@ -127,6 +134,19 @@ export function createMetrics(): Metrics {
       name: "toolbus_gateway_connections",
       help: "Open HTTP connections and event streams of the front door",
       labelNames: ["kind"],
+      registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: "toolbus_breaker_state",
+      help: "Circuit breaker of each endpoint: 0 closed, 1 half-open, 2 open",
+      labelNames: ["backend", "endpoint"],
+      registers: [registry],
+    }),
+    toolDuration: new Histogram({
+      name: "toolbus_tool_call_duration_seconds",
+      help: "Caller: time from receipt to reply, per tool (tools the backend does not list count as other)",
+      labelNames: ["backend", "tool"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [registry],
     }),
     gatewayBackendsLeftOut: new Gauge({

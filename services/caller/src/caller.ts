@@ -43,7 +43,7 @@ import type { Endpoint, EndpointEvents } from "./endpoint.js";
 import { LaunchedServer } from "./launched.js";
 import { CallPolicy } from "./policy.js";
 import { Presence } from "./presence.js";
-import { REPLY_MARGIN_MS, breakerEvent, leastBusy } from "./shared.js";
+import { REPLY_MARGIN_MS, breakerEvent, breakersClosed, leastBusy } from "./shared.js";
 import { classify, faultReply } from "@toolbus/mcp-http";
 import { SingleFlight, type CallReply } from "./single-flight.js";
 import { StdioEndpoint } from "./stdio.js";
@@ -131,6 +131,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
       : backend.urls.map((url, i) => new HttpEndpoint!(`${backend.name}#${i}`, backend, url, maxResponseBytes, log, events));
   const tools = new ToolList(endpoints, log, () => presence.announce());
   const policy = new CallPolicy(backend, endpoints, { onBreaker: (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t) });
+  breakersClosed(deps, backend.name, endpoints);
   const health = new CallerHealth(nc, backend, endpoints, policy.breakers, deps.workerId);
 
   const presence = new Presence(nc, {
@@ -171,6 +172,14 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   const flights = new SingleFlight();
   const chat = new ChatEmitter(nc, log, deps.metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
   const joins = deps.metrics.singleFlightJoins.labels(backend.name);
+  // Per tool, bound once; only the tools the backend lists get a label of their own (bad input cannot grow the series).
+  const toolTimers = new Map<string, { observe(seconds: number): void }>();
+  const toolTimer = (tool: string): { observe(seconds: number): void } => {
+    const name = tools.index?.has(tool) ? tool : "other";
+    let timer = toolTimers.get(name);
+    if (!timer) toolTimers.set(name, (timer = deps.metrics.toolDuration.labels(backend.name, name)));
+    return timer;
+  };
 
   async function handleCall(msg: Msg): Promise<void> {
     const started = monotonicNow();
@@ -184,6 +193,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     const conversationId = request.conversationId;
     const answer = (reply: CallReply): void => {
       finish(msg, reply, started);
+      toolTimer(request.tool).observe((monotonicNow() - started) / 1000);
       if (conversationId) chat.emit(conversationId, ...outcomeEvent(request.tool, admitted.requestId, reply));
     };
     if (conversationId)

@@ -1,6 +1,6 @@
 import type { BreakerTransition } from "@toolbus/policies";
 import { encodeJson, subjects, type BreakerEvent } from "@toolbus/protocol";
-import type { Logger, WorkerDeps } from "@toolbus/runtime";
+import { BREAKER_STATE_VALUE, type Logger, type WorkerDeps } from "@toolbus/runtime";
 
 /** What MCP and LLM callers both use; kept apart from either so neither loads the other's code. */
 
@@ -20,7 +20,12 @@ export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
     signal.addEventListener("abort", done, { once: true });
   });
 
-/** Log a breaker transition and publish it on `toolbus.v1.evt.breaker.<backend>`. */
+/** Every endpoint's breaker starts closed: the gauge shows it from the start, not from the first transition. */
+export function breakersClosed(deps: WorkerDeps, backend: string, endpoints: readonly { readonly id: string }[]): void {
+  for (const e of endpoints) deps.metrics.breakerState.set({ backend, endpoint: e.id }, BREAKER_STATE_VALUE.closed);
+}
+
+/** Log a breaker transition, publish it on `toolbus.v1.evt.breaker.<backend>`, and set `toolbus_breaker_state`. */
 export function breakerEvent(deps: WorkerDeps, log: Logger, backend: string, endpoint: { readonly id: string }, t: BreakerTransition): void {
   const event: BreakerEvent = {
     backend,
@@ -32,6 +37,7 @@ export function breakerEvent(deps: WorkerDeps, log: Logger, backend: string, end
     time: new Date().toISOString(),
   };
   (t.to === "open" ? log.warn : log.info).call(log, event, `breaker ${t.from} → ${t.to}`);
+  deps.metrics.breakerState.set({ backend, endpoint: endpoint.id }, BREAKER_STATE_VALUE[t.to]);
   if (!deps.nc.isClosed()) deps.nc.publish(subjects.breakerEvents(backend), encodeJson(event));
 }
 

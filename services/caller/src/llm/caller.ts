@@ -40,7 +40,7 @@ import {
 import { CallRegistry } from "../cancellation.js";
 import { LaunchedServer } from "../launched.js";
 import { Presence } from "../presence.js";
-import { REPLY_MARGIN_MS, breakerEvent } from "../shared.js";
+import { REPLY_MARGIN_MS, breakerEvent, breakersClosed } from "../shared.js";
 import { LlmEndpoint } from "./endpoint.js";
 import { LlmPolicy, type LlmOutcome } from "./policy.js";
 import { providerOf } from "./providers.js";
@@ -101,6 +101,7 @@ export async function startLlmCaller(deps: WorkerDeps, options: LlmCallerOptions
     if (!nc.isClosed()) nc.publish(subjects.llmUsage(backend.name), encodeJson(usage));
   };
   const policy = new LlmPolicy(backend, endpoints, provider, (endpoint, t) => breakerEvent(deps, log, backend.name, endpoint, t), undefined, share);
+  breakersClosed(deps, backend.name, endpoints);
   // The rate limits hold for the backend, not per replica: every replica charges what the others used.
   const usages = nc.subscribe(subjects.llmUsage(backend.name), {
     callback: (_err, msg) => {
