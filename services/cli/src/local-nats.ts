@@ -35,7 +35,8 @@ export const NO_NATS_HELP = [
   "toolbus needs a NATS server with JetStream. Either:",
   "  - install one: apt-get install nats-server  (Debian/Ubuntu)  or  brew install nats-server  (macOS),",
   "    then run `toolbus up` again (it starts nats-server for you when nothing answers on localhost), or",
-  "  - run one in a container: docker run -p 4222:4222 nats -js, or",
+  "  - have docker or podman answer: `toolbus up` then starts NATS in a container (image: $TOOLBUS_NATS_IMAGE,",
+  "    default docker.io/library/nats:2.10-alpine), or run one yourself: docker run -p 4222:4222 nats -js, or",
   "  - point toolbus at yours: toolbus up --nats nats://host:4222  (or TOOLBUS_NATS_URL).",
 ].join("\n");
 
@@ -92,6 +93,72 @@ export async function startLocalNats(host: string, port: number, timeoutMs = 10_
         await exited;
       }
       rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The NATS image `toolbus up` runs when there is no nats-server binary (TOOLBUS_NATS_IMAGE overrides it). */
+export const DEFAULT_NATS_IMAGE = "docker.io/library/nats:2.10-alpine";
+
+/** A container CLI whose engine answers (podman, then docker), or undefined. */
+export function containerCli(): string | undefined {
+  for (const cli of ["podman", "docker"]) {
+    if (spawnSync(cli, ["info"], { stdio: "ignore", timeout: 15_000 }).status === 0) return cli;
+  }
+  return undefined;
+}
+
+/** Resolves once a NATS server answers at host:port with its INFO line (a published port may accept before it). */
+async function natsAnswers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host, port });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once("data", (chunk: Buffer) => done(chunk.toString("latin1").startsWith("INFO ")));
+    socket.once("error", () => done(false));
+    socket.once("end", () => done(false));
+  });
+}
+
+/**
+ * Start NATS with JetStream in a container (`<cli> run -d --rm`, host:port published) and wait until it
+ * answers. The container goes when toolbus stops, and also when toolbus is killed: a watcher removes it.
+ */
+export async function startContainerNats(cli: string, image: string, host: string, port: number, timeoutMs = 120_000): Promise<LocalNats> {
+  const name = `toolbus-nats-${port}-${process.pid}`;
+  const started = spawnSync(cli, ["run", "-d", "--rm", "--name", name, "-p", `${host}:${port}:4222`, image, "-js"], { encoding: "utf8", timeout: timeoutMs });
+  if (started.status !== 0) {
+    const why = `${started.stderr ?? ""}${started.error?.message ?? ""}`.trim().split("\n").slice(-2).join(" | ");
+    throw new Error(`${cli} could not start ${image}: ${why}`);
+  }
+  // Killed or crashed, toolbus still takes its container with it (the watcher's read ends with us).
+  const watcher = spawn("/bin/sh", ["-c", `read _ <&3; ${cli} rm -f ${name} >/dev/null 2>&1`], {
+    stdio: ["ignore", "ignore", "ignore", "pipe"],
+    detached: true,
+  });
+  watcher.unref();
+  (watcher.stdio[3] as Socket).unref();
+  const remove = (): void => void spawnSync(cli, ["rm", "-f", name], { stdio: "ignore", timeout: 30_000 });
+  const deadline = Date.now() + timeoutMs;
+  while (!(await natsAnswers(host, port))) {
+    if (Date.now() > deadline) {
+      remove();
+      watcher.kill("SIGKILL");
+      throw new Error(`NATS in container ${name} (${image}) did not answer on ${host}:${port}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: `nats://${host}:${port}`,
+    pid: undefined,
+    storeDir: `container ${name}`,
+    stop: async () => {
+      spawnSync(cli, ["stop", "-t", "5", name], { stdio: "ignore", timeout: 30_000 });
+      remove();
+      watcher.kill("SIGKILL");
     },
   };
 }

@@ -13,7 +13,17 @@ import lockfile from "proper-lockfile";
 import { TOOLBUS_VERSION, createLogger, exitOnSignals, runWorkers, type Logger } from "@toolbus/runtime";
 import { manifestOf, renderBase } from "./deploy.js";
 import { ExitCode, exitCodeFor } from "./exit-codes.js";
-import { NO_NATS_HELP, hostPort, isListening, natsServerOnPath, startLocalNats, type LocalNats } from "./local-nats.js";
+import {
+  DEFAULT_NATS_IMAGE,
+  NO_NATS_HELP,
+  containerCli,
+  hostPort,
+  isListening,
+  natsServerOnPath,
+  startContainerNats,
+  startLocalNats,
+  type LocalNats,
+} from "./local-nats.js";
 import { WORKER_NAMES, allWorkers, gatewayStdio, worker as startWorker, type WorkerName } from "./workers.js";
 
 interface GlobalOptions {
@@ -137,12 +147,28 @@ program
     let ownNats: LocalNats | undefined;
     if (!(await isListening(host, port))) {
       const loopback = ["127.0.0.1", "localhost", "::1"].includes(host);
-      if (!opts.startNats || !loopback || !natsServerOnPath()) {
+      const binary = opts.startNats && loopback && natsServerOnPath();
+      // No binary: a container, where docker or podman answers (checked only then: it takes a moment).
+      const cli = opts.startNats && loopback && !binary ? containerCli() : undefined;
+      if (!binary && !cli) {
         process.stderr.write(`toolbus: no NATS server answers at ${url}.\n${NO_NATS_HELP}\n`);
         process.exit(ExitCode.NO_NATS);
       }
-      ownNats = await startLocalNats(host === "localhost" ? "127.0.0.1" : host, port);
-      log.info({ url: ownNats.url, pid: ownNats.pid, storeDir: ownNats.storeDir }, `no NATS answered at ${url}; started nats-server with JetStream`);
+      const bind = host === "localhost" ? "127.0.0.1" : host;
+      if (binary) {
+        ownNats = await startLocalNats(bind, port);
+        log.info({ url: ownNats.url, pid: ownNats.pid, storeDir: ownNats.storeDir }, `no NATS answered at ${url}; started nats-server with JetStream`);
+      } else {
+        const image = process.env.TOOLBUS_NATS_IMAGE || DEFAULT_NATS_IMAGE;
+        ownNats = await startContainerNats(cli!, image, bind, port).catch((err: Error) => {
+          process.stderr.write(`toolbus: no NATS server answers at ${url}, and ${err.message}.\n${NO_NATS_HELP}\n`);
+          return process.exit(ExitCode.NO_NATS);
+        });
+        log.info(
+          { url: ownNats.url, image, runtime: cli },
+          `no NATS answered at ${url} and no nats-server binary; started NATS with JetStream in a container (${ownNats.storeDir})`,
+        );
+      }
       cfg = { ...cfg, nats: { ...cfg.nats, servers: [ownNats.url] } };
     }
     log.info({ config: cfg.source, profile: cfg.profile, backends: Object.keys(cfg.backends) }, "starting toolbus");
