@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
@@ -8,6 +9,7 @@ import { ROOT } from "../helpers/paths.js";
 import { removeTempDirs, tempDir, toolbusCommand } from "../helpers/toolbus.js";
 
 const run = promisify(execFile);
+const require = createRequire(import.meta.url);
 const BASE = join(ROOT, "deploy/k8s/base");
 const EXAMPLE = join(ROOT, "examples/toolbus.yaml");
 
@@ -30,11 +32,13 @@ async function kustomize(dir: string): Promise<K8s[]> {
 }
 
 /** Validate an object against the Kubernetes (or prometheus-operator) schema of its apiVersion and kind; throws naming the problem. */
-async function validate(o: K8s): Promise<void> {
-  const module =
+function validate(o: K8s): void {
+  // require, not a dynamic import: vite would try (and warn) to resolve the template at transform time.
+  const module = (
     o.apiVersion === "monitoring.coreos.com/v1"
-      ? await import(`@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${o.kind}`)
-      : await import(`kubernetes-models/${o.apiVersion}/${o.kind}`);
+      ? require(`@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${o.kind}`)
+      : require(`kubernetes-models/${o.apiVersion}/${o.kind}`)
+  ) as Record<string, unknown>;
   const Model = module[o.kind] as new (o: unknown) => { validate(): void };
   try {
     new Model(o).validate();
@@ -66,7 +70,7 @@ describe("toolbus deploy render and the kustomize overlays", () => {
     for (const overlay of ["dev", "prod"]) {
       const objects = await kustomize(join(ROOT, "deploy/k8s/overlays", overlay));
       expect(objects.length).toBeGreaterThan(20);
-      for (const o of objects) await validate(o);
+      for (const o of objects) validate(o);
       // The config reaches every worker through the generated ConfigMap, whose hashed name kustomize wrote into each Deployment.
       const configMap = named(objects, "ConfigMap", "toolbus-config-");
       for (const d of objects.filter((o) => o.kind === "Deployment")) {
@@ -83,7 +87,7 @@ describe("toolbus deploy render and the kustomize overlays", () => {
     const r = await toolbusCommand(["--config", EXAMPLE, "deploy", "render"]);
     expect(r.code).toBe(0);
     const objects = objectsOf(r.stdout);
-    for (const o of objects) await validate(o);
+    for (const o of objects) validate(o);
     const config = parse(named(objects, "ConfigMap", "toolbus-config").data!["toolbus.yaml"]!);
     // In a cluster the front door listens beyond loopback, so it requires a token, from a Secret.
     expect(config.gateway).toMatchObject({ host: "0.0.0.0", tokens: [{ name: "cluster", token: { env: "TOOLBUS_GATEWAY_TOKEN" } }] });
@@ -163,7 +167,7 @@ describe("toolbus deploy render and the kustomize overlays", () => {
       valueFrom: { secretKeyRef: { name: "toolbus-secrets", key: "REMOTE_API_KEY" } },
     });
     expect(named(objects, "NetworkPolicy", "toolbus-caller-remote").spec.egress).toEqual([{ ports: [{ protocol: "TCP", port: 443 }] }]);
-    for (const o of objects) await validate(o);
+    for (const o of objects) validate(o);
   });
 
   it("no config, or a config with a mistake: a clear error and exit code 2", async () => {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect, type Msg, type NatsConnection, type Subscription } from "nats";
 import { CancelRequestSchema, Headers, subjects, type CancelRequest, type HealthEvent } from "@toolbus/protocol";
 import { startNats, type TestNats } from "../../../test/helpers/nats-server.js";
@@ -17,6 +17,10 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
     await client?.close();
     await nc?.close();
     await nats?.[Symbol.asyncDispose]();
+  });
+  // A test's unsubscribes reach the server before the next test's requests (else no 503, a wait for the deadline).
+  afterEach(async () => {
+    await nc.flush();
   });
 
   it("no router → BACKEND_UNAVAILABLE at once, not a wait for the deadline", async () => {
@@ -215,6 +219,8 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
       expect(await client.health({ timeoutMs: 2_000 })).toEqual(table);
       expect(asked).toEqual(["2000"]);
       prober.unsubscribe();
+      // Flushed: otherwise the server may still route the next test's request to it (no 503, a wait for the deadline).
+      await nc.flush();
     });
 
     it("no prober → BACKEND_UNAVAILABLE at once, naming the health prober", async () => {
@@ -230,6 +236,7 @@ describe("ToolbusClient against a real NATS with no toolbus running", () => {
       answer = { ok: false, error: { code: "OVERLOADED", message: "busy", retryable: true } };
       await expect(client.health({ timeoutMs: 2_000 })).rejects.toMatchObject({ code: ErrorCode.OVERLOADED, message: "busy", retryable: true });
       prober.unsubscribe();
+      await nc.flush();
     });
 
     it("a prober that never answers → DEADLINE_EXCEEDED after the budget", async () => {
