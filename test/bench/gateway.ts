@@ -29,7 +29,7 @@ const SUPERGATEWAY = require.resolve("supergateway/dist/index.js");
  * own transport the client spends about a millisecond of CPU per call and caps every row near the same
  * figure, hiding the differences between what is measured.
  */
-async function leanClient(url: string): Promise<Client & AsyncDisposable> {
+export async function leanClient(url: string): Promise<Client & AsyncDisposable> {
   const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
   const client = new Client({ name: "bench", version: "0" }, { capabilities: {} });
   const transport: LeanHttpTransport = new LeanHttpTransport(new URL(url), {
