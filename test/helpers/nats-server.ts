@@ -76,33 +76,37 @@ export interface StartNatsOptions {
 }
 
 export async function startNats(options: StartNatsOptions = {}): Promise<TestNats> {
+  return ownServer(-1, options.args ?? [], options.logFile);
+}
+
+/** A nats-server of the test's own on `port` (-1: a free one) with a store of its own; `kill` signals it and waits. */
+async function ownServer(port: number, args: readonly string[], logFile?: string): Promise<TestNats & { kill(signal: NodeJS.Signals): Promise<void> }> {
   const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
-  const args = options.args ?? [];
-  const first = await launch(-1, storeDir, args, options.logFile).catch((err: unknown) => {
+  const first = await launch(port, storeDir, args, logFile).catch((err: unknown) => {
     // A server that would not start leaves no store behind.
     rmSync(storeDir, { recursive: true, force: true });
     throw err;
   });
-  const port = first.port;
   let child = first.child;
   running.add(child);
-  const stop = async (): Promise<void> => {
+  const kill = async (signal: NodeJS.Signals): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
+    child.kill(signal);
     await exited;
   };
   return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
-    stop,
+    url: `nats://127.0.0.1:${first.port}`,
+    port: first.port,
+    kill,
+    stop: () => kill("SIGTERM"),
     start: async () => {
       running.delete(child);
-      ({ child } = await launch(port, storeDir, args, options.logFile));
+      ({ child } = await launch(first.port, storeDir, args, logFile));
       running.add(child);
     },
     [Symbol.asyncDispose]: async () => {
-      await stop();
+      await kill("SIGTERM");
       running.delete(child);
       rmSync(storeDir, { recursive: true, force: true });
     },
@@ -129,63 +133,32 @@ export async function startNatsCluster(size = 3): Promise<TestNatsCluster> {
     clientPorts.push(await freePort());
     routePorts.push(await freePort());
   }
-  const nodes: Array<TestNats & { child(): ChildProcess }> = [];
-  try {
-    await Promise.all(
-      clientPorts.map(async (port, i) => {
-        const storeDir = mkdtempSync(join(tmpdir(), "toolbus-test-nats-"));
-        const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`);
-        const args = [
-          "--server_name",
-          `n${i}`,
-          "--cluster_name",
-          "toolbus-test",
-          "--cluster",
-          `nats://127.0.0.1:${routePorts[i]}`,
-          "--routes",
-          routes.join(","),
-        ];
-        let child = (await launch(port, storeDir, args)).child;
-        running.add(child);
-        const stop = async (signal: NodeJS.Signals = "SIGTERM"): Promise<void> => {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          const exited = new Promise((r) => child.once("exit", r));
-          child.kill(signal);
-          await exited;
-        };
-        nodes[i] = {
-          url: `nats://127.0.0.1:${port}`,
-          port,
-          child: () => child,
-          stop: () => stop(),
-          start: async () => {
-            running.delete(child);
-            ({ child } = await launch(port, storeDir, args));
-            running.add(child);
-          },
-          [Symbol.asyncDispose]: async () => {
-            await stop();
-            running.delete(child);
-            rmSync(storeDir, { recursive: true, force: true });
-          },
-        };
-      }),
-    );
-  } catch (err) {
-    await Promise.all(nodes.filter(Boolean).map((n) => n[Symbol.asyncDispose]()));
-    throw err;
+  const started = await Promise.allSettled(
+    clientPorts.map((port, i) => {
+      const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`);
+      return ownServer(port, [
+        "--server_name",
+        `n${i}`,
+        "--cluster_name",
+        "toolbus-test",
+        "--cluster",
+        `nats://127.0.0.1:${routePorts[i]}`,
+        "--routes",
+        routes.join(","),
+      ]);
+    }),
+  );
+  const failed = started.find((r) => r.status === "rejected");
+  if (failed) {
+    await Promise.all(started.map((r) => (r.status === "fulfilled" ? r.value[Symbol.asyncDispose]() : undefined)));
+    throw failed.reason;
   }
+  const nodes = started.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof ownServer>>>).value);
   return {
     urls: nodes.map((n) => n.url).join(","),
     nodes,
     nodeOn: (port) => nodes.find((n) => n.port === port)!,
-    kill: async (i) => {
-      const child = nodes[i]!.child();
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGKILL");
-      await exited;
-    },
+    kill: (i) => nodes[i]!.kill("SIGKILL"),
     [Symbol.asyncDispose]: async () => {
       await Promise.all(nodes.map((n) => n[Symbol.asyncDispose]()));
     },
