@@ -1,26 +1,17 @@
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolbusClient } from "@toolbus/client";
+import { containersRequired, hasPodman, localBaseImage } from "../helpers/containers.js";
 import { freePort } from "../helpers/mcp.js";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { ROOT } from "../helpers/paths.js";
 import { removeTempDirs, tempDir, waitFor, waitForBackends } from "../helpers/toolbus.js";
 
 const run = promisify(execFile);
-const hasPodman = (() => {
-  try {
-    execFileSync("podman", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-// CI installs podman (deploy/docker/setup-podman.sh) and sets this: there, a missing podman is a failure, not a skip.
-const required = process.env.TOOLBUS_REQUIRE_CONTAINERS === "1";
 const IMAGE = "localhost/toolbus:test";
 
 const podman = async (...args: string[]): Promise<string> => (await run("podman", args, { maxBuffer: 64 * 1024 * 1024 })).stdout;
@@ -31,14 +22,14 @@ function npmCaFile(): string | undefined {
   return candidates.find((f): f is string => typeof f === "string" && f !== "" && existsSync(f));
 }
 
-describe.skipIf(!hasPodman && !required)("the container image (deploy/docker/Dockerfile), built and run with podman", () => {
+describe.skipIf(!hasPodman && !containersRequired)("the container image (deploy/docker/Dockerfile), built and run with podman", () => {
   let nats: TestNats;
   const containers: string[] = [];
 
   beforeAll(async () => {
     if (!hasPodman) throw new Error("podman is not installed: run deploy/docker/setup-podman.sh (as .ci/run does)");
     // No registry is reachable here: the base (Debian minbase + Node 20) is made locally, once per machine.
-    const base = (await run("bash", [join(ROOT, "deploy/docker/make-base.sh")], { maxBuffer: 16 * 1024 * 1024 })).stdout.trim().split("\n").at(-1)!;
+    const base = await localBaseImage();
     const ca = npmCaFile();
     await run(
       "podman",

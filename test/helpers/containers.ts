@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { StartedTestContainer } from "testcontainers";
+import { isListening } from "@toolbus/cli";
 import { freePort } from "./mcp.js";
 import type { TestNats, TestNatsCluster } from "./nats-server.js";
 import { ROOT } from "./paths.js";
@@ -70,6 +71,11 @@ export async function stopContainerRuntime(): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/** The Node 20 base image made on this machine (deploy/docker/make-base.sh: once, then its tag). */
+export async function localBaseImage(): Promise<string> {
+  return (await run("bash", [join(ROOT, "deploy/docker/make-base.sh")], { maxBuffer: 16 * 1024 * 1024 })).stdout.trim().split("\n").at(-1)!;
+}
+
 /**
  * A NATS image built here (no registry answers): the locally made Node base (deploy/docker/make-base.sh)
  * plus this machine's nats-server binary. Built once per machine and nats-server version.
@@ -83,7 +89,7 @@ export async function natsImage(): Promise<string> {
     () => false,
   );
   if (exists) return tag;
-  const base = (await run("bash", [join(ROOT, "deploy/docker/make-base.sh")], { maxBuffer: 16 * 1024 * 1024 })).stdout.trim().split("\n").at(-1)!;
+  const base = await localBaseImage();
   const context = mkdtempSync(join(tmpdir(), "toolbus-test-nats-image-"));
   try {
     copyFileSync(binary, join(context, "nats-server"));
@@ -97,17 +103,8 @@ export async function natsImage(): Promise<string> {
 
 /** Until something accepts connections on 127.0.0.1:`port`. */
 async function listening(port: number, timeoutMs: number): Promise<void> {
-  const { createConnection } = await import("node:net");
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createConnection({ host: "127.0.0.1", port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on("error", () => resolve(false));
-    });
-    if (ok) return;
+  while (!(await isListening("127.0.0.1", port, 200))) {
     if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
