@@ -8,36 +8,20 @@
  * connection (the caller's own, and each MCP server child's). Prints a table and writes
  * bench-results/capacity-<time>.json. deploy/README.md quotes a run.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ToolbusClient } from "@toolbus/client";
 import { faultStdio } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { ROOT } from "../helpers/paths.js";
-import { childPids, runToolbus, waitFor, waitForBackends, writeConfig } from "../helpers/toolbus.js";
-import { leanClient } from "./gateway.js";
-import { cpuMicros } from "./measure.js";
+import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
+import { gatewayLists, leanClient } from "./gateway.js";
+import { cpuPerCall, rssMiB } from "./measure.js";
 import { NODE_FLAGS } from "./startup.js";
 
 const CALLS = Number(process.env.CALLS ?? 20_000);
 const IN_FLIGHT = 64;
 const args = { message: "capacity" };
-
-const rssMiB = (pid: number): number => {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Math.round((Number(match?.[1] ?? 0) / 1024) * 10) / 10;
-};
-
-async function load(call: () => Promise<unknown>, total: number): Promise<number> {
-  let issued = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (issued++ < total) await call();
-    }),
-  );
-  return Math.round(total / ((performance.now() - t0) / 1000));
-}
 
 interface PathRow {
   path: string;
@@ -45,12 +29,8 @@ interface PathRow {
   cpuMicrosPerCall: Record<string, number>;
 }
 
-/** CPU µs per call of each process over `CALLS` calls (after a warm-up). */
 async function measure(path: string, call: () => Promise<unknown>, pids: Record<string, number>): Promise<PathRow> {
-  await load(call, 2_000);
-  const before = Object.fromEntries(Object.entries(pids).map(([n, pid]) => [n, cpuMicros(pid)]));
-  const callsPerSec = await load(call, CALLS);
-  const cpuMicrosPerCall = Object.fromEntries(Object.entries(pids).map(([n, pid]) => [n, Math.round((cpuMicros(pid) - before[n]!) / CALLS)]));
+  const { callsPerSec, cpuMicrosPerCall } = await cpuPerCall(call, pids, CALLS, IN_FLIGHT);
   process.stderr.write(`  ${path}: ${callsPerSec} calls/s, CPU µs/call ${JSON.stringify(cpuMicrosPerCall)}\n`);
   return { path, callsPerSec, cpuMicrosPerCall };
 }
@@ -87,14 +67,7 @@ try {
   rows.push(await measure("client → router → caller", () => client.callTool("one", "echo", args, { cache: "bypass" }), { router: pid("router"), caller }));
   rows.push(await measure("client → router → cache (hit)", () => client.callTool("one", "echo", args), { router: pid("router"), cache: pid("cache") }));
   const url = `http://127.0.0.1:${gatewayPort}/mcp`;
-  await waitFor(
-    "the gateway",
-    async () => {
-      await using c = await leanClient(url);
-      return (await c.listTools()).tools.some((t) => t.name === "one__echo");
-    },
-    30_000,
-  );
+  await gatewayLists(url, "one__echo");
   {
     await using mcp = await leanClient(url);
     // A tool that is not read-only: the gateway sends it straight to the caller (echo would go to the cache).

@@ -12,7 +12,7 @@ import { directStdio, faultStdio } from "../helpers/mcp.js";
 import { startNats } from "../helpers/nats-server.js";
 import { FAULT_SERVER } from "../helpers/paths.js";
 import { childPids, runToolbus, waitForBackends, writeConfig } from "../helpers/toolbus.js";
-import { cpuMicros } from "./measure.js";
+import { cpuPerCall } from "./measure.js";
 import { NODE_FLAGS } from "./startup.js";
 
 const CALLS = Number(process.env.CALLS ?? 20_000);
@@ -22,22 +22,9 @@ const args = { message: "bench" };
 const commandOf = (pid: number): string => readFileSync(`/proc/${pid}/cmdline`, "utf8");
 
 async function measure(label: string, call: () => Promise<unknown>, pids: Record<string, number>): Promise<void> {
-  const run = async (total: number): Promise<number> => {
-    let issued = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (issued++ < total) await call();
-      }),
-    );
-    return total / ((performance.now() - t0) / 1000);
-  };
-  await run(2_000);
-  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMicros(pid)]));
-  const rate = await run(CALLS);
-  const perCall = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, Math.round((cpuMicros(pid) - before[name]!) / CALLS)]));
-  const total = Object.values(perCall).reduce((a, b) => a + b, 0);
-  console.log(`${label.padEnd(16)} ${String(Math.round(rate)).padStart(6)} calls/s   CPU µs/call: ${JSON.stringify({ ...perCall, total })}`);
+  const { callsPerSec, cpuMicrosPerCall } = await cpuPerCall(call, pids, CALLS, IN_FLIGHT);
+  const total = Object.values(cpuMicrosPerCall).reduce((a, b) => a + b, 0);
+  console.log(`${label.padEnd(16)} ${String(callsPerSec).padStart(6)} calls/s   CPU µs/call: ${JSON.stringify({ ...cpuMicrosPerCall, total })}`);
 }
 
 await using nats = await startNats();

@@ -47,6 +47,18 @@ export async function leanClient(url: string): Promise<Client & AsyncDisposable>
   });
 }
 
+/** Until the front door at `url` lists `tool` (its catalog has heard the backend's callers). */
+export async function gatewayLists(url: string, tool: string): Promise<void> {
+  await waitFor(
+    `the gateway to list ${tool}`,
+    async () => {
+      await using c = await leanClient(url);
+      return (await c.listTools()).tools.some((t) => t.name === tool);
+    },
+    30_000,
+  );
+}
+
 async function measure(name: string, url: string, tool: string, pids: readonly number[], sizes: GatewaySizes): Promise<GatewayRow> {
   await using client = await leanClient(url);
   // Awaited here: the client is disposed when this function returns.
@@ -108,14 +120,7 @@ async function measureToolbus(natsUrl: string, name: string, layout: Layout, siz
   if (layout.separate) processes.push(run(["gateway"]));
   try {
     const url = `http://127.0.0.1:${port}/mcp`;
-    await waitFor(
-      "the gateway to list everything__echo",
-      async () => {
-        await using c = await leanClient(url);
-        return (await c.listTools()).tools.some((t) => t.name === "everything__echo");
-      },
-      30_000,
-    );
+    await gatewayLists(url, "everything__echo");
     return await measure(
       name,
       url,

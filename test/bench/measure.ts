@@ -78,3 +78,28 @@ export async function latencyRow(
   process.stderr.write(`  ${name}: p50 ${row.seqP50} ms, ${row.callsPerSec} calls/s at 64 in flight\n`);
   return row;
 }
+
+/** Resident memory of a process, in MiB to one decimal (Linux /proc). */
+export function rssMiB(pid: number): number {
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+  return Math.round((kb / 1024) * 10) / 10;
+}
+
+/**
+ * Warm up (2,000 calls), then `calls` calls at `inFlight`: the calls/s, and the CPU µs per call of each
+ * process in `pids` over those calls.
+ */
+export async function cpuPerCall(
+  call: () => Promise<unknown>,
+  pids: Readonly<Record<string, number>>,
+  calls: number,
+  inFlight: number,
+): Promise<{ callsPerSec: number; cpuMicrosPerCall: Record<string, number> }> {
+  await closedLoop(call, 2_000, inFlight);
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMicros(pid)]));
+  const { elapsedMs } = await closedLoop(call, calls, inFlight);
+  return {
+    callsPerSec: Math.round(calls / (elapsedMs / 1000)),
+    cpuMicrosPerCall: Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, Math.round((cpuMicros(pid) - before[name]!) / calls)])),
+  };
+}

@@ -4,11 +4,11 @@
  * first answered call, with the process's RSS then; and the RSS of each worker kind run alone
  * (`toolbus worker <name>`), as it is deployed.
  */
-import { readFileSync } from "node:fs";
 import { ToolbusClient } from "@toolbus/client";
 import { EVERYTHING_SERVER, LLM_FAULT_SERVER } from "../helpers/paths.js";
 import { freePort } from "../helpers/mcp.js";
 import { runToolbus, tempDir, waitFor, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
+import { rssMiB } from "./measure.js";
 
 export interface StartupFigures {
   /** From launch to the router's "router started" log line. */
@@ -29,12 +29,6 @@ export interface StartupFigures {
  * back; capped, each process is about 18 MB smaller, with no cost per call this bench can see.
  */
 export const NODE_FLAGS = ["--max-semi-space-size=2"];
-
-function rssMb(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  return Math.round((kb / 1024) * 10) / 10;
-}
 
 async function stop(p: ToolbusProcess): Promise<void> {
   p.kill("SIGTERM");
@@ -67,7 +61,7 @@ export async function startupBench(natsUrl: string): Promise<StartupFigures> {
     let upPlainNodeRssMb = 0;
     try {
       await waitFor("the first call", () => client.callTool("everything", "echo", { message: "first" }, { timeoutMs: 1_000 }).then(() => true), 30_000);
-      upPlainNodeRssMb = rssMb(plain.child.pid!);
+      upPlainNodeRssMb = rssMiB(plain.child.pid!);
     } finally {
       await stop(plain);
     }
@@ -90,7 +84,7 @@ export async function startupBench(natsUrl: string): Promise<StartupFigures> {
         30_000,
       );
       firstCallMs = performance.now() - launched;
-      upRssMb = rssMb(up.child.pid!);
+      upRssMb = rssMiB(up.child.pid!);
     } finally {
       await stop(up);
     }
@@ -108,7 +102,7 @@ export async function startupBench(natsUrl: string): Promise<StartupFigures> {
         await waitFor(`worker ${name} to start`, () => / started/.test(worker.output()), 30_000);
         // Let it settle (its first heartbeats, lazy work) before reading its memory.
         await new Promise((r) => setTimeout(r, 1_000));
-        workerRssMb[name] = rssMb(worker.child.pid!);
+        workerRssMb[name] = rssMiB(worker.child.pid!);
       } finally {
         await stop(worker);
       }
