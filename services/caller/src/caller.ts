@@ -167,19 +167,11 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   });
 
   const maxPayload = (): number => maxPayloadOf(nc);
-  const finish = replyAndCount(deps, backend.name, maxPayload);
+  const finish = replyAndCount(deps, backend.name, maxPayload, (tool) => tools.index?.has(tool) ?? false);
   const cacheSettings = options.cache?.enabled ? options.cache : undefined;
   const flights = new SingleFlight();
   const chat = new ChatEmitter(nc, log, deps.metrics, { worker: "caller", workerId: deps.workerId, backend: backend.name });
   const joins = deps.metrics.singleFlightJoins.labels(backend.name);
-  // Per tool, bound once; only the tools the backend lists get a label of their own (bad input cannot grow the series).
-  const toolTimers = new Map<string, { observe(seconds: number): void }>();
-  const toolTimer = (tool: string): { observe(seconds: number): void } => {
-    const name = tools.index?.has(tool) ? tool : "other";
-    let timer = toolTimers.get(name);
-    if (!timer) toolTimers.set(name, (timer = deps.metrics.toolDuration.labels(backend.name, name)));
-    return timer;
-  };
 
   async function handleCall(msg: Msg): Promise<void> {
     const started = monotonicNow();
@@ -192,8 +184,7 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
     // A call that names a conversation is logged in it: what was asked, then what came of it.
     const conversationId = request.conversationId;
     const answer = (reply: CallReply): void => {
-      finish(msg, reply, started);
-      toolTimer(request.tool).observe((monotonicNow() - started) / 1000);
+      finish(msg, reply, started, request.tool);
       if (conversationId) chat.emit(conversationId, ...outcomeEvent(request.tool, admitted.requestId, reply));
     };
     if (conversationId)
@@ -366,15 +357,29 @@ export async function startCaller(deps: WorkerDeps, options: CallerOptions): Pro
   };
 }
 
-/** Send a reply and count it in the metrics, by outcome. */
-function replyAndCount(deps: WorkerDeps, backend: string, maxPayload: () => number): (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number) => void {
+/** Send a reply and count it in the metrics, by outcome, and by tool once the request named one. */
+function replyAndCount(
+  deps: WorkerDeps,
+  backend: string,
+  maxPayload: () => number,
+  listed: (tool: string) => boolean,
+): (msg: Msg, reply: ToolCallOkReply | ErrorReply, started: number, tool?: string) => void {
   const { metrics } = deps;
   // Label lookups bound once: prom-client hashes label sets on every unbound call.
   const okCount = metrics.requests.labels("caller", backend, "ok");
   const okDuration = metrics.duration.labels("caller", backend, "ok");
-  return (msg, reply, started) => {
+  // Only the tools the backend lists get a series of their own: bad input cannot grow the label set.
+  const toolTimers = new Map<string, { observe(seconds: number): void }>();
+  const toolTimer = (tool: string): { observe(seconds: number): void } => {
+    const name = listed(tool) ? tool : "other";
+    let timer = toolTimers.get(name);
+    if (!timer) toolTimers.set(name, (timer = metrics.toolDuration.labels(backend, name)));
+    return timer;
+  };
+  return (msg, reply, started, tool) => {
     respondJson(msg, reply, maxPayload());
     const seconds = (monotonicNow() - started) / 1000;
+    if (tool !== undefined) toolTimer(tool).observe(seconds);
     if (reply.ok) {
       okCount.inc();
       okDuration.observe(seconds);
