@@ -324,14 +324,14 @@ export class ToolbusClient {
         return { id: event.id, sequence: ack.seq, duplicate: ack.duplicate };
       } catch (err) {
         const code = (err as { code?: string }).code;
-        const transient = code === "503" || code === "TIMEOUT";
-        if (transient && code === "503" && (await this.#chatStreamMissing())) {
+        if (code === "503" && (await this.#chatStreamMissing())) {
           throw ToolbusError.of(
             ErrorCode.BACKEND_UNAVAILABLE,
             "no chat stream (TOOLBUS_CHAT): start a chat-log writer (toolbus up, or toolbus worker chat-log-writer) once to create it",
             { cause: err },
           );
         }
+        const transient = code === "503" || code === "TIMEOUT";
         if (!transient || performance.now() + wait >= deadline) {
           throw ToolbusError.of(ErrorCode.BACKEND_UNAVAILABLE, `the chat event was not stored within ${timeoutMs} ms: ${(err as Error).message}`, {
             cause: err,
