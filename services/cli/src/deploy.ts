@@ -46,7 +46,8 @@ type K8sObject = Record<string, unknown> & { kind: string; metadata: { name: str
 interface WorkerSpec {
   /** Deployment name: toolbus-<id>. */
   id: string;
-  component: string;
+  /** The worker kind: its `app.kubernetes.io/component` label and (with `backend`, for a caller) its NATS user. */
+  component: Exclude<NatsRole["kind"], "client">;
   args: string[];
   replicas: number;
   memoryMiB: number;
@@ -164,7 +165,7 @@ function renderObjects(config: ToolbusConfig, o: Required<RenderOptions>): K8sOb
   const deployment = (w: WorkerSpec): K8sObject[] => {
     const labels = labelsOf(w.component, w.backend);
     // Its own NATS user, whose subjects nats-auth.conf lists; the Secret is optional (a NATS without authorization ignores it).
-    const user = w.backend ? `caller-${w.backend}` : w.component;
+    const user = natsUserOf(w.component === "caller" ? { kind: "caller", backend: w.backend! } : { kind: w.component });
     const natsUser = [
       { name: "TOOLBUS_NATS_USER", value: user },
       { name: "TOOLBUS_NATS_PASS", valueFrom: { secretKeyRef: { name: "toolbus-nats-users", key: natsPasswordEnv(user), optional: true } } },
