@@ -46,15 +46,24 @@ export function natsServerOnPath(): boolean {
 }
 
 /**
- * Stop `child` (and remove `dir`) when this process dies, even by SIGKILL: a shell holds a pipe from
- * us and its read ends when we are gone. It keeps nothing of ours alive, and goes when `child` exits.
+ * Run the shell `script` (with `args` as $1...) when this process dies, even by SIGKILL: the shell holds
+ * a pipe from us and its read ends when we are gone. It keeps nothing of ours alive; kill the returned
+ * watcher once the script is no longer needed.
  */
-export function endWithUs(child: ChildProcess, dir: string): void {
-  if (child.pid === undefined) return;
-  const script = `read _ <&3; kill -TERM ${child.pid} 2>/dev/null; sleep 1; rm -rf "$1"`;
-  const watcher = spawn("/bin/sh", ["-c", script, "toolbus-end-with-us", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], detached: true });
+function whenWeDie(script: string, args: readonly string[]): ChildProcess {
+  const watcher = spawn("/bin/sh", ["-c", `read _ <&3; ${script}`, "toolbus-end-with-us", ...args], {
+    stdio: ["ignore", "ignore", "ignore", "pipe"],
+    detached: true,
+  });
   watcher.unref();
   (watcher.stdio[3] as Socket).unref();
+  return watcher;
+}
+
+/** Stop `child` (and remove `dir`) when this process dies, even by SIGKILL; nothing is left once `child` exits. */
+export function endWithUs(child: ChildProcess, dir: string): void {
+  if (child.pid === undefined) return;
+  const watcher = whenWeDie(`kill -TERM ${child.pid} 2>/dev/null; sleep 1; rm -rf "$1"`, [dir]);
   child.once("exit", () => watcher.kill("SIGKILL"));
 }
 
@@ -134,13 +143,8 @@ export async function startContainerNats(cli: string, image: string, host: strin
     const why = `${started.stderr ?? ""}${started.error?.message ?? ""}`.trim().split("\n").slice(-2).join(" | ");
     throw new Error(`${cli} could not start ${image}: ${why}`);
   }
-  // Killed or crashed, toolbus still takes its container with it (the watcher's read ends with us).
-  const watcher = spawn("/bin/sh", ["-c", `read _ <&3; ${cli} rm -f ${name} >/dev/null 2>&1`], {
-    stdio: ["ignore", "ignore", "ignore", "pipe"],
-    detached: true,
-  });
-  watcher.unref();
-  (watcher.stdio[3] as Socket).unref();
+  // Killed or crashed, toolbus still takes its container with it.
+  const watcher = whenWeDie(`"$1" rm -f "$2" >/dev/null 2>&1`, [cli, name]);
   const remove = (): void => void spawnSync(cli, ["rm", "-f", name], { stdio: "ignore", timeout: 30_000 });
   const deadline = Date.now() + timeoutMs;
   while (!(await natsAnswers(host, port))) {
