@@ -9,6 +9,7 @@ import { createLogger, createMetrics } from "@toolbus/runtime";
 import { RequestStrategy, type NatsConnection } from "nats";
 import { everythingStdio, faultStdio, httpBackend, startEverythingHttp, type HttpServerProcess } from "../helpers/mcp.js";
 import { TOOLBUS_BIN } from "../helpers/paths.js";
+import { servedByInstance } from "../helpers/services.js";
 import { removeTempDirs, startStack, testConfig, waitFor, writeConfig, type Stack } from "../helpers/toolbus.js";
 
 /** An MCP client (the SDK's) of the front door at `url`, or alternating between several replicas, request by request. */
@@ -26,13 +27,10 @@ async function mcpClient(urls: string[], headers: Record<string, string> = {}): 
   return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
 }
 
-/** How many requests the `service` workers on the bus took on `subject` over NATS ($SRV.STATS). */
+/** How many requests the `service` workers on the bus took on `subject` over NATS, all instances together. */
 async function servedOverNats(nc: NatsConnection, service: string, subject: string): Promise<number> {
-  let n = 0;
-  for await (const s of await nc.services.client({ strategy: RequestStrategy.Timer, maxWait: 300 }).stats(service)) {
-    for (const e of s.endpoints ?? []) if (e.subject === subject) n += e.num_requests;
-  }
-  return n;
+  const counts = await servedByInstance(nc, service, (e) => e.subject === subject, { strategy: RequestStrategy.Timer, maxWait: 300 });
+  return counts.reduce((a, b) => a + b, 0);
 }
 
 const textOf = (r: unknown): string => ((r as CallToolResult).content[0] as { text: string }).text;

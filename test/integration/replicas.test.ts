@@ -2,12 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolbusClient, isToolbusError } from "@toolbus/client";
 import { startNats, type TestNats } from "../helpers/nats-server.js";
 import { faultStdio } from "../helpers/mcp.js";
+import { servedByInstance } from "../helpers/services.js";
 import { childPids, isAlive, removeTempDirs, runToolbus, waitFor, waitForBackends, writeConfig, type ToolbusProcess } from "../helpers/toolbus.js";
-
-interface EndpointStats {
-  name: string;
-  num_requests: number;
-}
 
 describe("two routers and two callers of one backend", () => {
   let nats: TestNats;
@@ -42,12 +38,7 @@ describe("two routers and two callers of one backend", () => {
   });
 
   /** Requests served by each instance of a service, from the NATS services API. */
-  async function servedBy(service: string): Promise<number[]> {
-    const stats = await client.nc.services.client().stats(service);
-    const counts: number[] = [];
-    for await (const s of stats) counts.push((s.endpoints as EndpointStats[]).find((e) => e.name === "call")?.num_requests ?? 0);
-    return counts;
-  }
+  const servedBy = (service: string): Promise<number[]> => servedByInstance(client.nc, service, (e) => e.name === "call");
 
   it("both replicas of each worker serve", async () => {
     await Promise.all(Array.from({ length: 200 }, (_, i) => client.callTool("fault", "echo", { message: `m${i}` }, { timeoutMs: 5_000 })));
